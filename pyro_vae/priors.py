@@ -1,0 +1,85 @@
+"""Priors p(z): modules that return a Pyro distribution with ``event_shape == (z_dim,)``.
+
+The distribution has empty batch shape; ``pyro.plate("data")`` broadcasts it over the batch,
+so the model reads as the generative story ``z ~ p(z)``. A prior may own parameters (learned
+priors are trained jointly with the decoder).
+
+``TraceMeanField_ELBO`` uses the analytic KL(q || p) when torch has one registered for the pair
+(diagonal Gaussian guide vs ``normal`` / ``learned-normal``) and falls back to the Monte Carlo
+estimate log q(z) - log p(z) otherwise (``mixture``).
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from .registry import Registry
+
+
+class Prior(nn.Module):
+    """Base class: ``prior()`` returns p(z)."""
+
+    def __init__(self, z_dim: int) -> None:
+        super().__init__()
+        if z_dim < 1:
+            raise ValueError(f"z_dim must be >= 1, got {z_dim}")
+        self.z_dim = z_dim
+
+    def forward(self) -> dist.TorchDistribution:  # pragma: no cover
+        raise NotImplementedError
+
+
+PRIORS: Registry[Prior] = Registry("prior")
+
+
+@PRIORS.register("normal")
+class StandardNormal(Prior):
+    """p(z) = N(0, I)."""
+
+    def __init__(self, z_dim: int) -> None:
+        super().__init__(z_dim)
+        # buffers, so the prior follows the model to its device and dtype
+        self.register_buffer("loc", torch.zeros(z_dim))
+        self.register_buffer("scale", torch.ones(z_dim))
+
+    def forward(self) -> dist.TorchDistribution:
+        return dist.Normal(self.loc, self.scale).to_event(1)
+
+
+@PRIORS.register("learned-normal")
+class LearnedNormal(Prior):
+    """p(z) = N(mu, diag(sigma^2)) with mu and log sigma learned."""
+
+    def __init__(self, z_dim: int) -> None:
+        super().__init__(z_dim)
+        self.loc = nn.Parameter(torch.zeros(z_dim))
+        self.log_scale = nn.Parameter(torch.zeros(z_dim))
+
+    def forward(self) -> dist.TorchDistribution:
+        return dist.Normal(self.loc, self.log_scale.exp()).to_event(1)
+
+
+@PRIORS.register("mixture")
+class GaussianMixture(Prior):
+    """p(z) = sum_k pi_k N(mu_k, diag(sigma_k^2)), weights, means and scales all learned.
+
+    No closed-form KL(q || p) exists, so mean-field training estimates it by Monte Carlo.
+    """
+
+    def __init__(self, z_dim: int, components: int = 10) -> None:
+        super().__init__(z_dim)
+        if components < 1:
+            raise ValueError(f"mixture needs components >= 1, got {components}")
+        self.logits = nn.Parameter(torch.zeros(components))
+        # spread the initial means so the components are distinguishable
+        generator = torch.Generator().manual_seed(0)
+        self.locs = nn.Parameter(torch.randn(components, z_dim, generator=generator))
+        self.log_scales = nn.Parameter(torch.zeros(components, z_dim))
+
+    def forward(self) -> dist.TorchDistribution:
+        return dist.MixtureSameFamily(
+            dist.Categorical(logits=self.logits),
+            dist.Normal(self.locs, self.log_scales.exp()).to_event(1),
+        )

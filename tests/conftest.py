@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+
+from pyro_vae.data import load_dataset
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pyro_state():
+    """Each test starts with an empty param store, validation on and a fixed seed."""
+    pyro.clear_param_store()
+    pyro.enable_validation(True)
+    pyro.set_rng_seed(0)
+    yield
+    pyro.clear_param_store()
+
+
+@pytest.fixture(scope="session")
+def mnist_sample():
+    return load_dataset("mnist-sample")
+
+
+@pytest.fixture
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
