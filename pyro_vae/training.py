@@ -304,7 +304,7 @@ def make_figures(
 ) -> None:
     vae.eval()
     plots.loss_curves(metrics, directory / "loss_curves.png", title=title)
-    inputs = test_x[torch.linspace(0, test_x.shape[0] - 1, 30).long()]
+    inputs = test_x[torch.linspace(0, test_x.shape[0] - 1, 30, device=test_x.device).long()]
     plots.reconstructions(inputs, vae.reconstruct(inputs), shape, directory / "reconstructions.png")
     with torch.random.fork_rng(devices=[test_x.device] if test_x.is_cuda else []):
         torch.manual_seed(0)
