@@ -14,6 +14,7 @@ Datasets (registry ``DATASETS``):
   Debian's ``dataset-fashion-mnist`` in ``/usr/share/datasets/fashion-mnist``, else
   torchvision's download.
 - ``mnist``: full MNIST from IDX files in ``--data-dir``, else torchvision's download.
+- ``npz``: your own images from a ``.npz`` file (see :func:`npz_file`).
 
 Binarization (for the Bernoulli likelihood):
 
@@ -141,7 +142,7 @@ def read_idx_dir(directory: str | Path, name: str) -> ImageData:
             k: (read_image_file if k.endswith("_x") else read_label_file)(str(p))
             for k, p in paths.items()
         }
-    except (AssertionError, RuntimeError, ValueError, TypeError, OSError) as err:
+    except Exception as err:  # a damaged file can fail the parser in many ways
         raise DataError(f"{name}: cannot read the IDX files in {str(directory)!r}: {err}") from None
     return ImageData(
         _from_uint8(tensors["train_x"]),
@@ -192,6 +193,53 @@ def mnist(data_dir: str | None = None) -> ImageData:
     return _torchvision_download("MNIST", "mnist")
 
 
+@DATASETS.register("npz")
+def npz_file(data_dir: str | None = None) -> ImageData:
+    """Your own images from a NumPy ``.npz`` file (path in ``--data-dir``) holding ``train_x``
+    and ``test_x`` — uint8 (scaled by 1/255) or float, shaped (N, H, W), (N, C, H, W) or
+    (N, D) — and optionally ``train_y`` / ``test_y``."""
+    if data_dir is None:
+        raise DataError("npz needs --data-dir pointing at the .npz file")
+    path = Path(data_dir)
+    if not path.is_file():
+        raise DataError(f"npz: {str(path)!r} does not exist or is not a file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (OSError, ValueError) as err:
+        raise DataError(f"npz: cannot read {str(path)!r}: {err}") from None
+    missing = {"train_x", "test_x"} - set(arrays)
+    if missing:
+        raise DataError(f"npz: {str(path)!r} has no {' or '.join(sorted(missing))} array")
+
+    def images(key: str) -> torch.Tensor:
+        a = torch.from_numpy(arrays[key])
+        if a.ndim < 2:
+            raise DataError(f"npz: {key} must have one row per image, got shape {tuple(a.shape)}")
+        return _from_uint8(a) if a.dtype == torch.uint8 else a.reshape(a.shape[0], -1).float()
+
+    train_x, test_x = images("train_x"), images("test_x")
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DataError(
+            f"npz: train and test images differ in size: {tuple(train_x.shape[1:])} "
+            f"vs {tuple(test_x.shape[1:])}"
+        )
+    shape = tuple(arrays["train_x"].shape[1:])
+    shape = (1, *shape) if len(shape) == 2 else shape
+
+    def labels(key: str, n: int) -> torch.Tensor:
+        return torch.from_numpy(arrays[key]).long() if key in arrays else torch.zeros(n).long()
+
+    return ImageData(
+        train_x,
+        labels("train_y", len(train_x)),
+        test_x,
+        labels("test_y", len(test_x)),
+        shape=shape,
+        name="npz",
+    )
+
+
 def load_dataset(name: str, data_dir: str | None = None) -> ImageData:
     data = DATASETS.create(name, data_dir=data_dir)
     for split in ("train_x", "test_x"):
@@ -211,6 +259,7 @@ class Binarizer:
         self.mode = mode
         self._grey = data.train_x
         device = data.train_x.device
+        self._seed = seed
         self._generator = torch.Generator(device=device).manual_seed(seed)
         fixed = torch.Generator(device=device).manual_seed(TEST_BINARIZATION_SEED)
         if mode == "none":
@@ -226,6 +275,10 @@ class Binarizer:
         if self.mode == "dynamic":
             return torch.bernoulli(self._grey, generator=self._generator)
         return self._train
+
+    def restart(self) -> None:
+        """Back to the first epoch's draw."""
+        self._generator.manual_seed(self._seed)
 
     def state(self) -> torch.Tensor:
         return self._generator.get_state()

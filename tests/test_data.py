@@ -99,3 +99,25 @@ def test_unknown_dataset():
     assert {"mnist-sample", "fashion-mnist", "mnist"} <= set(DATASETS.names())
     with pytest.raises(UnknownNameError, match="mnist-sample"):
         load_dataset("cifar")
+
+
+def test_npz_dataset(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "mine.npz"
+    train = np.arange(2 * 5 * 6, dtype=np.uint8).reshape(2, 5, 6)
+    np.savez(
+        path, train_x=train, test_x=np.full((3, 5, 6), 0.25, np.float32), train_y=np.array([4, 2])
+    )
+    d = load_dataset("npz", str(path))
+    assert d.shape == (1, 5, 6) and d.train_x.shape == (2, 30) and d.test_x.shape == (3, 30)
+    torch.testing.assert_close(d.train_x[1], torch.arange(30, 60).float() / 255)
+    assert float(d.test_x.max()) == 0.25  # floats are taken as they are
+    assert d.train_y.tolist() == [4, 2] and d.test_y.tolist() == [0, 0, 0]
+    np.savez(path, train_x=train)
+    with pytest.raises(DataError, match="no test_x"):
+        load_dataset("npz", str(path))
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset("npz", str(tmp_path / "other.npz"))
+    with pytest.raises(DataError, match="--data-dir"):
+        load_dataset("npz")
