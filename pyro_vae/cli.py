@@ -1,72 +1,79 @@
-"""The ``pyro-vae`` command line."""
+"""The ``pyro-vae`` command line.
+
+Errors a user can fix (a mistyped name, a value out of range, missing data, a run directory in
+the way) print one line and exit with status 2 before anything starts; ``--debug`` shows the
+traceback instead. A non-finite loss exits with 3; SIGINT/SIGTERM save a checkpoint and exit
+with 130/143.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from . import runs
+from .config import TrainConfig
 from .data import BINARIZATIONS, DATASETS
 from .likelihoods import LIKELIHOODS
 from .nets import NETWORKS
 from .objectives import ESTIMATORS
 from .priors import PRIORS
 from .reference import ReferenceMismatch
-from .training import TrainConfig, train
+from .training import NonFiniteLoss, TrainingInterrupted, train
 
 DEFAULTS = TrainConfig()
+EXIT_USAGE, EXIT_NON_FINITE = 2, 3
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a VAE with SVI and write a run directory",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = sub.add_parser("train", help="train a VAE with SVI and write a run directory")
     d = DEFAULTS
-    p.add_argument("--dataset", default=d.dataset, help=f"one of {DATASETS.names()}")
-    p.add_argument(
-        "--data-dir", default=None, help="directory with IDX files (mnist, fashion-mnist)"
-    )
-    p.add_argument(
+
+    def option(flag: str, help: str, **kw: object) -> None:
+        # default None: a resumed run can tell the options given from the ones left out
+        name = flag.lstrip("-").replace("-", "_")
+        p.add_argument(flag, default=None, help=f"{help} (default: {getattr(d, name)})", **kw)
+
+    option("--dataset", f"one of {', '.join(DATASETS.names())}")
+    option("--data-dir", "directory with the IDX files (mnist, fashion-mnist)")
+    option(
         "--binarize",
-        default=d.binarize,
+        "dynamic: fresh Bernoulli draw each epoch; static: one fixed draw",
         choices=BINARIZATIONS,
-        help="dynamic: fresh Bernoulli draw each epoch; static: one fixed draw",
     )
-    p.add_argument("--network", default=d.network, help=f"one of {NETWORKS.names()}")
-    p.add_argument("--hidden", default=d.hidden, type=int, nargs="+", help="MLP hidden sizes")
-    p.add_argument("--likelihood", default=d.likelihood, help=f"one of {LIKELIHOODS.names()}")
-    p.add_argument("--sigma", default=d.sigma, type=float, help="fixed sigma of 'gaussian'")
+    option("--network", f"one of {', '.join(NETWORKS.names())}")
+    option("--hidden", "MLP hidden sizes", type=int, nargs="+")
+    option("--likelihood", f"one of {', '.join(LIKELIHOODS.names())}")
+    option("--sigma", "fixed sigma of 'gaussian'", type=float)
+    option("--sigma-floor", "lower bound on the learned sigma of 'gaussian-learned'", type=float)
+    option("--prior", f"one of {', '.join(PRIORS.names())}")
+    option("--components", "mixture prior size", type=int)
+    option(
+        "--estimator", f"one of {', '.join(ESTIMATORS.names())} (Trace_ELBO, TraceMeanField_ELBO)"
+    )
+    option("--particles", "samples per image", type=int)
+    option("--beta", "KL weight (beta-VAE); 0 allowed", type=float)
+    option("--kl-warmup-epochs", "raise beta linearly from 0 over this many epochs", type=float)
+    option("--z-dim", "latent dimensions", type=int)
+    option("--epochs", "passes over the training set", type=int)
+    option("--batch-size", "images per SVI step", type=int)
+    option("--lr", "Adam learning rate", type=float)
+    option("--device", "auto, cpu or cuda")
+    option("--seed", "seeds Pyro, torch and the batches", type=int)
+    option("--out", "run directory")
+    option(
+        "--checkpoint-every", "also checkpoint every this many steps (0: epoch ends only)", type=int
+    )
     p.add_argument(
-        "--sigma-floor",
-        default=d.sigma_floor,
-        type=float,
-        help="lower bound on the learned sigma of 'gaussian-learned'",
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint (--epochs may grow)",
     )
-    p.add_argument("--prior", default=d.prior, help=f"one of {PRIORS.names()}")
-    p.add_argument("--components", default=d.components, type=int, help="mixture prior size")
-    p.add_argument(
-        "--estimator",
-        default=d.estimator,
-        help=f"one of {ESTIMATORS.names()} (Trace_ELBO, TraceMeanField_ELBO)",
-    )
-    p.add_argument("--particles", default=d.particles, type=int, help="samples per image")
-    p.add_argument("--beta", default=d.beta, type=float, help="KL weight (beta-VAE); 0 allowed")
-    p.add_argument(
-        "--kl-warmup-epochs",
-        default=d.kl_warmup_epochs,
-        type=float,
-        help="raise beta linearly from 0 over this many epochs",
-    )
-    p.add_argument("--z-dim", default=d.z_dim, type=int, help="latent dimensions")
-    p.add_argument("--epochs", default=d.epochs, type=int, help="passes over the training set")
-    p.add_argument("--batch-size", default=d.batch_size, type=int, help="images per SVI step")
-    p.add_argument("--lr", default=d.lr, type=float, help="Adam learning rate")
-    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
-    p.add_argument("--seed", default=d.seed, type=int, help="seeds Pyro, torch and the batches")
-    p.add_argument("--out", default=d.out, help="run directory")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument(
         "--skip-reference-check",
         action="store_true",
@@ -75,33 +82,38 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _config(args: argparse.Namespace) -> TrainConfig:
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    if "hidden" in given:
+        given["hidden"] = tuple(given["hidden"])
+    if args.skip_reference_check:
+        given["check_reference"] = False
+    if args.no_progress:
+        given["progress"] = False
+    if not args.resume:
+        return TrainConfig(**given)
+    out = Path(given.get("out", DEFAULTS.out))
+    try:
+        saved = json.loads((out / runs.CONFIG).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot resume {str(out)!r}: no readable {runs.CONFIG} ({err})") from None
+    base = TrainConfig.from_dict(saved)
+    changed = [k for k in given if k not in TrainConfig.RESUMABLE and given[k] != getattr(base, k)]
+    if changed:
+        raise ValueError(
+            "a resumed run keeps its options; these differ from the run's: "
+            + ", ".join(f"--{k.replace('_', '-')}" for k in changed)
+        )
+    return dataclasses.replace(base, **given)
+
+
 def _train(args: argparse.Namespace) -> int:
-    config = TrainConfig(
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        binarize=args.binarize,
-        network=args.network,
-        hidden=tuple(args.hidden),
-        likelihood=args.likelihood,
-        sigma=args.sigma,
-        sigma_floor=args.sigma_floor,
-        prior=args.prior,
-        components=args.components,
-        estimator=args.estimator,
-        particles=args.particles,
-        beta=args.beta,
-        kl_warmup_epochs=args.kl_warmup_epochs,
-        z_dim=args.z_dim,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        device=args.device,
-        seed=args.seed,
-        out=args.out,
-        check_reference=not args.skip_reference_check,
-        progress=not args.no_progress,
-    )
-    result = train(config)
+    config = _config(args)
+    result = train(config, resume=args.resume, overwrite=args.overwrite)
     s = result.summary
     if s["reference_check"]:
         rc = s["reference_check"]
@@ -115,6 +127,10 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pyro-vae", description="Variational autoencoders as Pyro models, trained by SVI."
@@ -125,11 +141,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _train(args)
-    except (ValueError, FloatingPointError, ReferenceMismatch, OSError) as err:
+    except NonFiniteLoss as err:
         if args.debug:
             raise
-        print(f"pyro-vae: error: {err}", file=sys.stderr)
-        return 2
+        print(f"pyro-vae: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_NON_FINITE
+    except TrainingInterrupted as stop:
+        print(f"pyro-vae: {_one_line(stop)}", file=sys.stderr)
+        return 128 + stop.signum
+    except (ValueError, ReferenceMismatch, OSError) as err:
+        if args.debug:
+            raise
+        print(f"pyro-vae: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("pyro-vae: interrupted", file=sys.stderr)
         return 130

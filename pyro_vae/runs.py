@@ -13,6 +13,7 @@ old one, so a crash at any moment leaves either the previous file or the new one
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import tempfile
@@ -83,6 +84,17 @@ class MetricsLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def write_metrics(path: Path, fields: list[str], rows: list[Mapping[str, Any]]) -> None:
+    """Replace the CSV with exactly ``rows`` (a resumed run drops rows past its checkpoint)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in fields})
+    data = buffer.getvalue().encode()
+    atomic_write(path, lambda f: f.write(data))
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:

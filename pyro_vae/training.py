@@ -6,13 +6,28 @@ estimate of -ELBO_beta for the batch (``elbo.differentiable_loss(model, guide, x
 optimizer does not depend on Pyro's global parameter store (a second VAE in the same process,
 or a resumed one, trains its own tensors). ``pyro.infer.SVI`` drives ``vae.model`` /
 ``vae.guide`` just as well; the test suite checks that too.
+
+A run can stop at any moment and lose nothing:
+
+- checkpoints (model, optimizer, every random-number state, epoch and batch position, the
+  metrics so far) are written atomically at each epoch end, every ``checkpoint_every`` steps,
+  and when SIGINT or SIGTERM arrives, after which the run exits cleanly;
+- ``resume=True`` continues from the last checkpoint and ends with the same parameters and
+  metrics, bit for bit on CPU, as a run that was never stopped;
+- a non-finite loss stops the run at that step, naming the step, the parameters that went
+  non-finite and the likely cause, without overwriting the last good checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import signal
+import threading
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,109 +37,20 @@ import torch
 from tqdm.auto import tqdm
 
 from . import plots, runs
-from .data import BINARIZATIONS, DATASETS, Binarizer, ImageData, load_dataset
+from .config import ConfigError, TrainConfig
+from .data import Binarizer, ImageData, load_dataset
 from .evaluation import evaluate_elbo
-from .likelihoods import LIKELIHOODS
 from .model import VAE, build_vae
-from .nets import NETWORKS
-from .objectives import ESTIMATORS, KLWarmup, make_estimator
-from .priors import PRIORS
+from .objectives import KLWarmup, make_estimator
 from .reference import USES_ANALYTIC_KL, check_against_reference
+
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "TrainingInterrupted", "NonFiniteLoss"]
 
 # Training -ELBO is measured on at most this many training images per epoch (a fixed subset).
 TRAIN_EVAL_IMAGES = 10_000
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run; saved as config.json."""
-
-    dataset: str = "mnist-sample"
-    data_dir: str | None = None
-    binarize: str = "dynamic"
-    network: str = "mlp"
-    hidden: tuple[int, ...] = (400,)
-    likelihood: str = "bernoulli"
-    sigma: float = 0.1
-    sigma_floor: float = 0.01
-    prior: str = "normal"
-    components: int = 10
-    estimator: str = "mean-field"
-    particles: int = 1
-    beta: float = 1.0
-    kl_warmup_epochs: float = 0.0
-    z_dim: int = 16
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-3
-    device: str = "auto"
-    seed: int = 0
-    out: str = "runs/latest"
-    check_reference: bool = True
-    progress: bool = True
-    eval_batch_size: int = 1000
-
-    def __post_init__(self) -> None:
-        self.hidden = tuple(int(h) for h in self.hidden)
-        for name, ok, rule in [
-            ("beta", self.beta >= 0, ">= 0"),
-            ("particles", self.particles >= 1, ">= 1"),
-            ("lr", self.lr > 0, "> 0"),
-            ("z_dim", self.z_dim >= 1, ">= 1"),
-            ("batch_size", self.batch_size >= 1, ">= 1"),
-            ("epochs", self.epochs >= 1, ">= 1"),
-            ("kl_warmup_epochs", self.kl_warmup_epochs >= 0, ">= 0"),
-            ("hidden", all(h >= 1 for h in self.hidden), "positive sizes"),
-        ]:
-            if not ok:
-                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)}")
-        # unknown names fail here, before any data is read
-        for registry, name in [
-            (DATASETS, self.dataset),
-            (NETWORKS, self.network),
-            (LIKELIHOODS, self.likelihood),
-            (PRIORS, self.prior),
-            (ESTIMATORS, self.estimator),
-        ]:
-            registry.get(name)
-        if self.binarize not in BINARIZATIONS:
-            raise ValueError(
-                f"unknown binarization {self.binarize!r}; choose one of: {', '.join(BINARIZATIONS)}"
-            )
-
-    def model_options(self) -> dict[str, Any]:
-        return dict(
-            network=self.network,
-            likelihood=self.likelihood,
-            prior=self.prior,
-            z_dim=self.z_dim,
-            beta=self.beta,
-            hidden=self.hidden,
-            sigma=self.sigma,
-            sigma_floor=self.sigma_floor,
-            components=self.components,
-        )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is available")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
+# How often the loss is checked for NaN/inf: every step on CPU (a free check there); on a GPU
+# each check is a host sync, so every this many steps (and always before a checkpoint).
+GPU_FINITE_CHECK_EVERY = 50
 
 METRIC_FIELDS = [
     "epoch",
@@ -137,6 +63,36 @@ METRIC_FIELDS = [
     "train_seconds",
     "eval_seconds",
 ]
+TIMING_FIELDS = ("train_seconds", "eval_seconds")
+
+
+class RunDirectoryError(ValueError):
+    """The run directory cannot be used as asked (exists, empty, corrupt, other config)."""
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM stopped the run after a checkpoint was saved."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @dataclass
@@ -146,120 +102,352 @@ class TrainResult:
     metrics: list[dict[str, float]] = field(default_factory=list)
 
 
-def train(config: TrainConfig, data: ImageData | None = None) -> TrainResult:
-    """Train a VAE as ``config`` says and leave a complete run directory in ``config.out``."""
-    device = resolve_device(config.device)
-    pyro.set_rng_seed(config.seed)
-    pyro.enable_validation(False)  # checks are done up front; keep the step lean
-    if data is None:
-        data = load_dataset(config.dataset, config.data_dir)
-    data = data.to(device)
-    binarizer = Binarizer(config.binarize, data, seed=config.seed)
-    vae = build_vae(data.shape, **config.model_options()).to(device)
-    vae.likelihood.check_data(binarizer.test_x)
-    vae.likelihood.check_data(binarizer.train_x())
+@dataclass
+class Position:
+    """Where a run is: ``batch`` batches of epoch ``epoch + 1`` done, ``step`` steps in all."""
 
-    out = Path(config.out)
-    (out / runs.FIGURES).mkdir(parents=True, exist_ok=True)
-    runs.write_json(out / runs.CONFIG, dataclasses.asdict(config))
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    epoch_loss: float = 0.0  # sum of the batch losses so far in this epoch
+    epoch_seconds: float = 0.0
+    # generator states at the start of epoch ``epoch + 1``: replaying them redraws that epoch's
+    # binarized images and batch order exactly
+    epoch_rng: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    n_train = data.train_x.shape[0]
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
-    schedule = KLWarmup(config.beta, round(config.kl_warmup_epochs * steps_per_epoch))
-    elbo = make_estimator(config.estimator, config.particles)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
-    analytic = USES_ANALYTIC_KL[config.estimator]
 
-    reference_check = None
-    if config.check_reference:
-        vae.beta = schedule(0)
-        x0 = binarizer.train_x()[: config.batch_size]
-        pyro_loss, ref_loss = check_against_reference(
-            vae, make_estimator(config.estimator), x0, analytic
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[list[int]]:
+    """Turn SIGINT/SIGTERM into a request the loop honours between steps.
+
+    Yields a list that receives the signal number; outside the main thread (where handlers
+    cannot be installed) it stays empty and signals act as usual.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if received:  # a second Ctrl-C while saving: leave at once
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _prepare_directory(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Check the run directory; with ``resume``, return the checkpoint to continue from."""
+    checkpoint = out / runs.CHECKPOINT
+    if out.is_dir():  # temp files of writes that a kill interrupted
+        for stale in out.glob(".*.tmp"):
+            stale.unlink()
+    if resume:
+        if not checkpoint.exists():
+            raise RunDirectoryError(f"nothing to resume: {str(checkpoint)!r} does not exist")
+        try:
+            state = runs.load_checkpoint(checkpoint)
+            needed = {"model", "optimizer", "position", "config", "rng", "metrics"}
+            missing = needed - set(state)
+        except Exception as err:  # torch.load raises many types on a damaged file
+            raise RunDirectoryError(f"checkpoint {str(checkpoint)!r} is corrupt ({err})") from None
+        if missing:
+            raise RunDirectoryError(
+                f"checkpoint {str(checkpoint)!r} is incomplete (no {', '.join(sorted(missing))})"
+            )
+        return state
+    if overwrite:
+        for name in (runs.CHECKPOINT, runs.METRICS, runs.SUMMARY, runs.CONFIG):
+            (out / name).unlink(missing_ok=True)
+    elif any((out / name).exists() for name in (runs.CHECKPOINT, runs.METRICS)):
+        raise RunDirectoryError(
+            f"{str(out)!r} already holds a run: continue it with --resume, "
+            "replace it with --overwrite, or choose another --out"
         )
-        reference_check = {
-            "pyro_loss": pyro_loss,
-            "reference_loss": ref_loss,
-            "batch_size": int(x0.shape[0]),
+    return None
+
+
+def _check_resumable(config: TrainConfig, state: dict[str, Any]) -> None:
+    try:
+        saved = TrainConfig.from_dict(state["config"])
+    except (ValueError, TypeError) as err:
+        raise RunDirectoryError(f"the checkpoint's config is unreadable ({err})") from None
+    differences = config.differences(saved)
+    if differences:
+        raise RunDirectoryError(
+            "the checkpoint was made with another config ("
+            + "; ".join(differences)
+            + "): resume with the run's own options, or start a new run"
+        )
+    done = state["position"]["epoch"]
+    if done > config.epochs:
+        raise ConfigError(f"--epochs {config.epochs} is less than the {done} epochs done")
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _non_finite_message(vae: VAE, config: TrainConfig, pos: Position, loss: float) -> str:
+    bad = [
+        name
+        for name, p in vae.named_parameters()
+        if not torch.isfinite(p).all() or (p.grad is not None and not torch.isfinite(p.grad).all())
+    ]
+    if config.likelihood == "gaussian-learned":
+        cause = "the learned sigma collapsing; raise --sigma-floor or lower --lr"
+    elif config.lr > 1e-2:
+        cause = f"a learning rate too high for Adam (--lr {config.lr}); try 1e-3"
+    else:
+        cause = "an exploding gradient; lower --lr"
+    where = f"parameters now non-finite: {', '.join(bad[:4])}" if bad else "parameters finite"
+    return (
+        f"the loss became {loss} at step {pos.step} (epoch {pos.epoch + 1}, batch {pos.batch}); "
+        f"{where}; likely cause: {cause}; "
+        f"the last good checkpoint in {config.out!r} is kept"
+    )
+
+
+class Trainer:
+    """One run: builds the model, optimizer and data streams, then trains epoch by epoch.
+
+    Everything a checkpoint must restore for an exact resume is in :meth:`checkpoint_state`.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: ImageData | None = None,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+    ) -> None:
+        self.config = config
+        self.device = device = resolve_device(config.device)
+        self.out = Path(config.out)
+        saved = _prepare_directory(self.out, resume, overwrite)
+        if saved is not None:
+            _check_resumable(config, saved)
+
+        pyro.set_rng_seed(config.seed)
+        pyro.enable_validation(False)  # inputs are checked up front; keep the step lean
+        if data is None:
+            data = load_dataset(config.dataset, config.data_dir)
+        self.data = data = data.to(device)
+        self.binarizer = Binarizer(config.binarize, data, seed=config.seed)
+        self.vae = build_vae(data.shape, **config.model_options()).to(device)
+        self.vae.likelihood.check_data(self.binarizer.test_x)
+        self.vae.likelihood.check_data(self.binarizer.train_x())
+
+        self.n_train = data.train_x.shape[0]
+        self.steps_per_epoch = math.ceil(self.n_train / config.batch_size)
+        self.schedule = KLWarmup(config.beta, round(config.kl_warmup_epochs * self.steps_per_epoch))
+        self.elbo = make_estimator(config.estimator, config.particles)
+        self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=config.lr)
+        self.perm_generator = torch.Generator(device=device).manual_seed(config.seed)
+        eval_generator = torch.Generator().manual_seed(config.seed)
+        self.train_eval_idx = torch.randperm(self.n_train, generator=eval_generator)[
+            :TRAIN_EVAL_IMAGES
+        ].to(device)
+        self.check_every = 1 if device.type == "cpu" else GPU_FINITE_CHECK_EVERY
+
+        self.reference_check = self._check_reference() if config.check_reference else None
+        if saved is None:
+            pyro.set_rng_seed(config.seed)  # the check above must not shift the random streams
+            self.binarizer.restart()
+            self.pos = Position(epoch_rng=self._epoch_rng())
+            self.metrics: list[dict[str, float]] = []
+        else:
+            self._restore(saved)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / runs.FIGURES).mkdir(exist_ok=True)
+        runs.write_json(self.out / runs.CONFIG, config.as_dict())
+        # a resumed run drops any rows written after its checkpoint
+        runs.write_metrics(self.out / runs.METRICS, METRIC_FIELDS, self.metrics)
+
+    def _check_reference(self) -> dict[str, Any]:
+        """Pyro's loss = the hand-written loss on the first batch, or stop (ReferenceMismatch)."""
+        self.vae.beta = self.schedule(0)
+        x0 = self.binarizer.train_x()[: self.config.batch_size]
+        estimator = self.config.estimator
+        p, r = check_against_reference(
+            self.vae, make_estimator(estimator), x0, USES_ANALYTIC_KL[estimator]
+        )
+        return {"pyro_loss": p, "reference_loss": r, "batch_size": int(x0.shape[0])}
+
+    def _epoch_rng(self) -> dict[str, torch.Tensor]:
+        """Generator states at an epoch's start: replaying them redraws its data and order."""
+        return {"binarize": self.binarizer.state(), "batches": self.perm_generator.get_state()}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "model": self.vae.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "position": dataclasses.asdict(self.pos),
+            "metrics": self.metrics,
+            "rng": _rng_state(self.device),
+            "config": self.config.as_dict(),
+            "reference_check": self.reference_check,
         }
 
-    eval_generator = torch.Generator().manual_seed(config.seed)
-    train_eval_idx = torch.randperm(n_train, generator=eval_generator)[:TRAIN_EVAL_IMAGES]
-    train_eval_idx = train_eval_idx.to(device)
-    perm_generator = torch.Generator(device=device).manual_seed(config.seed)
-    log = runs.MetricsLog(out / runs.METRICS, METRIC_FIELDS)
-    metrics: list[dict[str, float]] = []
-    step = 0
-    bar = tqdm(range(config.epochs), desc="train", unit="epoch", disable=not config.progress)
-    try:
-        for epoch in bar:
-            vae.train()
-            x_epoch = binarizer.train_x()
-            perm = torch.randperm(n_train, generator=perm_generator, device=device)
-            _sync(device)
-            t0 = time.perf_counter()
-            total = torch.zeros((), device=device)
-            for start in range(0, n_train, config.batch_size):
-                vae.beta = schedule(step)
-                x = x_epoch[perm[start : start + config.batch_size]]
-                loss = elbo.differentiable_loss(vae.model, vae.guide, x)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach()
-                step += 1
-            _sync(device)
-            t1 = time.perf_counter()
-            vae.eval()
-            test = evaluate_elbo(vae.model, vae.guide, binarizer.test_x, config.eval_batch_size)
-            train_bound = evaluate_elbo(
-                vae.model, vae.guide, x_epoch[train_eval_idx], config.eval_batch_size
-            )
-            t2 = time.perf_counter()
-            train_loss = total.item() / n_train
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(
-                    f"the training loss became {train_loss} in epoch {epoch + 1}; "
-                    "try a lower --lr, or a larger --sigma-floor for gaussian-learned"
-                )
-            row = {
-                "epoch": epoch + 1,
-                "beta": vae.beta,
-                "train_loss": train_loss,
-                "train_neg_elbo": train_bound.neg_elbo,
-                **test.as_dict("test_"),
-                "train_seconds": t1 - t0,
-                "eval_seconds": t2 - t1,
-            }
-            log.append(row)
-            metrics.append(row)
-            bar.set_postfix(train=f"{train_loss:.2f}", test=f"{test.neg_elbo:.2f}")
-            runs.save_checkpoint(
-                out / runs.CHECKPOINT,
-                {
-                    "model": vae.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "config": dataclasses.asdict(config),
-                },
-            )
-    finally:
-        log.close()
-        bar.close()
+    def _restore(self, saved: dict[str, Any]) -> None:
+        try:
+            self.vae.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise RunDirectoryError(f"the checkpoint does not fit this model ({err})") from None
+        self.pos = Position(**saved["position"])
+        self.metrics = saved["metrics"]
+        self.reference_check = saved.get("reference_check") or self.reference_check
+        _set_rng_state(saved["rng"], self.device)
 
-    summary = _summary(config, device, data, metrics, reference_check)
-    runs.write_json(out / runs.SUMMARY, summary)
-    make_figures(
-        vae,
-        binarizer.test_x,
-        data.shape,
-        metrics,
-        out / runs.FIGURES,
-        title=f"{config.dataset}: {config.likelihood} / {config.prior} / "
-        f"{config.estimator}, beta={config.beta}, z={config.z_dim}",
-    )
-    return TrainResult(vae, summary, metrics)
+    def save(self) -> None:
+        runs.save_checkpoint(self.out / runs.CHECKPOINT, self.checkpoint_state())
+
+    def _check_finite(self, loss_sum: torch.Tensor) -> None:
+        value = loss_sum.item()
+        if not math.isfinite(value):
+            raise NonFiniteLoss(_non_finite_message(self.vae, self.config, self.pos, value))
+
+    def _interrupted(self, signum: int) -> TrainingInterrupted:
+        where = (
+            f"at epoch {self.pos.epoch + 1}, batch {self.pos.batch}"
+            if self.pos.batch
+            else f"after epoch {self.pos.epoch}"
+        )
+        return TrainingInterrupted(
+            signum,
+            f"stopped by {signal.Signals(signum).name} {where} (step {self.pos.step}); "
+            f"checkpoint saved; continue with: pyro-vae train --resume --out {self.out}",
+        )
+
+    def _train_epoch(self, stop: list[int]) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Steps from the current position to the epoch's end; returns the epoch's images,
+        the summed loss and the training seconds."""
+        config, pos, device = self.config, self.pos, self.device
+        self.binarizer.set_state(pos.epoch_rng["binarize"])
+        self.perm_generator.set_state(pos.epoch_rng["batches"])
+        self.vae.train()
+        x_epoch = self.binarizer.train_x()
+        perm = torch.randperm(self.n_train, generator=self.perm_generator, device=device)
+        total = torch.tensor(pos.epoch_loss, device=device)
+        _sync(device)
+        t0 = time.perf_counter() - pos.epoch_seconds
+        while pos.batch < self.steps_per_epoch:
+            self.vae.beta = self.schedule(pos.step)
+            start = pos.batch * config.batch_size
+            x = x_epoch[perm[start : start + config.batch_size]]
+            loss = self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach()
+            pos.batch += 1
+            pos.step += 1
+            due = config.checkpoint_every and pos.step % config.checkpoint_every == 0
+            if stop or due or pos.step % self.check_every == 0:
+                self._check_finite(total)
+            if stop or due:
+                pos.epoch_loss = total.item()
+                _sync(device)
+                pos.epoch_seconds = time.perf_counter() - t0
+                self.save()
+            if stop:
+                raise self._interrupted(stop[0])
+        self._check_finite(total)
+        _sync(device)
+        return x_epoch, total, time.perf_counter() - t0
+
+    def _evaluate(self, x_epoch: torch.Tensor) -> dict[str, float]:
+        self.vae.eval()
+        model, guide, batch = self.vae.model, self.vae.guide, self.config.eval_batch_size
+        test = evaluate_elbo(model, guide, self.binarizer.test_x, batch)
+        train_bound = evaluate_elbo(model, guide, x_epoch[self.train_eval_idx], batch)
+        return {"train_neg_elbo": train_bound.neg_elbo, **test.as_dict("test_")}
+
+    def fit(self) -> TrainResult:
+        config = self.config
+        log = runs.MetricsLog(self.out / runs.METRICS, METRIC_FIELDS)
+        bar = tqdm(
+            total=config.epochs,
+            initial=self.pos.epoch,
+            desc="train",
+            unit="epoch",
+            disable=not config.progress,
+        )
+        try:
+            with _stop_requests() as stop, warnings.catch_warnings():
+                # a NaN loss is caught with a better message than Pyro's warning
+                warnings.filterwarnings("ignore", message="Encountered NaN")
+                while self.pos.epoch < config.epochs:
+                    x_epoch, total, train_seconds = self._train_epoch(stop)
+                    t1 = time.perf_counter()
+                    bounds = self._evaluate(x_epoch)
+                    row = {
+                        "epoch": self.pos.epoch + 1,
+                        "beta": self.vae.beta,
+                        "train_loss": total.item() / self.n_train,
+                        **bounds,
+                        "train_seconds": train_seconds,
+                        "eval_seconds": time.perf_counter() - t1,
+                    }
+                    self.metrics.append(row)
+                    log.append(row)
+                    bar.update(1)
+                    bar.set_postfix(
+                        train=f"{row['train_loss']:.2f}", test=f"{row['test_neg_elbo']:.2f}"
+                    )
+                    self.pos = Position(
+                        epoch=self.pos.epoch + 1, step=self.pos.step, epoch_rng=self._epoch_rng()
+                    )
+                    self.save()
+                    if stop:  # a signal during evaluation
+                        raise self._interrupted(stop[0])
+        finally:
+            log.close()
+            bar.close()
+
+        summary = _summary(config, self.device, self.data, self.metrics, self.reference_check)
+        runs.write_json(self.out / runs.SUMMARY, summary)
+        make_figures(
+            self.vae,
+            self.binarizer.test_x,
+            self.data.shape,
+            self.metrics,
+            self.out / runs.FIGURES,
+            title=f"{config.dataset}: {config.likelihood} / {config.prior} / "
+            f"{config.estimator}, beta={config.beta}, z={config.z_dim}",
+        )
+        return TrainResult(self.vae, summary, self.metrics)
+
+
+def train(
+    config: TrainConfig,
+    data: ImageData | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train a VAE as ``config`` says and leave a complete run directory in ``config.out``.
+
+    ``resume`` continues the run in ``config.out`` from its checkpoint; ``overwrite`` replaces
+    a run already there (without either, an existing run is an error, so nothing is lost).
+    """
+    return Trainer(config, data, resume=resume, overwrite=overwrite).fit()
 
 
 def _summary(
@@ -272,16 +460,15 @@ def _summary(
     last = metrics[-1]
     # the first epoch carries one-off start-up costs; leave it out of the timing when we can
     timed = metrics[1:] or metrics
+    seconds = sum(r["train_seconds"] for r in timed)
     return {
         "test_neg_elbo": last["test_neg_elbo"],
         "test_distortion": last["test_distortion"],
         "test_rate": last["test_rate"],
         "train_neg_elbo": last["train_neg_elbo"],
         "best_test_neg_elbo": min(r["test_neg_elbo"] for r in metrics),
-        "seconds_per_epoch": sum(r["train_seconds"] for r in timed) / len(timed),
-        "images_per_second": data.train_x.shape[0]
-        * len(timed)
-        / sum(r["train_seconds"] for r in timed),
+        "seconds_per_epoch": seconds / len(timed),
+        "images_per_second": data.train_x.shape[0] * len(timed) / seconds,
         "epochs": int(last["epoch"]),
         "num_train": int(data.train_x.shape[0]),
         "num_test": int(data.test_x.shape[0]),

@@ -123,7 +123,8 @@ def test_mean_field_uses_the_analytic_kl_for_the_normal_prior(float64):
         vae, make_estimator("mean-field"), x, analytic_kl=False
     )
     torch.testing.assert_close(pyro_loss, analytic, rtol=1e-9, atol=0)
-    assert abs(float((analytic - monte_carlo).detach())) > 1e-3  # a different estimator, not a relabel
+    # a different estimator, not a relabel
+    assert abs(float((analytic - monte_carlo).detach())) > 1e-3
 
 
 def test_beta_reaches_the_latent_site_in_model_and_guide():

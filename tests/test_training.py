@@ -49,7 +49,7 @@ def test_a_run_leaves_a_complete_directory(tmp_path, small_data):
         assert (out / runs.FIGURES / fig).stat().st_size > 10_000
     # the checkpoint restores the trained model
     state = runs.load_checkpoint(out / runs.CHECKPOINT)
-    assert state["epoch"] == 3
+    assert state["position"]["epoch"] == 3 and state["position"]["batch"] == 0
     fresh = build_vae((1, 28, 28), hidden=(64,), z_dim=4)
     fresh.load_state_dict(state["model"])
     x = torch.bernoulli(small_data.test_x[:50])
@@ -127,7 +127,7 @@ def test_grey_data_with_bernoulli_is_refused(tmp_path, small_data):
     ],
 )
 def test_invalid_config_values(tmp_path, field, value):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ValueError, match="--" + field.replace("_", "-")):
         _config(tmp_path, **{field: value})
 
 
@@ -158,3 +158,31 @@ def test_cli_train_and_its_errors(tmp_path, capsys):
     assert err.count("\n") == 1 and "continuous-bernoulli" in err and "Traceback" not in err
     assert main(["train", "--beta", "-1", "--out", str(tmp_path / "bad")]) == 2
     assert "beta must be >= 0" in capsys.readouterr().err
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "checkpoint.pt"
+    runs.save_checkpoint(target, {"step": 1})
+
+    def broken(f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        runs.atomic_write(target, broken)
+    assert runs.load_checkpoint(target) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
+
+
+def test_resume_in_process_extends_a_finished_run(tmp_path, small_data):
+    """--epochs may grow on resume: 2 epochs + 1 more = 3 epochs straight."""
+    straight = train(_config(tmp_path / "straight", epochs=3), small_data)
+    train(_config(tmp_path / "split", epochs=2), small_data)
+    resumed = train(_config(tmp_path / "split", epochs=3), small_data, resume=True)
+    for a, b in zip(straight.vae.parameters(), resumed.vae.parameters(), strict=True):
+        assert torch.equal(a, b)
+    drop = {"train_seconds", "eval_seconds"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in straight.metrics] == [
+        {k: v for k, v in r.items() if k not in drop} for r in resumed.metrics
+    ]
+    assert len(runs.read_metrics(tmp_path / "split" / "run" / runs.METRICS)) == 3

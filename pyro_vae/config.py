@@ -1,0 +1,123 @@
+"""The configuration of a training run, checked in full before anything starts."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .data import BINARIZATIONS, DATASETS
+from .likelihoods import LIKELIHOODS
+from .nets import NETWORKS
+from .objectives import ESTIMATORS
+from .priors import PRIORS
+
+
+class ConfigError(ValueError):
+    """An option with a value the run cannot use; the message names the option."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved as config.json."""
+
+    dataset: str = "mnist-sample"
+    data_dir: str | None = None
+    binarize: str = "dynamic"
+    network: str = "mlp"
+    hidden: tuple[int, ...] = (400,)
+    likelihood: str = "bernoulli"
+    sigma: float = 0.1
+    sigma_floor: float = 0.01
+    prior: str = "normal"
+    components: int = 10
+    estimator: str = "mean-field"
+    particles: int = 1
+    beta: float = 1.0
+    kl_warmup_epochs: float = 0.0
+    z_dim: int = 16
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    device: str = "auto"
+    seed: int = 0
+    out: str = "runs/latest"
+    checkpoint_every: int = 0
+    check_reference: bool = True
+    progress: bool = True
+    eval_batch_size: int = 1000
+
+    # Options that may differ when a run is resumed: they do not change what is computed
+    # (``epochs`` extends the run; ``device`` moves it, which ends bitwise equality).
+    RESUMABLE = ("epochs", "device", "out", "progress", "check_reference", "checkpoint_every")
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(int(h) for h in self.hidden)
+        for name, ok, rule in [
+            ("beta", self.beta >= 0, ">= 0"),
+            ("particles", self.particles >= 1, ">= 1"),
+            ("lr", self.lr > 0, "> 0"),
+            ("z_dim", self.z_dim >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("kl_warmup_epochs", self.kl_warmup_epochs >= 0, ">= 0"),
+            ("hidden", len(self.hidden) > 0 and all(h >= 1 for h in self.hidden), "positive"),
+            ("sigma", self.sigma > 0, "> 0"),
+            ("sigma_floor", self.sigma_floor > 0, "> 0"),
+            ("components", self.components >= 1, ">= 1"),
+            ("checkpoint_every", self.checkpoint_every >= 0, ">= 0 (0: at epoch ends only)"),
+            ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
+        ]:
+            if not ok:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be {rule}, got {getattr(self, name)}")
+        # unknown names fail here, before any data is read
+        for registry, name in [
+            (DATASETS, self.dataset),
+            (NETWORKS, self.network),
+            (LIKELIHOODS, self.likelihood),
+            (PRIORS, self.prior),
+            (ESTIMATORS, self.estimator),
+        ]:
+            registry.get(name)
+        if self.binarize not in BINARIZATIONS:
+            raise ConfigError(
+                f"unknown binarization {self.binarize!r}; choose one of: {', '.join(BINARIZATIONS)}"
+            )
+        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ConfigError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
+
+    def model_options(self) -> dict[str, Any]:
+        return dict(
+            network=self.network,
+            likelihood=self.likelihood,
+            prior=self.prior,
+            z_dim=self.z_dim,
+            beta=self.beta,
+            hidden=self.hidden,
+            sigma=self.sigma,
+            sigma_floor=self.sigma_floor,
+            components=self.components,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Options (other than the resumable ones) whose values differ, as 'name: a != b'."""
+        mine, theirs = self.as_dict(), other.as_dict()
+        return [
+            f"{k}: {mine[k]!r} != {theirs[k]!r}"
+            for k in mine
+            if k not in self.RESUMABLE and mine[k] != theirs[k]
+        ]
