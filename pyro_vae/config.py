@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .data import BINARIZATIONS, DATASETS
+from .iwae import GRADIENT_ESTIMATORS
 from .likelihoods import LIKELIHOODS
 from .nets import NETWORKS
 from .objectives import ESTIMATORS
@@ -33,6 +34,7 @@ class TrainConfig:
     components: int = 10
     estimator: str = "mean-field"
     particles: int = 1
+    grad: str = "standard"
     beta: float = 1.0
     kl_warmup_epochs: float = 0.0
     z_dim: int = 16
@@ -84,6 +86,13 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown binarization {self.binarize!r}; choose one of: {', '.join(BINARIZATIONS)}"
             )
+        if self.grad not in GRADIENT_ESTIMATORS:
+            raise ConfigError(
+                f"unknown gradient estimator {self.grad!r}; choose one of: "
+                f"{', '.join(GRADIENT_ESTIMATORS)}"
+            )
+        if self.grad != "standard" and self.estimator != "iwae":
+            raise ConfigError(f"--grad {self.grad} applies to --estimator iwae only")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
 

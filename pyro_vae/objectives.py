@@ -9,6 +9,8 @@ With q = q(z|x), the per-image evidence lower bound is
 - ``mean-field`` -> :class:`pyro.infer.TraceMeanField_ELBO`: the same reconstruction term with
   the KL in closed form where torch knows it (Gaussian guide vs Gaussian prior); otherwise it
   falls back to the Monte Carlo KL, exactly as ``trace`` does.
+- ``iwae`` -> :class:`pyro_vae.iwae.IWAE`: the K-particle importance-weighted bound with a
+  ``standard``, ``stl`` or ``dreg`` gradient (``num_particles`` = K).
 
 Both are Pyro's own classes; they know traces, not the VAE, so any model/guide pair trains.
 """
@@ -19,27 +21,41 @@ from dataclasses import dataclass
 
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
+from .iwae import IWAE
 from .registry import Registry
 
 ESTIMATORS: Registry[ELBO] = Registry("estimator")
 
 
+def _single_sample_gradient(name: str, grad: str) -> None:
+    if grad != "standard":
+        raise ValueError(f"--grad {grad} applies to the iwae estimator only, not {name!r}")
+
+
 @ESTIMATORS.register("trace")
-def trace_elbo(num_particles: int = 1) -> ELBO:
+def trace_elbo(num_particles: int = 1, grad: str = "standard") -> ELBO:
     """Monte Carlo KL (Kingma & Welling, 2014, eq. 6)."""
+    _single_sample_gradient("trace", grad)
     return Trace_ELBO(num_particles=num_particles, max_plate_nesting=1)
 
 
 @ESTIMATORS.register("mean-field")
-def mean_field_elbo(num_particles: int = 1) -> ELBO:
+def mean_field_elbo(num_particles: int = 1, grad: str = "standard") -> ELBO:
     """Analytic KL where available (Kingma & Welling, 2014, eq. 7)."""
+    _single_sample_gradient("mean-field", grad)
     return TraceMeanField_ELBO(num_particles=num_particles, max_plate_nesting=1)
 
 
-def make_estimator(name: str, num_particles: int = 1) -> ELBO:
+@ESTIMATORS.register("iwae")
+def iwae(num_particles: int = 5, grad: str = "standard") -> ELBO:
+    """Importance-weighted bound (Burda et al., 2016) over K = num_particles samples."""
+    return IWAE(num_particles=num_particles, grad=grad, max_plate_nesting=1)
+
+
+def make_estimator(name: str, num_particles: int = 1, grad: str = "standard") -> ELBO:
     if num_particles < 1:
         raise ValueError(f"particles must be >= 1, got {num_particles}")
-    return ESTIMATORS.create(name, num_particles=num_particles)
+    return ESTIMATORS.create(name, num_particles=num_particles, grad=grad)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Hand-written PyTorch losses: the yardstick every Pyro objective is checked against.
 
-Nothing here uses ``pyro`` or ``torch.distributions``: each density and KL is written out from
-its formula, so that agreement with Pyro's ELBO is evidence, not a tautology. With
+No density or KL here comes from ``pyro`` or ``torch.distributions``: each is written out from
+its formula, so that agreement with Pyro's ELBO is evidence, not a tautology (Pyro's estimator
+classes are imported only to pick the matching reference). With
 z = loc(x) + scale(x) * eps, eps ~ N(0, I):
 
     ELBO_beta(x) = log p(x|z) - beta * KL,
@@ -19,7 +20,10 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
+
+from .iwae import IWAE
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -113,9 +117,6 @@ ANALYTIC_KLS: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.
     # "mixture": no closed form; estimators fall back to Monte Carlo
 }
 
-# Estimators that use the analytic KL when one exists.
-USES_ANALYTIC_KL = {"trace": False, "mean-field": True}
-
 
 def reference_elbo(
     vae: nn.Module,
@@ -139,13 +140,80 @@ def reference_elbo(
     return log_lik - beta * kl
 
 
+def reference_log_weights(
+    vae: nn.Module,
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    beta: float = 1.0,
+    stop_q_params: bool = False,
+) -> torch.Tensor:
+    """log w_k = log p(x|z_k) + beta (log p(z_k) - log q(z_k|x)), z_k = loc + scale * eps_k.
+
+    ``eps`` has shape (K, N, z_dim); the result (K, N). With ``stop_q_params`` the density
+    log q is evaluated with loc and scale detached, so it is differentiated through z only.
+    """
+    loc, scale = vae.encoder(x)
+    z = loc + scale * eps
+    log_lik = LOG_LIKELIHOODS[type(vae.likelihood).registry_name](vae.likelihood, vae.decoder(z), x)
+    if beta == 0:
+        return log_lik
+    q_loc, q_scale = (loc.detach(), scale.detach()) if stop_q_params else (loc, scale)
+    log_q = normal_log_density(z, q_loc, q_scale).sum(-1)
+    log_p = LOG_PRIORS[type(vae.prior).registry_name](vae.prior, z)
+    return log_lik + beta * (log_p - log_q)
+
+
+def reference_iwae(vae: nn.Module, x: torch.Tensor, eps: torch.Tensor, beta: float = 1.0):
+    """Per-image L_K(x) = log (1/K) sum_k w_k (Burda et al., 2016); K = eps.shape[0]."""
+    log_w = reference_log_weights(vae, x, eps, beta)
+    return torch.logsumexp(log_w, dim=0) - math.log(eps.shape[0])
+
+
+def reference_iwae_gradients(
+    vae: nn.Module, x: torch.Tensor, eps: torch.Tensor, beta: float, grad: str
+) -> list[torch.Tensor]:
+    """Gradients of -sum_n L_K(x_n) for every parameter of ``vae``, by the named estimator.
+
+    Decoder, prior and likelihood parameters (theta) get the plain gradient under every
+    estimator. Encoder parameters (phi), with w~ = softmax_k(log w):
+      standard: d/dphi of -sum_n L_K, score term included;
+      stl:      sum_k w~_k d(log w_k)/dphi with log q differentiated through z only;
+      dreg:     the same with each term weighted by c_k = 1 - beta + beta w~_k (Tucker et al.,
+                2019, eq. 6 at beta = 1: c_k = w~_k).
+    Written with separate surrogates per parameter group, unlike the estimator's hooks.
+    """
+    params = list(vae.parameters())
+    encoder = {id(p) for p in vae.encoder.parameters()}
+    plain = -reference_iwae(vae, x, eps, beta).sum()
+    theta_grads = torch.autograd.grad(plain, params, allow_unused=True, retain_graph=True)
+    if grad == "standard":
+        phi_grads = theta_grads
+    else:
+        log_w = reference_log_weights(vae, x, eps, beta, stop_q_params=True)
+        weights = torch.softmax(log_w.detach(), dim=0)
+        if grad == "dreg":
+            weights = weights * (1 - beta + beta * weights)
+        surrogate = -(weights * log_w).sum()
+        phi_grads = torch.autograd.grad(surrogate, params, allow_unused=True)
+    return [
+        torch.zeros_like(p) if g is None else g
+        for p, g in (
+            (p, phi if id(p) in encoder else theta)
+            for p, phi, theta in zip(params, phi_grads, theta_grads, strict=True)
+        )
+    ]
+
+
 def pyro_and_reference_loss(
-    vae: nn.Module, elbo: object, x: torch.Tensor, analytic_kl: bool
+    vae: nn.Module, elbo: object, x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pyro's differentiable loss and the hand-written one, for the same z.
 
     The guide is wrapped to keep the z it sampled; eps = (z - loc) / scale recovers the noise,
-    so both losses see the same sample without relying on random-number streams.
+    so both losses see the same sample without relying on random-number streams. The
+    estimator decides the reference: Monte Carlo KL for ``Trace_ELBO``, analytic KL where one
+    exists for ``TraceMeanField_ELBO``, the K-particle bound for ``IWAE`` (whose value does not
+    depend on the gradient estimator; compare gradients with :func:`reference_iwae_gradients`).
     """
     kept: dict[str, torch.Tensor] = {}
 
@@ -156,7 +224,14 @@ def pyro_and_reference_loss(
     pyro_loss = elbo.differentiable_loss(vae.model, guide, x)
     loc, scale = vae.encoder(x)
     eps = ((kept["z"] - loc) / scale).detach()
-    ref_loss = -reference_elbo(vae, x, eps, beta=vae.beta, analytic_kl=analytic_kl).sum()
+    if isinstance(elbo, IWAE):
+        eps = eps.reshape(elbo.num_particles, *loc.shape)
+        ref_loss = -reference_iwae(vae, x, eps, beta=vae.beta).sum()
+    elif isinstance(elbo, (Trace_ELBO, TraceMeanField_ELBO)):
+        analytic = isinstance(elbo, TraceMeanField_ELBO)
+        ref_loss = -reference_elbo(vae, x, eps, beta=vae.beta, analytic_kl=analytic).sum()
+    else:
+        raise MissingReference(f"no hand-written reference for {type(elbo).__name__}")
     return pyro_loss, ref_loss
 
 
@@ -183,7 +258,7 @@ def _require_reference(vae: nn.Module) -> None:
 
 
 def check_against_reference(
-    vae: nn.Module, elbo: object, x: torch.Tensor, analytic_kl: bool, rtol: float | None = None
+    vae: nn.Module, elbo: object, x: torch.Tensor, rtol: float | None = None
 ) -> tuple[float, float]:
     """Raise :class:`ReferenceMismatch` unless the two losses agree to ``rtol``.
 
@@ -193,7 +268,7 @@ def check_against_reference(
     if rtol is None:
         rtol = 1e-9 if x.dtype == torch.float64 else 1e-4
     with torch.no_grad():
-        pyro_loss, ref_loss = pyro_and_reference_loss(vae, elbo, x, analytic_kl)
+        pyro_loss, ref_loss = pyro_and_reference_loss(vae, elbo, x)
     p, r = float(pyro_loss), float(ref_loss)
     if not (math.isfinite(p) and math.isfinite(r)) or abs(p - r) > rtol * max(abs(r), 1.0):
         raise ReferenceMismatch(
