@@ -55,7 +55,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     option(
         "--estimator", f"one of {', '.join(ESTIMATORS.names())} (Trace_ELBO, TraceMeanField_ELBO)"
     )
-    option("--particles", "samples per image", type=int)
+    option("--particles", "samples per image (K of the iwae bound)", type=int)
+    option("--grad", "gradient estimator of iwae: standard, stl or dreg")
     option("--beta", "KL weight (beta-VAE); 0 allowed", type=float)
     option("--kl-warmup-epochs", "raise beta linearly from 0 over this many epochs", type=float)
     option("--z-dim", "latent dimensions", type=int)
@@ -127,6 +128,76 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="test log p(x) by importance sampling, -ELBO and active units of a run"
+    )
+    p.add_argument("run_dir", help="a run directory written by pyro-vae train")
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=5000,
+        help="importance samples per image, K (default: 5000)",
+    )
+    p.add_argument(
+        "--max-images",
+        type=int,
+        default=None,
+        help="evaluate only the first N test images (default: all)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .run_evaluation import EVALUATION, evaluate_run
+
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+    r = evaluate_run(
+        args.run_dir,
+        args.num_samples,
+        args.device,
+        args.max_images,
+        args.seed,
+        progress=not args.no_progress,
+    )
+    print(
+        f"test log p(x) {r['test_log_likelihood']:.2f} +- {r['test_log_likelihood_stderr']:.2f}"
+        f" nats (K={r['num_samples']}, {r['num_images']} images, "
+        f"{r['log_likelihood_seconds']:.1f} s); test -ELBO {r['test_neg_elbo']:.2f}; "
+        f"active units {r['active_units']}/{r['z_dim']}"
+    )
+    keys = [
+        "test_log_likelihood",
+        "test_log_likelihood_stderr",
+        "test_neg_elbo",
+        "test_rate",
+        "test_distortion",
+        "active_units",
+    ]
+    print(json.dumps({k: round(r[k], 4) for k in keys}))
+    print(f"written: {Path(args.run_dir) / EVALUATION}")
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from .compare import add_arguments
+
+    p = sub.add_parser(
+        "compare", help="train one architecture with each estimator and beta; compare log p(x)"
+    )
+    add_arguments(p)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import run_from_args
+
+    run_from_args(args)
+    return 0
+
+
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
@@ -138,9 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_evaluate(sub)
+    _add_compare(sub)
     args = parser.parse_args(argv)
+    command = {"train": _train, "evaluate": _evaluate, "compare": _compare}[args.command]
     try:
-        return _train(args)
+        return command(args)
     except NonFiniteLoss as err:
         if args.debug:
             raise
