@@ -70,6 +70,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--checkpoint-every", "also checkpoint every this many steps (0: epoch ends only)", type=int
     )
     p.add_argument(
+        "--autoencoder",
+        action="store_true",
+        default=None,
+        help="train the deterministic autoencoder with the same networks",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in --out from its checkpoint (--epochs may grow)",
@@ -198,6 +204,65 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sample_and_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="decode draws from the prior of a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("--num", type=int, default=100, help="how many samples (default: 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="PNG to write (default: RUN_DIR/samples.png)")
+    p.add_argument("--device", default="auto")
+    p = sub.add_parser("report", help="write RUN_DIR/report.html, one self-contained file")
+    p.add_argument("run_dir")
+    p.add_argument(
+        "--refresh-figures",
+        action="store_true",
+        help="redraw the figures from the checkpoint first",
+    )
+    p.add_argument("--device", default="auto")
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from .plots import samples
+    from .run_evaluation import load_run
+
+    if args.num < 1:
+        raise ValueError(f"--num must be >= 1, got {args.num}")
+    run = load_run(args.run_dir, args.device)
+    torch.manual_seed(args.seed)
+    images = run.vae.sample(args.num)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
+    samples(images, run.data.shape, out, per_row=min(10, args.num))
+    torch.save(images.cpu(), out.with_suffix(".pt"))
+    print(f"{args.num} samples from epoch {run.epoch}: {out} (tensor: {out.with_suffix('.pt')})")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import FIGURES, make_figures, write_report
+    from .run_evaluation import load_run
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / runs.CONFIG).exists():
+        raise ValueError(f"{str(run_dir)!r} is not a run directory (no {runs.CONFIG})")
+    missing = [n for n, _ in FIGURES if not (run_dir / runs.FIGURES / n).exists()]
+    if args.refresh_figures or missing:
+        run = load_run(run_dir, args.device)
+        metrics = runs.read_metrics(run_dir / runs.METRICS)
+        make_figures(
+            run.vae,
+            run.test_x,
+            run.data.test_y,
+            run.data.shape,
+            metrics,
+            run_dir / runs.FIGURES,
+            title=str(run_dir),
+        )
+    print(f"report: {write_report(run_dir)}")
+    return 0
+
+
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
@@ -211,8 +276,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_train(sub)
     _add_evaluate(sub)
     _add_compare(sub)
+    _add_sample_and_report(sub)
     args = parser.parse_args(argv)
-    command = {"train": _train, "evaluate": _evaluate, "compare": _compare}[args.command]
+    command = {
+        "train": _train,
+        "evaluate": _evaluate,
+        "compare": _compare,
+        "sample": _sample,
+        "report": _report,
+    }[args.command]
     try:
         return command(args)
     except NonFiniteLoss as err:

@@ -38,6 +38,7 @@ class TrainConfig:
     beta: float = 1.0
     kl_warmup_epochs: float = 0.0
     z_dim: int = 16
+    autoencoder: bool = False
     epochs: int = 100
     batch_size: int = 128
     lr: float = 1e-3
@@ -93,6 +94,8 @@ class TrainConfig:
             )
         if self.grad != "standard" and self.estimator != "iwae":
             raise ConfigError(f"--grad {self.grad} applies to --estimator iwae only")
+        if self.autoencoder and (self.beta != 1.0 or self.kl_warmup_epochs):
+            raise ConfigError("--beta and --kl-warmup-epochs mean nothing for --autoencoder")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
 
@@ -107,6 +110,7 @@ class TrainConfig:
             sigma=self.sigma,
             sigma_floor=self.sigma_floor,
             components=self.components,
+            autoencoder=self.autoencoder,
         )
 
     def as_dict(self) -> dict[str, Any]:

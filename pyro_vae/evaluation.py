@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
@@ -65,6 +66,10 @@ def elbo_terms_per_image(
             log_lik = log_lik + site["fn"].log_prob(site["value"])
             continue
         q = guide_trace.nodes[name]["fn"]
+        if isinstance(getattr(q, "base_dist", q), dist.Delta):
+            # a point mass has no density against p(z): the KL, hence the ELBO, is undefined
+            kl = kl + math.nan
+            continue
         try:
             if not analytic_kl:
                 raise NotImplementedError

@@ -112,6 +112,25 @@ class VAE(nn.Module):
         return self.likelihood.mean(self.decoder(z))
 
 
+class Autoencoder(VAE):
+    """The same networks made deterministic: z = loc(x), and the objective is the
+    reconstruction term -log p(x | z = loc(x)) alone.
+
+    As a Pyro program the guide puts a point mass (``Delta``) at the encoder's mean and the
+    model's prior is masked out (beta is fixed at 0), so every estimator's loss is the
+    reconstruction term. Decoding random codes z ~ p(z) shows what a plain autoencoder lacks.
+    """
+
+    beta = property(lambda self: 0.0, lambda self, value: None)  # no KL term, ever
+
+    def guide(self, x: torch.Tensor) -> torch.Tensor:
+        pyro.module("encoder", self.encoder)
+        loc, _ = self.encoder(x)
+        with pyro.plate("data", x.shape[0]):
+            with kl_weight(0.0):
+                return pyro.sample("z", dist.Delta(loc).to_event(1))
+
+
 def build_vae(
     data_shape: Sequence[int],
     *,
@@ -120,15 +139,18 @@ def build_vae(
     prior: str = "normal",
     z_dim: int = 16,
     beta: float = 1.0,
+    autoencoder: bool = False,
     **options: object,
 ) -> VAE:
     """Assemble a VAE from registered names; ``options`` go to whichever parts accept them
     (``hidden`` for the MLP, ``sigma`` / ``sigma_floor`` for Gaussian likelihoods,
-    ``components`` for the mixture prior)."""
+    ``components`` for the mixture prior). ``autoencoder`` builds the deterministic
+    :class:`Autoencoder` with the same networks instead."""
     data_dim = int(torch.Size(data_shape).numel())
     lik = LIKELIHOODS.create(likelihood, data_dim, **options)
     pri = PRIORS.create(prior, z_dim, **options)
     encoder, decoder = NETWORKS.create(
         network, data_shape, z_dim, out_per_pixel=lik.params_per_pixel, **options
     )
-    return VAE(encoder, decoder, lik, pri, beta=beta)
+    cls = Autoencoder if autoencoder else VAE
+    return cls(encoder, decoder, lik, pri, beta=beta)

@@ -20,27 +20,26 @@ def _grid(images: torch.Tensor, shape: Sequence[int], nrow: int) -> np.ndarray:
 
 
 def loss_curves(rows: list[dict[str, float]], path: Path, title: str = "") -> None:
-    """-ELBO per image (train objective, train and test bound), and the test rate/distortion."""
+    """Three panels: -ELBO (train objective, train and test bound), the reconstruction term
+    (distortion) and the KL term (rate), train and test, per image."""
     epochs = [r["epoch"] for r in rows]
-    fig, (ax_loss, ax_terms) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label, style in [
-        ("train_loss", "train objective (beta-weighted)", ":"),
-        ("train_neg_elbo", "train -ELBO", "-"),
-        ("test_neg_elbo", "test -ELBO", "-"),
-    ]:
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+
+    def curve(ax, key: str, label: str, style: str = "-") -> None:
         if all(key in r for r in rows):
-            ax_loss.plot(epochs, [r[key] for r in rows], style, label=label)
-    ax_loss.set(xlabel="epoch", ylabel="nats per image", title="loss")
-    ax_loss.legend()
-    ax_loss.grid(alpha=0.3)
-    ax_terms.plot(epochs, [r["test_distortion"] for r in rows], label="distortion -E log p(x|z)")
-    ax_terms.set(xlabel="epoch", ylabel="distortion (nats)", title="test: distortion and rate")
-    ax_rate = ax_terms.twinx()
-    ax_rate.plot(epochs, [r["test_rate"] for r in rows], color="tab:red", label="rate KL(q||p)")
-    ax_rate.set_ylabel("rate (nats)", color="tab:red")
-    lines = ax_terms.get_lines() + ax_rate.get_lines()
-    ax_terms.legend(lines, [ln.get_label() for ln in lines], loc="center right")
-    ax_terms.grid(alpha=0.3)
+            ax.plot(epochs, [r[key] for r in rows], style, label=label)
+
+    curve(axes[0], "train_loss", "train objective (as optimised)", ":")
+    for split in ("train", "test"):
+        curve(axes[0], f"{split}_neg_elbo", f"{split} -ELBO")
+        curve(axes[1], f"{split}_distortion", f"{split}")
+        curve(axes[2], f"{split}_rate", f"{split}")
+    for ax, name in zip(
+        axes, ["-ELBO", "distortion  -E_q log p(x|z)", "rate  KL(q(z|x) || p(z))"], strict=True
+    ):
+        ax.set(xlabel="epoch", ylabel="nats per image", title=name)
+        ax.grid(alpha=0.3)
+        ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -76,6 +75,103 @@ def samples(images: torch.Tensor, shape: Sequence[int], path: Path, per_row: int
     ax.imshow(_grid(images[: rows * per_row], shape, per_row), cmap="gray")
     ax.set_axis_off()
     ax.set_title("samples: E[x | z], z ~ p(z)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _project_2d(codes: torch.Tensor) -> tuple[torch.Tensor, tuple[str, str]]:
+    """2-D codes as they are; more dimensions by PCA (the top two principal components)."""
+    codes = codes.detach().double().cpu()
+    if codes.shape[1] == 1:
+        return torch.cat([codes, torch.zeros_like(codes)], 1), ("z1", "")
+    if codes.shape[1] == 2:
+        return codes, ("z1", "z2")
+    centred = codes - codes.mean(0)
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    share = (s**2 / (s**2).sum()).tolist()
+    return centred @ v[:2].T, (
+        f"PC1 ({share[0]:.0%} of variance)",
+        f"PC2 ({share[1]:.0%} of variance)",
+    )
+
+
+def latent_map(codes: torch.Tensor, labels: torch.Tensor, path: Path, title: str = "") -> None:
+    """Posterior means E_q[z|x] of test images, coloured by class (PCA beyond two dims)."""
+    xy, (xlabel, ylabel) = _project_2d(codes)
+    labels = labels.detach().cpu()
+    fig, ax = plt.subplots(figsize=(7, 6))
+    cmap = plt.get_cmap("tab10")
+    for c in sorted(set(labels.tolist())):
+        pick = labels == c
+        ax.scatter(xy[pick, 0], xy[pick, 1], s=6, alpha=0.7, color=cmap(c % 10), label=str(c))
+    ax.set(
+        xlabel=xlabel, ylabel=ylabel, title=title or "latent map: E_q[z|x] of test images, by label"
+    )
+    ax.legend(markerscale=3, fontsize=8, loc="best", title="label")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def image_grid(
+    images: torch.Tensor,
+    shape: Sequence[int],
+    rows: int,
+    path: Path,
+    title: str,
+    row_labels: Sequence[str] | None = None,
+) -> None:
+    """Images (rows * cols, D) laid out row by row, with optional labels on the left."""
+    cols = images.shape[0] // rows
+    fig, ax = plt.subplots(figsize=(cols * 0.6 + 1.0, rows * 0.6 + 0.6))
+    ax.imshow(_grid(images[: rows * cols], shape, cols), cmap="gray")
+    ax.set_xticks([])
+    if row_labels:
+        cell = shape[-2] + 2
+        ax.set_yticks([2 + cell * (i + 0.5) for i in range(rows)], row_labels, fontsize=7)
+    else:
+        ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def kl_per_dimension(
+    kl: torch.Tensor | None, activity: torch.Tensor, threshold: float, path: Path
+) -> None:
+    """KL(q(z_j|x) || p(z_j)) per dimension (when it factorises) and Cov_x E[z_j|x], with the
+    active units (activity > threshold, Burda et al. 2016) marked."""
+    activity = activity.detach().cpu()
+    active = activity > threshold
+    dims = range(len(activity))
+    colours = ["tab:blue" if a else "lightgray" for a in active.tolist()]
+    panels = 2 if kl is not None else 1
+    fig, axes = plt.subplots(
+        panels, 1, figsize=(max(6, 0.25 * len(activity) + 2), 3 * panels), squeeze=False
+    )
+    ax = axes[0][0]
+    ax.bar(dims, activity.tolist(), color=colours)
+    ax.axhline(threshold, color="tab:red", lw=1, ls="--", label=f"threshold {threshold}")
+    ax.set_yscale("log")
+    ax.set(
+        ylabel="Cov_x E[z_j | x]",
+        xlabel="latent dimension j",
+        title=f"activity: {int(active.sum())} of {len(activity)} units active",
+    )
+    ax.legend(fontsize=8)
+    if kl is not None:
+        ax = axes[1][0]
+        ax.bar(dims, kl.detach().cpu().tolist(), color=colours)
+        ax.set(
+            ylabel="nats",
+            xlabel="latent dimension j",
+            title=f"KL(q(z_j|x) || p(z_j)), mean over test images; total {float(kl.sum()):.2f}",
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

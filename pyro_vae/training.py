@@ -36,13 +36,14 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from . import plots, runs
+from . import runs
 from .config import ConfigError, TrainConfig
 from .data import Binarizer, ImageData, load_dataset
 from .evaluation import evaluate_elbo
 from .model import VAE, build_vae
 from .objectives import KLWarmup, make_estimator
 from .reference import check_against_reference
+from .report import make_figures
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "TrainingInterrupted", "NonFiniteLoss"]
 
@@ -57,6 +58,8 @@ METRIC_FIELDS = [
     "beta",
     "train_loss",
     "train_neg_elbo",
+    "train_distortion",
+    "train_rate",
     "test_neg_elbo",
     "test_distortion",
     "test_rate",
@@ -377,7 +380,7 @@ class Trainer:
         model, guide, batch = self.vae.model, self.vae.guide, self.config.eval_batch_size
         test = evaluate_elbo(model, guide, self.binarizer.test_x, batch)
         train_bound = evaluate_elbo(model, guide, x_epoch[self.train_eval_idx], batch)
-        return {"train_neg_elbo": train_bound.neg_elbo, **test.as_dict("test_")}
+        return {**train_bound.as_dict("train_"), **test.as_dict("test_")}
 
     def fit(self) -> TrainResult:
         config = self.config
@@ -426,6 +429,7 @@ class Trainer:
         make_figures(
             self.vae,
             self.binarizer.test_x,
+            self.data.test_y,
             self.data.shape,
             self.metrics,
             self.out / runs.FIGURES,
@@ -479,20 +483,3 @@ def _summary(
         "reference_check": reference_check,
         "units": "nats per image",
     }
-
-
-def make_figures(
-    vae: VAE,
-    test_x: torch.Tensor,
-    shape: tuple[int, ...],
-    metrics: list[dict[str, float]],
-    directory: Path,
-    title: str = "",
-) -> None:
-    vae.eval()
-    plots.loss_curves(metrics, directory / "loss_curves.png", title=title)
-    inputs = test_x[torch.linspace(0, test_x.shape[0] - 1, 30, device=test_x.device).long()]
-    plots.reconstructions(inputs, vae.reconstruct(inputs), shape, directory / "reconstructions.png")
-    with torch.random.fork_rng(devices=[test_x.device] if test_x.is_cuda else []):
-        torch.manual_seed(0)
-        plots.samples(vae.sample(100), shape, directory / "prior_samples.png")
