@@ -12,7 +12,6 @@ killed picks up where it was.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,8 +23,7 @@ import torch
 from . import runs
 from .config import TrainConfig
 from .data import load_dataset
-from .run_evaluation import EVALUATION, evaluate_run
-from .training import train
+from .studies import evaluate_or_reuse, train_or_reuse
 
 
 @dataclass(frozen=True)
@@ -48,34 +46,6 @@ ESTIMATOR_SET = [
     Estimator("IWAE k=50", "iwae", 50),
     Estimator("IWAE k=50 DReG", "iwae", 50, "dreg"),
 ]
-
-
-def _run_one(config: TrainConfig, num_samples: int, max_images: int | None, data) -> dict:
-    out = Path(config.out)
-    if (out / runs.CONFIG).exists():
-        earlier = TrainConfig.from_dict(json.loads((out / runs.CONFIG).read_text()))
-        changed = config.differences(earlier) + (
-            [f"epochs: {config.epochs} != {earlier.epochs}"]
-            if config.epochs != earlier.epochs
-            else []
-        )
-        if changed:
-            raise ValueError(
-                f"{str(out)!r} holds a run with other options ({'; '.join(changed)})"
-                ": choose another --out"
-            )
-    if (out / runs.SUMMARY).exists():
-        summary = json.loads((out / runs.SUMMARY).read_text())
-    else:
-        resume = (out / runs.CHECKPOINT).exists()
-        summary = train(config, data, resume=resume).summary
-    evaluation_file = out / EVALUATION
-    evaluation = json.loads(evaluation_file.read_text()) if evaluation_file.exists() else None
-    if evaluation is None or evaluation["num_samples"] != num_samples:
-        evaluation = evaluate_run(
-            out, num_samples, config.device, max_images, data=data, progress=config.progress
-        )
-    return {"summary": summary, "evaluation": evaluation}
 
 
 def compare(
@@ -105,8 +75,8 @@ def compare(
                 out=str(out / f"{est.slug}-beta{beta:g}"),
                 **train_options,
             )
-            result = _run_one(config, num_samples, max_images, data)
-            s, e = result["summary"], result["evaluation"]
+            s = train_or_reuse(config, data)
+            e = evaluate_or_reuse(Path(config.out), num_samples, data, max_images, config.progress)
             rows.append(
                 {
                     "estimator": est.label,

@@ -35,6 +35,10 @@ class TrainConfig:
     estimator: str = "mean-field"
     particles: int = 1
     grad: str = "standard"
+    free_bits: float = 0.5
+    capacity: float = 25.0
+    capacity_gamma: float = 100.0
+    capacity_epochs: float = 0.0
     beta: float = 1.0
     kl_warmup_epochs: float = 0.0
     z_dim: int = 16
@@ -68,6 +72,10 @@ class TrainConfig:
             ("sigma", self.sigma > 0, "> 0"),
             ("sigma_floor", self.sigma_floor > 0, "> 0"),
             ("components", self.components >= 1, ">= 1"),
+            ("free_bits", self.free_bits >= 0, ">= 0"),
+            ("capacity", self.capacity >= 0, ">= 0"),
+            ("capacity_gamma", self.capacity_gamma > 0, "> 0"),
+            ("capacity_epochs", self.capacity_epochs >= 0, ">= 0"),
             ("checkpoint_every", self.checkpoint_every >= 0, ">= 0 (0: at epoch ends only)"),
             ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
         ]:
@@ -94,10 +102,26 @@ class TrainConfig:
             )
         if self.grad != "standard" and self.estimator != "iwae":
             raise ConfigError(f"--grad {self.grad} applies to --estimator iwae only")
+        if self.estimator in ("free-bits", "capacity"):
+            if self.particles != 1:
+                raise ConfigError(f"--estimator {self.estimator} uses one particle")
+            if self.prior not in ("normal", "learned-normal"):
+                raise ConfigError(
+                    f"--estimator {self.estimator} needs the KL per dimension in "
+                    "closed form: --prior normal or learned-normal"
+                )
         if self.autoencoder and (self.beta != 1.0 or self.kl_warmup_epochs):
             raise ConfigError("--beta and --kl-warmup-epochs mean nothing for --autoencoder")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
+
+    def estimator_options(self, steps_per_epoch: int) -> dict[str, Any]:
+        return dict(
+            free_bits=self.free_bits,
+            capacity=self.capacity,
+            capacity_gamma=self.capacity_gamma,
+            capacity_steps=round(self.capacity_epochs * steps_per_epoch),
+        )
 
     def model_options(self) -> dict[str, Any]:
         return dict(

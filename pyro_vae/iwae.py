@@ -31,16 +31,14 @@ import math
 
 import torch
 from pyro.distributions.util import scale_and_mask
-from pyro.infer import ELBO
-from pyro.infer.enum import get_importance_trace
-from pyro.infer.util import is_validation_enabled
 from pyro.poutine import Trace
-from pyro.util import check_if_enumerated
+
+from .surrogate import SurrogateELBO
 
 GRADIENT_ESTIMATORS = ("standard", "stl", "dreg")
 
 
-class IWAE(ELBO):
+class IWAE(SurrogateELBO):
     """Per-datapoint importance-weighted bound with ``standard``, ``stl`` or ``dreg`` gradients.
 
     Args:
@@ -63,14 +61,6 @@ class IWAE(ELBO):
             vectorize_particles=True,
         )
         self.grad = grad
-
-    def _get_trace(self, model, guide, args, kwargs):
-        model_trace, guide_trace = get_importance_trace(
-            "flat", self.max_plate_nesting, model, guide, args, kwargs
-        )
-        if is_validation_enabled():
-            check_if_enumerated(guide_trace)
-        return model_trace, guide_trace
 
     def _particle_shape(self, model_trace: Trace) -> torch.Size:
         for site in model_trace.nodes.values():
@@ -144,12 +134,3 @@ class IWAE(ELBO):
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """-sum_n L_K(x_n); its gradient is the chosen estimator's."""
         return -self.per_datapoint_bound(model, guide, *args, **kwargs).sum()
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.item()

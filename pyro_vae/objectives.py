@@ -11,6 +11,8 @@ With q = q(z|x), the per-image evidence lower bound is
   falls back to the Monte Carlo KL, exactly as ``trace`` does.
 - ``iwae`` -> :class:`pyro_vae.iwae.IWAE`: the K-particle importance-weighted bound with a
   ``standard``, ``stl`` or ``dreg`` gradient (``num_particles`` = K).
+- ``free-bits`` and ``capacity`` -> :mod:`pyro_vae.kl_shaping`: the KL term reshaped against
+  posterior collapse (a floor per latent dimension; a target rate C).
 
 Both are Pyro's own classes; they know traces, not the VAE, so any model/guide pair trains.
 """
@@ -22,9 +24,15 @@ from dataclasses import dataclass
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from .iwae import IWAE
+from .kl_shaping import CapacityELBO, FreeBitsELBO
 from .registry import Registry
 
 ESTIMATORS: Registry[ELBO] = Registry("estimator")
+
+
+def _one_particle(name: str, num_particles: int) -> None:
+    if num_particles != 1:
+        raise ValueError(f"the {name} estimator uses one particle, got {num_particles}")
 
 
 def _single_sample_gradient(name: str, grad: str) -> None:
@@ -46,16 +54,41 @@ def mean_field_elbo(num_particles: int = 1, grad: str = "standard") -> ELBO:
     return TraceMeanField_ELBO(num_particles=num_particles, max_plate_nesting=1)
 
 
+@ESTIMATORS.register("free-bits")
+def free_bits_elbo(num_particles: int = 1, grad: str = "standard", free_bits: float = 0.5) -> ELBO:
+    """Analytic KL with a floor of ``free_bits`` nats per latent dimension (Kingma et al., 2016)."""
+    _single_sample_gradient("free-bits", grad)
+    _one_particle("free-bits", num_particles)
+    return FreeBitsELBO(free_bits)
+
+
+@ESTIMATORS.register("capacity")
+def capacity_elbo(
+    num_particles: int = 1,
+    grad: str = "standard",
+    capacity: float = 25.0,
+    capacity_gamma: float = 100.0,
+    capacity_steps: int = 0,
+) -> ELBO:
+    """gamma |KL - C| with C annealed to ``capacity`` nats (Burgess et al., 2018)."""
+    _single_sample_gradient("capacity", grad)
+    _one_particle("capacity", num_particles)
+    return CapacityELBO(capacity, capacity_gamma, capacity_steps)
+
+
 @ESTIMATORS.register("iwae")
 def iwae(num_particles: int = 5, grad: str = "standard") -> ELBO:
     """Importance-weighted bound (Burda et al., 2016) over K = num_particles samples."""
     return IWAE(num_particles=num_particles, grad=grad, max_plate_nesting=1)
 
 
-def make_estimator(name: str, num_particles: int = 1, grad: str = "standard") -> ELBO:
+def make_estimator(
+    name: str, num_particles: int = 1, grad: str = "standard", **options: object
+) -> ELBO:
+    """The named estimator; ``options`` (free_bits, capacity, ...) go where they apply."""
     if num_particles < 1:
         raise ValueError(f"particles must be >= 1, got {num_particles}")
-    return ESTIMATORS.create(name, num_particles=num_particles, grad=grad)
+    return ESTIMATORS.create(name, num_particles=num_particles, grad=grad, **options)
 
 
 @dataclass(frozen=True)

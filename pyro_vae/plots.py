@@ -175,3 +175,80 @@ def kl_per_dimension(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def rate_distortion(rows: list[dict], path: Path, title: str) -> None:
+    """Distortion against rate, one point per beta, with the -ELBO = D + R isolines."""
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    rate = [r["rate"] for r in rows]
+    distortion = [r["distortion"] for r in rows]
+    ax.plot(rate, distortion, "o-", color="tab:blue")
+    for r in rows:
+        ax.annotate(
+            f"beta={r['beta']:g}",
+            (r["rate"], r["distortion"]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    best = min(r["neg_elbo"] for r in rows)
+    lo, hi = min(rate), max(rate)
+    for level in (best, best + 10, best + 30):
+        ax.plot([lo, hi], [level - lo, level - hi], ":", color="gray", lw=0.8)
+    ax.set(
+        xlabel="rate  KL(q(z|x) || p(z))  (nats)",
+        ylabel="distortion  -E_q log p(x|z)  (nats)",
+        title=title,
+    )
+    ax.text(
+        0.98,
+        0.98,
+        "dotted: -ELBO = D + R isolines",
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        fontsize=8,
+        color="gray",
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def side_by_side(
+    groups: dict[str, torch.Tensor], shape: Sequence[int], path: Path, title: str, per_row: int = 10
+) -> None:
+    """One image grid per named group, side by side."""
+    fig, axes = plt.subplots(1, len(groups), figsize=(len(groups) * per_row * 0.55, 4.2))
+    for ax, (name, images) in zip(axes, groups.items(), strict=True):
+        rows = images.shape[0] // per_row
+        ax.imshow(_grid(images[: rows * per_row], shape, per_row), cmap="gray")
+        ax.set_axis_off()
+        ax.set_title(name)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def activity_profiles(rows: list[dict], path: Path, title: str, threshold: float = 0.01) -> None:
+    """Per setting, the sorted activity Cov_x E[z_j|x] of its latent dimensions."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for r in rows:
+        activity = sorted(r["activity"], reverse=True)
+        ax.plot(
+            range(1, len(activity) + 1),
+            activity,
+            "o-",
+            ms=3,
+            label=f"{r['setting']} ({r['active_units']} active)",
+        )
+    ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"threshold {threshold}")
+    ax.set_yscale("log")
+    ax.set(xlabel="latent dimensions, most active first", ylabel="Cov_x E[z_j | x]", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -24,6 +24,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
 
 from .iwae import IWAE
+from .kl_shaping import CapacityELBO, FreeBitsELBO, KLShapingELBO
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -99,10 +100,16 @@ def _mixture_log_prior(prior: nn.Module, z: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(log_weights + comp, dim=-1)
 
 
-def _normal_kl(prior: nn.Module, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def normal_kl_per_dimension(
+    prior: nn.Module, loc: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """KL(N(loc, scale^2) || p(z_j)) for each dimension j of a Gaussian prior."""
     p_loc, p_scale = _normal_params(prior, loc)
-    kl = torch.log(p_scale / scale) + (scale**2 + (loc - p_loc) ** 2) / (2 * p_scale**2) - 0.5
-    return kl.sum(-1)
+    return torch.log(p_scale / scale) + (scale**2 + (loc - p_loc) ** 2) / (2 * p_scale**2) - 0.5
+
+
+def _normal_kl(prior: nn.Module, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return normal_kl_per_dimension(prior, loc, scale).sum(-1)
 
 
 LOG_PRIORS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
@@ -118,6 +125,14 @@ ANALYTIC_KLS: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.
 }
 
 
+def _reparameterise_and_decode(vae: nn.Module, x: torch.Tensor, eps: torch.Tensor):
+    """(loc, scale, z = loc + scale * eps, log p(x|z) summed over pixels)."""
+    loc, scale = vae.encoder(x)
+    z = loc + scale * eps
+    log_lik = LOG_LIKELIHOODS[type(vae.likelihood).registry_name](vae.likelihood, vae.decoder(z), x)
+    return loc, scale, z, log_lik
+
+
 def reference_elbo(
     vae: nn.Module,
     x: torch.Tensor,
@@ -126,9 +141,7 @@ def reference_elbo(
     analytic_kl: bool = False,
 ) -> torch.Tensor:
     """Per-image ELBO_beta(x) at z = loc(x) + scale(x) * eps, from the VAE's networks alone."""
-    loc, scale = vae.encoder(x)
-    z = loc + scale * eps
-    log_lik = LOG_LIKELIHOODS[type(vae.likelihood).registry_name](vae.likelihood, vae.decoder(z), x)
+    loc, scale, z, log_lik = _reparameterise_and_decode(vae, x, eps)
     prior_name = type(vae.prior).registry_name
     if analytic_kl and prior_name in ANALYTIC_KLS:
         kl = ANALYTIC_KLS[prior_name](vae.prior, loc, scale)
@@ -152,9 +165,7 @@ def reference_log_weights(
     ``eps`` has shape (K, N, z_dim); the result (K, N). With ``stop_q_params`` the density
     log q is evaluated with loc and scale detached, so it is differentiated through z only.
     """
-    loc, scale = vae.encoder(x)
-    z = loc + scale * eps
-    log_lik = LOG_LIKELIHOODS[type(vae.likelihood).registry_name](vae.likelihood, vae.decoder(z), x)
+    loc, scale, z, log_lik = _reparameterise_and_decode(vae, x, eps)
     if beta == 0:
         return log_lik
     q_loc, q_scale = (loc.detach(), scale.detach()) if stop_q_params else (loc, scale)
@@ -204,6 +215,26 @@ def reference_iwae_gradients(
     ]
 
 
+def reference_shaped_kl_loss(
+    vae: nn.Module, x: torch.Tensor, eps: torch.Tensor, elbo: KLShapingELBO
+) -> torch.Tensor:
+    """Free bits (Kingma et al., 2016) or capacity (Burgess et al., 2018), for a batch:
+    -sum_n log p(x_n|z_n) + beta * N * sum_j max(lambda, mean_n KL_nj)
+    or  ... + beta * N * gamma * |mean_n sum_j KL_nj - C|."""
+    loc, scale, z, log_lik = _reparameterise_and_decode(vae, x, eps)
+    kl = normal_kl_per_dimension(vae.prior, loc, scale)  # (N, D)
+    n = x.shape[0]
+    if isinstance(elbo, FreeBitsELBO):
+        shaped = n * torch.clamp(kl.mean(0), min=elbo.free_bits).sum()
+    elif isinstance(elbo, CapacityELBO):
+        shaped = n * elbo.gamma * torch.abs(kl.sum(1).mean() - elbo.capacity)
+    else:
+        raise MissingReference(f"no hand-written reference for {type(elbo).__name__}")
+    if vae.beta == 0:
+        return -log_lik.sum()
+    return -log_lik.sum() + vae.beta * shaped
+
+
 def pyro_and_reference_loss(
     vae: nn.Module, elbo: object, x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,6 +258,8 @@ def pyro_and_reference_loss(
     if isinstance(elbo, IWAE):
         eps = eps.reshape(elbo.num_particles, *loc.shape)
         ref_loss = -reference_iwae(vae, x, eps, beta=vae.beta).sum()
+    elif isinstance(elbo, KLShapingELBO):
+        ref_loss = reference_shaped_kl_loss(vae, x, eps, elbo)
     elif isinstance(elbo, (Trace_ELBO, TraceMeanField_ELBO)):
         analytic = isinstance(elbo, TraceMeanField_ELBO)
         ref_loss = -reference_elbo(vae, x, eps, beta=vae.beta, analytic_kl=analytic).sum()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +67,8 @@ def evaluate_run(
     progress: bool = True,
     data: ImageData | None = None,
 ) -> dict[str, Any]:
-    """Test log p(x) (K = ``num_samples``), -ELBO, rate, distortion and active units; written
-    to RUN_DIR/evaluation.json and returned."""
+    """Test log p(x) (K = ``num_samples``; 0 skips it), -ELBO, rate, distortion and active
+    units; written to RUN_DIR/evaluation.json and returned."""
     run = load_run(run_dir, device, data)
     x = run.test_x
     if max_images is not None and max_images < x.shape[0]:
@@ -77,7 +78,11 @@ def evaluate_run(
     model, guide = run.vae.model, run.vae.guide
     pyro.set_rng_seed(seed)
     t0 = time.perf_counter()
-    ll = log_likelihood(model, guide, x, num_samples=num_samples, progress=progress)
+    if num_samples > 0 and not run.config.autoencoder:
+        ll = log_likelihood(model, guide, x, num_samples=num_samples, progress=progress)
+        log_px, log_px_stderr = ll.mean, ll.mean_stderr
+    else:  # not asked for, or undefined (a point-mass encoder is no proposal)
+        log_px = log_px_stderr = math.nan
     seconds_ll = time.perf_counter() - t0
     bound = evaluate_elbo(model, guide, x)
     units, activity = active_units(guide, x)
@@ -88,8 +93,9 @@ def evaluate_run(
         "num_images": int(x.shape[0]),
         "images": "all test images" if x is run.test_x else "a fixed random subset (seed 0)",
         "num_samples": num_samples,
-        "test_log_likelihood": ll.mean,
-        "test_log_likelihood_stderr": ll.mean_stderr,
+        "max_images": max_images,
+        "test_log_likelihood": log_px,
+        "test_log_likelihood_stderr": log_px_stderr,
         "test_neg_elbo": bound.neg_elbo,
         "test_distortion": bound.distortion,
         "test_rate": bound.rate,

@@ -259,7 +259,7 @@ class Trainer:
         self.n_train = data.train_x.shape[0]
         self.steps_per_epoch = math.ceil(self.n_train / config.batch_size)
         self.schedule = KLWarmup(config.beta, round(config.kl_warmup_epochs * self.steps_per_epoch))
-        self.elbo = make_estimator(config.estimator, config.particles, config.grad)
+        self.elbo = self._estimator()
         self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=config.lr)
         self.perm_generator = torch.Generator(device=device).manual_seed(config.seed)
         eval_generator = torch.Generator().manual_seed(config.seed)
@@ -282,14 +282,17 @@ class Trainer:
         # a resumed run drops any rows written after its checkpoint
         runs.write_metrics(self.out / runs.METRICS, METRIC_FIELDS, self.metrics)
 
+    def _estimator(self):
+        c = self.config
+        return make_estimator(
+            c.estimator, c.particles, c.grad, **c.estimator_options(self.steps_per_epoch)
+        )
+
     def _check_reference(self) -> dict[str, Any]:
         """Pyro's loss = the hand-written loss on the first batch, or stop (ReferenceMismatch)."""
         self.vae.beta = self.schedule(0)
         x0 = self.binarizer.train_x()[: self.config.batch_size]
-        c = self.config
-        p, r = check_against_reference(
-            self.vae, make_estimator(c.estimator, c.particles, c.grad), x0
-        )
+        p, r = check_against_reference(self.vae, self._estimator(), x0)
         return {"pyro_loss": p, "reference_loss": r, "batch_size": int(x0.shape[0])}
 
     def _epoch_rng(self) -> dict[str, torch.Tensor]:
@@ -352,6 +355,8 @@ class Trainer:
         t0 = time.perf_counter() - pos.epoch_seconds
         while pos.batch < self.steps_per_epoch:
             self.vae.beta = self.schedule(pos.step)
+            if hasattr(self.elbo, "update"):  # objectives with a schedule of their own
+                self.elbo.update(pos.step)
             start = pos.batch * config.batch_size
             x = x_epoch[perm[start : start + config.batch_size]]
             loss = self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x)

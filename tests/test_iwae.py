@@ -11,24 +11,16 @@ import pytest
 import torch
 from linear_gaussian import LinearGaussian
 from pyro.infer import RenyiELBO, Trace_ELBO
-from test_reference import make_data, make_vae
+from test_reference import loss_and_eps, make_data, make_vae
 
 from pyro_vae import LIKELIHOODS, PRIORS, make_estimator
 from pyro_vae.iwae import IWAE
 from pyro_vae.reference import reference_iwae, reference_iwae_gradients
 
 
-def _loss_and_eps(vae, elbo, x):
-    kept = {}
-
-    def guide(x):
-        kept["z"] = vae.guide(x)
-        return kept["z"]
-
-    loss = elbo.differentiable_loss(vae.model, guide, x)
-    loc, scale = vae.encoder(x)
-    eps = ((kept["z"] - loc) / scale).detach()
-    return loss, eps.reshape(elbo.num_particles, *loc.shape)
+def _loss_and_particle_eps(vae, elbo, x):
+    loss, eps = loss_and_eps(vae, elbo, x)
+    return loss, eps.reshape(elbo.num_particles, x.shape[0], -1)
 
 
 @pytest.mark.parametrize(
@@ -46,7 +38,7 @@ def _loss_and_eps(vae, elbo, x):
 def test_iwae_equals_the_reference(float64, likelihood, prior, grad, beta, K):
     vae = make_vae(likelihood, prior, beta)
     x = make_data(likelihood, n=4)
-    loss, eps = _loss_and_eps(vae, IWAE(num_particles=K, grad=grad), x)
+    loss, eps = _loss_and_particle_eps(vae, IWAE(num_particles=K, grad=grad), x)
     torch.testing.assert_close(loss, -reference_iwae(vae, x, eps, beta).sum(), rtol=1e-9, atol=0)
     params = list(vae.parameters())
     got = torch.autograd.grad(loss, params, allow_unused=True)

@@ -94,7 +94,7 @@ def test_every_family_has_a_reference():
     assert set(ANALYTIC_KLS) <= set(PRIORS.names())
 
 
-def _loss_and_eps(vae, elbo, x):
+def loss_and_eps(vae, elbo, x):
     """Pyro's loss and the noise eps = (z - loc) / scale of the z it sampled."""
     kept = {}
 
@@ -115,7 +115,7 @@ def test_mean_field_falls_back_to_monte_carlo_for_the_mixture_prior(float64):
     with pytest.raises(NotImplementedError):
         kl_divergence(q, vae.prior().expand([x.shape[0]]))
     # same z: TraceMeanField's loss is the Monte Carlo one
-    mean_field, eps = _loss_and_eps(vae, make_estimator("mean-field"), x)
+    mean_field, eps = loss_and_eps(vae, make_estimator("mean-field"), x)
     mc_reference = -reference_elbo(vae, x, eps, analytic_kl=False).sum()
     torch.testing.assert_close(mean_field, mc_reference, rtol=1e-9, atol=0)
 
@@ -123,7 +123,7 @@ def test_mean_field_falls_back_to_monte_carlo_for_the_mixture_prior(float64):
 def test_mean_field_uses_the_analytic_kl_for_the_normal_prior(float64):
     vae = make_vae("bernoulli", "normal")
     x = make_data("bernoulli")
-    pyro_loss, eps = _loss_and_eps(vae, make_estimator("mean-field"), x)
+    pyro_loss, eps = loss_and_eps(vae, make_estimator("mean-field"), x)
     analytic = -reference_elbo(vae, x, eps, analytic_kl=True).sum()
     monte_carlo = -reference_elbo(vae, x, eps, analytic_kl=False).sum()
     torch.testing.assert_close(pyro_loss, analytic, rtol=1e-9, atol=0)

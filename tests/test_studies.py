@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 from linear_gaussian import LinearGaussian
 
 from pyro_vae import runs
@@ -152,3 +153,34 @@ def test_iwae_training_from_the_cli(tmp_path):
     rc = summary["reference_check"]
     assert rc["pyro_loss"] == pytest.approx(rc["reference_loss"], rel=1e-4)
     assert main(["train", "--estimator", "trace", "--grad", "dreg", "--out", str(out / "x")]) == 2
+
+
+def test_latent_coverage_measures_overlap_with_the_prior():
+    from pyro_vae.studies import latent_coverage
+
+    g = torch.Generator().manual_seed(0)
+    like_prior = torch.randn(1000, 3, generator=g)
+    cov = latent_coverage(like_prior)
+    assert 0.97 < cov["codes_in_prior"] <= 1.0 and cov["prior_near_codes"] > 0.9
+    far = latent_coverage(like_prior + 10.0)
+    assert far["codes_in_prior"] == 0.0 and far["prior_near_codes"] == 0.0
+    squeezed = latent_coverage(0.05 * like_prior)  # all codes in a small blob at the origin
+    assert squeezed["codes_in_prior"] == 1.0 and squeezed["prior_near_codes"] < 0.05
+
+
+def test_small_studies_write_their_tables(tmp_path):
+    from pyro_vae.config import TrainConfig
+    from pyro_vae.studies import ae_vs_vae, beta_sweep, posterior_collapse
+
+    base = TrainConfig(epochs=1, hidden=(32,), z_dim=4, progress=False)
+    rows = beta_sweep(tmp_path / "sweep", [0.0, 4.0], base)
+    assert rows[0]["rate"] > rows[1]["rate"]  # no KL pressure at beta = 0
+    assert (tmp_path / "sweep" / "rate_distortion.png").exists()
+    assert "| 4 |" in (tmp_path / "sweep" / "beta_sweep.md").read_text()
+    rows = ae_vs_vae(tmp_path / "ae", base, draws=50)
+    assert [r["model"] for r in rows] == ["autoencoder", "VAE"]
+    assert all(0 <= r["codes_in_prior"] <= 1 for r in rows)
+    assert (tmp_path / "ae" / "random_codes.png").exists()
+    rows = posterior_collapse(tmp_path / "collapse", base)
+    assert len(rows) == 5 and all(0 <= r["active_units"] <= 4 for r in rows)
+    assert (tmp_path / "collapse" / "active_units.png").exists()
