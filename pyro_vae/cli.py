@@ -74,6 +74,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--checkpoint-every", "also checkpoint every this many steps (0: epoch ends only)", type=int
     )
     p.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="trace the Pyro step once and run it as a compiled graph (TorchInductor)",
+    )
+    p.add_argument(
         "--autoencoder",
         action="store_true",
         default=None,

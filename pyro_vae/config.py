@@ -50,6 +50,7 @@ class TrainConfig:
     seed: int = 0
     out: str = "runs/latest"
     checkpoint_every: int = 0
+    compile: bool = False
     check_reference: bool = True
     progress: bool = True
     eval_batch_size: int = 1000

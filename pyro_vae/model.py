@@ -30,8 +30,14 @@ from .nets import NETWORKS
 from .priors import PRIORS, Prior
 
 
-def kl_weight(beta: float) -> contextlib.AbstractContextManager:
-    """The handler that weights the latent site by ``beta`` (beta = 0 masks it out)."""
+def kl_weight(beta: float | torch.Tensor) -> contextlib.AbstractContextManager:
+    """The handler that weights the latent site by ``beta`` (beta = 0 masks it out).
+
+    A tensor ``beta`` (a compiled graph's input, so that a warm-up schedule does not retrace it)
+    always scales; at 0 the weighted terms are multiplied by 0, which is the mask's value.
+    """
+    if torch.is_tensor(beta):
+        return poutine.scale(scale=beta)
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
     if beta == 0:
@@ -66,6 +72,11 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.prior = prior
         self.beta = beta
+        # pyro.module puts the networks' parameters in Pyro's param store, for pyro.infer.SVI
+        # and pyro.optim. The trainer optimises the module's parameters directly and turns it
+        # off: it costs a param-store lookup per parameter per step.
+        self.register_params = True
+        self._beta_override: torch.Tensor | None = None
 
     @property
     def beta(self) -> float:
@@ -80,23 +91,39 @@ class VAE(nn.Module):
     def z_dim(self) -> int:
         return self.prior.z_dim
 
+    @contextlib.contextmanager
+    def beta_tensor(self, beta: torch.Tensor):
+        """Within this block model and guide weight the latent site by the tensor ``beta``."""
+        self._beta_override = beta
+        try:
+            yield
+        finally:
+            self._beta_override = None
+
+    def _kl_weight(self) -> contextlib.AbstractContextManager:
+        return kl_weight(self.beta if self._beta_override is None else self._beta_override)
+
+    def _register(self, name: str, module: nn.Module) -> None:
+        if self.register_params:
+            pyro.module(name, module)
+
     def model(self, x: torch.Tensor) -> torch.Tensor:
         """p(x, z) = p(z) p(x | z), one z per image."""
-        pyro.module("decoder", self.decoder)
-        pyro.module("prior", self.prior)
-        pyro.module("likelihood", self.likelihood)
+        self._register("decoder", self.decoder)
+        self._register("prior", self.prior)
+        self._register("likelihood", self.likelihood)
         with pyro.plate("data", x.shape[0]):
-            with kl_weight(self.beta):
+            with self._kl_weight():
                 z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
         return z
 
     def guide(self, x: torch.Tensor) -> torch.Tensor:
         """q(z | x) = N(loc(x), diag scale(x)^2), amortised by the encoder."""
-        pyro.module("encoder", self.encoder)
+        self._register("encoder", self.encoder)
         loc, scale = self.encoder(x)
         with pyro.plate("data", x.shape[0]):
-            with kl_weight(self.beta):
+            with self._kl_weight():
                 return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     @torch.no_grad()
@@ -123,11 +150,14 @@ class Autoencoder(VAE):
 
     beta = property(lambda self: 0.0, lambda self, value: None)  # no KL term, ever
 
+    def _kl_weight(self) -> contextlib.AbstractContextManager:
+        return kl_weight(0.0)
+
     def guide(self, x: torch.Tensor) -> torch.Tensor:
-        pyro.module("encoder", self.encoder)
+        self._register("encoder", self.encoder)
         loc, _ = self.encoder(x)
         with pyro.plate("data", x.shape[0]):
-            with kl_weight(0.0):
+            with self._kl_weight():
                 return pyro.sample("z", dist.Delta(loc).to_event(1))
 
 

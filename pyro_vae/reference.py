@@ -25,6 +25,7 @@ from torch import nn
 
 from .iwae import IWAE
 from .kl_shaping import CapacityELBO, FreeBitsELBO, KLShapingELBO
+from .sync_free import MeanFieldELBO, MonteCarloELBO
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -235,17 +236,37 @@ def reference_shaped_kl_loss(
     return -log_lik.sum() + vae.beta * shaped
 
 
+def reference_loss(vae: nn.Module, elbo: object, x: torch.Tensor, z: torch.Tensor):
+    """The hand-written loss that ``elbo`` estimates, at the guide's sample ``z``.
+
+    eps = (z - loc) / scale recovers the noise. The estimator decides the reference: Monte
+    Carlo KL for ``Trace_ELBO`` (and its sync-free twin), analytic KL where one exists for
+    ``TraceMeanField_ELBO`` (and twin), the K-particle bound for ``IWAE`` (whose value does not
+    depend on the gradient estimator; compare gradients with :func:`reference_iwae_gradients`),
+    free bits or capacity for the KL-shaping objectives.
+    """
+    loc, scale = vae.encoder(x)
+    eps = ((z - loc) / scale).detach()
+    particles = getattr(elbo, "num_particles", 1)
+    if isinstance(elbo, (Trace_ELBO, TraceMeanField_ELBO)) and particles > 1:
+        raise MissingReference("the reference of Pyro's ELBOs takes num_particles=1")
+    if isinstance(elbo, IWAE):
+        return -reference_iwae(vae, x, eps.reshape(particles, *loc.shape), beta=vae.beta).sum()
+    if isinstance(elbo, KLShapingELBO):
+        return reference_shaped_kl_loss(vae, x, eps, elbo)
+    if isinstance(elbo, (Trace_ELBO, TraceMeanField_ELBO, MonteCarloELBO, MeanFieldELBO)):
+        if particles > 1:
+            eps = eps.reshape(particles, *loc.shape)
+        analytic = isinstance(elbo, (TraceMeanField_ELBO, MeanFieldELBO))
+        return -reference_elbo(vae, x, eps, beta=vae.beta, analytic_kl=analytic).sum() / particles
+    raise MissingReference(f"no hand-written reference for {type(elbo).__name__}")
+
+
 def pyro_and_reference_loss(
     vae: nn.Module, elbo: object, x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pyro's differentiable loss and the hand-written one, for the same z.
-
-    The guide is wrapped to keep the z it sampled; eps = (z - loc) / scale recovers the noise,
-    so both losses see the same sample without relying on random-number streams. The
-    estimator decides the reference: Monte Carlo KL for ``Trace_ELBO``, analytic KL where one
-    exists for ``TraceMeanField_ELBO``, the K-particle bound for ``IWAE`` (whose value does not
-    depend on the gradient estimator; compare gradients with :func:`reference_iwae_gradients`).
-    """
+    """Pyro's differentiable loss and the hand-written one, for the same z (the guide is
+    wrapped to keep the z it sampled, so no random-number stream has to line up)."""
     kept: dict[str, torch.Tensor] = {}
 
     def guide(x: torch.Tensor) -> torch.Tensor:
@@ -253,19 +274,7 @@ def pyro_and_reference_loss(
         return kept["z"]
 
     pyro_loss = elbo.differentiable_loss(vae.model, guide, x)
-    loc, scale = vae.encoder(x)
-    eps = ((kept["z"] - loc) / scale).detach()
-    if isinstance(elbo, IWAE):
-        eps = eps.reshape(elbo.num_particles, *loc.shape)
-        ref_loss = -reference_iwae(vae, x, eps, beta=vae.beta).sum()
-    elif isinstance(elbo, KLShapingELBO):
-        ref_loss = reference_shaped_kl_loss(vae, x, eps, elbo)
-    elif isinstance(elbo, (Trace_ELBO, TraceMeanField_ELBO)):
-        analytic = isinstance(elbo, TraceMeanField_ELBO)
-        ref_loss = -reference_elbo(vae, x, eps, beta=vae.beta, analytic_kl=analytic).sum()
-    else:
-        raise MissingReference(f"no hand-written reference for {type(elbo).__name__}")
-    return pyro_loss, ref_loss
+    return pyro_loss, reference_loss(vae, elbo, x, kept["z"])
 
 
 class ReferenceMismatch(RuntimeError):
@@ -291,9 +300,16 @@ def _require_reference(vae: nn.Module) -> None:
 
 
 def check_against_reference(
-    vae: nn.Module, elbo: object, x: torch.Tensor, rtol: float | None = None
+    vae: nn.Module,
+    elbo: object,
+    x: torch.Tensor,
+    rtol: float | None = None,
+    step: Callable | None = None,
 ) -> tuple[float, float]:
     """Raise :class:`ReferenceMismatch` unless the two losses agree to ``rtol``.
+
+    ``step`` checks a compiled step instead (:class:`pyro_vae.compiled.CompiledStep`, which
+    returns its loss and the z it sampled) against the reference of ``elbo``.
 
     The default tolerance is 1e-4 in float32 (summation order differs) and 1e-9 in float64.
     """
@@ -301,7 +317,11 @@ def check_against_reference(
     if rtol is None:
         rtol = 1e-9 if x.dtype == torch.float64 else 1e-4
     with torch.no_grad():
-        pyro_loss, ref_loss = pyro_and_reference_loss(vae, elbo, x)
+        if step is None:
+            pyro_loss, ref_loss = pyro_and_reference_loss(vae, elbo, x)
+        else:
+            pyro_loss, z = step(x, vae.beta)
+            ref_loss = reference_loss(vae, elbo, x, z)
     p, r = float(pyro_loss), float(ref_loss)
     if not (math.isfinite(p) and math.isfinite(r)) or abs(p - r) > rtol * max(abs(r), 1.0):
         raise ReferenceMismatch(

@@ -37,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import runs
+from .compiled import CompiledStep
 from .config import ConfigError, TrainConfig
 from .data import Binarizer, ImageData, load_dataset
 from .evaluation import evaluate_elbo
@@ -44,6 +45,7 @@ from .model import VAE, build_vae
 from .objectives import KLWarmup, make_estimator
 from .reference import check_against_reference
 from .report import make_figures
+from .sync_free import sync_free
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "TrainingInterrupted", "NonFiniteLoss"]
 
@@ -83,6 +85,15 @@ class TrainingInterrupted(Exception):
     def __init__(self, signum: int, message: str) -> None:
         super().__init__(message)
         self.signum = signum
+
+
+def make_optimizer(params, lr: float) -> torch.optim.Optimizer:
+    """Adam with the fused implementation (one kernel for all parameters), where available."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):  # an older torch, or a device without the fused kernel
+        return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -259,8 +270,10 @@ class Trainer:
         self.n_train = data.train_x.shape[0]
         self.steps_per_epoch = math.ceil(self.n_train / config.batch_size)
         self.schedule = KLWarmup(config.beta, round(config.kl_warmup_epochs * self.steps_per_epoch))
-        self.elbo = self._estimator()
-        self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=config.lr)
+        self.vae.register_params = False  # the optimizer holds the parameters (see model.py)
+        self.elbo = sync_free(self._estimator())
+        self.compiled = CompiledStep(self.vae, self.elbo) if config.compile else None
+        self.optimizer = make_optimizer(self.vae.parameters(), config.lr)
         self.perm_generator = torch.Generator(device=device).manual_seed(config.seed)
         eval_generator = torch.Generator().manual_seed(config.seed)
         self.train_eval_idx = torch.randperm(self.n_train, generator=eval_generator)[
@@ -292,7 +305,7 @@ class Trainer:
         """Pyro's loss = the hand-written loss on the first batch, or stop (ReferenceMismatch)."""
         self.vae.beta = self.schedule(0)
         x0 = self.binarizer.train_x()[: self.config.batch_size]
-        p, r = check_against_reference(self.vae, self._estimator(), x0)
+        p, r = check_against_reference(self.vae, self.elbo, x0, step=self.compiled)
         return {"pyro_loss": p, "reference_loss": r, "batch_size": int(x0.shape[0])}
 
     def _epoch_rng(self) -> dict[str, torch.Tensor]:
@@ -359,9 +372,12 @@ class Trainer:
                 self.elbo.update(pos.step)
             start = pos.batch * config.batch_size
             x = x_epoch[perm[start : start + config.batch_size]]
-            loss = self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.compiled is not None:
+                loss, _ = self.compiled(x, self.vae.beta)  # leaves the gradients in .grad
+            else:
+                loss = self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             self.optimizer.step()
             total += loss.detach()
             pos.batch += 1
@@ -441,6 +457,7 @@ class Trainer:
             title=f"{config.dataset}: {config.likelihood} / {config.prior} / "
             f"{config.estimator}, beta={config.beta}, z={config.z_dim}",
         )
+        self.vae.register_params = True  # the model goes back to users, who may use SVI
         return TrainResult(self.vae, summary, self.metrics)
 
 
@@ -485,6 +502,7 @@ def _summary(
         "torch": torch.__version__,
         "pyro": pyro.__version__,
         "threads": torch.get_num_threads(),
+        "compiled": config.compile,
         "reference_check": reference_check,
         "units": "nats per image",
     }

@@ -182,5 +182,19 @@ def test_small_studies_write_their_tables(tmp_path):
     assert all(0 <= r["codes_in_prior"] <= 1 for r in rows)
     assert (tmp_path / "ae" / "random_codes.png").exists()
     rows = posterior_collapse(tmp_path / "collapse", base)
-    assert len(rows) == 5 and all(0 <= r["active_units"] <= 4 for r in rows)
+    assert len(rows) == 5 and all(0 <= r["informative_dims"] <= 4 for r in rows)
     assert (tmp_path / "collapse" / "active_units.png").exists()
+
+
+def test_pixel_frechet_distance():
+    from pyro_vae.studies import pixel_frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2000, 16, generator=g)
+    b = torch.rand(2000, 16, generator=g)
+    same = pixel_frechet_distance(a, b)
+    assert 0 <= same < 0.05
+    faint = pixel_frechet_distance(0.3 * a, b)  # dim images: wrong mean and spread
+    assert faint > 20 * same
+    shifted = pixel_frechet_distance(a + 1.0, b)
+    assert shifted == pytest.approx(16.0, rel=0.02)  # ||mean shift||^2
