@@ -132,6 +132,8 @@ def _train(args: argparse.Namespace) -> int:
     config = _config(args)
     result = train(config, resume=args.resume, overwrite=args.overwrite)
     s = result.summary
+    if not s:  # a process other than rank 0 of a distributed run: rank 0 reports
+        return 0
     if s["reference_check"]:
         rc = s["reference_check"]
         print(
@@ -273,6 +275,21 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from .benchmark import add_arguments
+
+    p = sub.add_parser(
+        "bench", help="time pyro-vae, a hand-written loop and Pyro's example style side by side"
+    )
+    add_arguments(p)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .benchmark import run_from_args
+
+    return run_from_args(args)
+
+
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
@@ -287,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_evaluate(sub)
     _add_compare(sub)
     _add_sample_and_report(sub)
+    _add_bench(sub)
     args = parser.parse_args(argv)
     command = {
         "train": _train,
@@ -294,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "compare": _compare,
         "sample": _sample,
         "report": _report,
+        "bench": _bench,
     }[args.command]
     try:
         return command(args)

@@ -46,6 +46,55 @@ def handwritten_test_neg_elbo(
     return total / x.shape[0]
 
 
+class HandwrittenVAE:
+    """The hand-written training loop, one epoch at a time: data as tensors on the device,
+    index-gathered batches, default ``torch.optim.Adam``."""
+
+    def __init__(
+        self,
+        data: ImageData,
+        *,
+        network: str = "mlp",
+        hidden: tuple[int, ...] = (400,),
+        z_dim: int = 16,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        seed: int = 0,
+        binarize: str = "dynamic",
+    ) -> None:
+        torch.manual_seed(seed)
+        self.device = data.train_x.device
+        self.binarizer = Binarizer(binarize, data, seed=seed)
+        encoder, decoder = NETWORKS.create(
+            network, data.shape, z_dim, out_per_pixel=1, hidden=hidden
+        )
+        self.encoder, self.decoder = encoder.to(self.device), decoder.to(self.device)
+        params = list(self.encoder.parameters()) + list(self.decoder.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=lr)
+        self.perm_generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.batch_size = batch_size
+        self.n = data.train_x.shape[0]
+
+    def epoch(self) -> tuple[float, float]:
+        """Train one epoch; returns (mean loss per image, training seconds)."""
+        x_epoch = self.binarizer.train_x()
+        perm = torch.randperm(self.n, generator=self.perm_generator, device=self.device)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        total = torch.zeros((), device=self.device)
+        for start in range(0, self.n, self.batch_size):
+            x = x_epoch[perm[start : start + self.batch_size]]
+            loss = handwritten_loss(self.encoder, self.decoder, x)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return total.item() / self.n, time.perf_counter() - t0
+
+
 def train_handwritten(
     data: ImageData,
     *,
@@ -59,49 +108,36 @@ def train_handwritten(
     binarize: str = "dynamic",
 ) -> dict:
     """Train the hand-written VAE; returns networks, per-epoch metrics and seconds per epoch."""
-    torch.manual_seed(seed)
-    device = data.train_x.device
-    binarizer = Binarizer(binarize, data, seed=seed)
-    encoder, decoder = NETWORKS.create(network, data.shape, z_dim, out_per_pixel=1, hidden=hidden)
-    encoder, decoder = encoder.to(device), decoder.to(device)
-    params = list(encoder.parameters()) + list(decoder.parameters())
-    optimizer = torch.optim.Adam(params, lr=lr)
-    perm_generator = torch.Generator(device=device).manual_seed(seed)
-    n = data.train_x.shape[0]
+    model = HandwrittenVAE(
+        data,
+        network=network,
+        hidden=hidden,
+        z_dim=z_dim,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        binarize=binarize,
+    )
     history = []
     for epoch in range(epochs):
-        x_epoch = binarizer.train_x()
-        perm = torch.randperm(n, generator=perm_generator, device=device)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        total = torch.zeros((), device=device)
-        for start in range(0, n, batch_size):
-            loss = handwritten_loss(encoder, decoder, x_epoch[perm[start : start + batch_size]])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - t0
-        test = handwritten_test_neg_elbo(encoder, decoder, binarizer.test_x)
+        train_loss, seconds = model.epoch()
+        test = handwritten_test_neg_elbo(model.encoder, model.decoder, model.binarizer.test_x)
         history.append(
             {
                 "epoch": epoch + 1,
-                "train_loss": total.item() / n,
+                "train_loss": train_loss,
                 "test_neg_elbo": test,
                 "train_seconds": seconds,
             }
         )
-        if not math.isfinite(history[-1]["train_loss"]):
+        if not math.isfinite(train_loss):
             raise FloatingPointError(f"hand-written loss became non-finite in epoch {epoch + 1}")
     timed = history[1:] or history
     return {
-        "encoder": encoder,
-        "decoder": decoder,
+        "encoder": model.encoder,
+        "decoder": model.decoder,
         "metrics": history,
         "test_neg_elbo": history[-1]["test_neg_elbo"],
         "seconds_per_epoch": sum(r["train_seconds"] for r in timed) / len(timed),
-        "test_x": binarizer.test_x,
+        "test_x": model.binarizer.test_x,
     }

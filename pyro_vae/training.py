@@ -40,6 +40,7 @@ from . import runs
 from .compiled import CompiledStep
 from .config import ConfigError, TrainConfig
 from .data import Binarizer, ImageData, load_dataset
+from .distributed import join, local_device
 from .evaluation import evaluate_elbo
 from .model import VAE, build_vae
 from .objectives import KLWarmup, make_estimator
@@ -155,10 +156,13 @@ def _stop_requests() -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
-def _prepare_directory(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
-    """Check the run directory; with ``resume``, return the checkpoint to continue from."""
+def _prepare_directory(
+    out: Path, resume: bool, overwrite: bool, write: bool = True
+) -> dict[str, Any] | None:
+    """Check the run directory; with ``resume``, return the checkpoint to continue from.
+    Only a process with ``write`` (rank 0) removes anything."""
     checkpoint = out / runs.CHECKPOINT
-    if out.is_dir():  # temp files of writes that a kill interrupted
+    if out.is_dir() and write:  # temp files of writes that a kill interrupted
         for stale in out.glob(".*.tmp"):
             stale.unlink()
     if resume:
@@ -177,7 +181,8 @@ def _prepare_directory(out: Path, resume: bool, overwrite: bool) -> dict[str, An
         return state
     if overwrite:
         for name in (runs.CHECKPOINT, runs.METRICS, runs.SUMMARY, runs.CONFIG):
-            (out / name).unlink(missing_ok=True)
+            if write:
+                (out / name).unlink(missing_ok=True)
     elif any((out / name).exists() for name in (runs.CHECKPOINT, runs.METRICS)):
         raise RunDirectoryError(
             f"{str(out)!r} already holds a run: continue it with --resume, "
@@ -251,9 +256,10 @@ class Trainer:
         overwrite: bool = False,
     ) -> None:
         self.config = config
-        self.device = device = resolve_device(config.device)
+        self.device = device = local_device(resolve_device(config.device))
+        self.cluster = join(device)
         self.out = Path(config.out)
-        saved = _prepare_directory(self.out, resume, overwrite)
+        saved = _prepare_directory(self.out, resume, overwrite, write=self.cluster.is_main)
         if saved is not None:
             _check_resumable(config, saved)
 
@@ -268,12 +274,22 @@ class Trainer:
         self.vae.likelihood.check_data(self.binarizer.train_x())
 
         self.n_train = data.train_x.shape[0]
-        self.steps_per_epoch = math.ceil(self.n_train / config.batch_size)
+        self.global_batch = config.batch_size * self.cluster.world_size
+        if self.cluster.distributed:  # every process needs a slice of every global batch
+            self.steps_per_epoch = self.n_train // self.global_batch
+            if self.steps_per_epoch == 0:
+                raise ConfigError(
+                    f"{self.n_train} training images cannot fill one global batch "
+                    f"of {self.global_batch}: lower --batch-size"
+                )
+        else:
+            self.steps_per_epoch = math.ceil(self.n_train / config.batch_size)
         self.schedule = KLWarmup(config.beta, round(config.kl_warmup_epochs * self.steps_per_epoch))
         self.vae.register_params = False  # the optimizer holds the parameters (see model.py)
         self.elbo = sync_free(self._estimator())
         self.compiled = CompiledStep(self.vae, self.elbo) if config.compile else None
-        self.optimizer = make_optimizer(self.vae.parameters(), config.lr)
+        self.params = list(self.vae.parameters())
+        self.optimizer = make_optimizer(self.params, config.lr)
         self.perm_generator = torch.Generator(device=device).manual_seed(config.seed)
         eval_generator = torch.Generator().manual_seed(config.seed)
         self.train_eval_idx = torch.randperm(self.n_train, generator=eval_generator)[
@@ -283,17 +299,19 @@ class Trainer:
 
         self.reference_check = self._check_reference() if config.check_reference else None
         if saved is None:
-            pyro.set_rng_seed(config.seed)  # the check above must not shift the random streams
+            # the check above must not shift the random streams; each process draws its own
+            pyro.set_rng_seed(config.seed + self.cluster.rank)
             self.binarizer.restart()
             self.pos = Position(epoch_rng=self._epoch_rng())
             self.metrics: list[dict[str, float]] = []
         else:
             self._restore(saved)
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / runs.FIGURES).mkdir(exist_ok=True)
-        runs.write_json(self.out / runs.CONFIG, config.as_dict())
-        # a resumed run drops any rows written after its checkpoint
-        runs.write_metrics(self.out / runs.METRICS, METRIC_FIELDS, self.metrics)
+        if self.cluster.is_main:  # only rank 0 writes the run directory
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / runs.FIGURES).mkdir(exist_ok=True)
+            runs.write_json(self.out / runs.CONFIG, config.as_dict())
+            # a resumed run drops any rows written after its checkpoint
+            runs.write_metrics(self.out / runs.METRICS, METRIC_FIELDS, self.metrics)
 
     def _estimator(self):
         c = self.config
@@ -335,10 +353,12 @@ class Trainer:
         _set_rng_state(saved["rng"], self.device)
 
     def save(self) -> None:
-        runs.save_checkpoint(self.out / runs.CHECKPOINT, self.checkpoint_state())
+        if self.cluster.is_main:
+            runs.save_checkpoint(self.out / runs.CHECKPOINT, self.checkpoint_state())
 
     def _check_finite(self, loss_sum: torch.Tensor) -> None:
-        value = loss_sum.item()
+        # summed over processes, so that all of them stop together
+        value = self.cluster.sum_(loss_sum.detach().clone()).item()
         if not math.isfinite(value):
             raise NonFiniteLoss(_non_finite_message(self.vae, self.config, self.pos, value))
 
@@ -370,14 +390,15 @@ class Trainer:
             self.vae.beta = self.schedule(pos.step)
             if hasattr(self.elbo, "update"):  # objectives with a schedule of their own
                 self.elbo.update(pos.step)
-            start = pos.batch * config.batch_size
-            x = x_epoch[perm[start : start + config.batch_size]]
+            start = pos.batch * self.global_batch
+            x = self.cluster.shard(x_epoch[perm[start : start + self.global_batch]])
             if self.compiled is not None:
                 loss, _ = self.compiled(x, self.vae.beta)  # leaves the gradients in .grad
             else:
                 loss = self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+            self.cluster.sum_gradients(self.params)
             self.optimizer.step()
             total += loss.detach()
             pos.batch += 1
@@ -396,6 +417,14 @@ class Trainer:
         _sync(device)
         return x_epoch, total, time.perf_counter() - t0
 
+    def run_epoch(self) -> float:
+        """One training epoch with no evaluation and no files (for benchmarks); its seconds."""
+        _, _, seconds = self._train_epoch([])
+        self.pos = Position(
+            epoch=self.pos.epoch + 1, step=self.pos.step, epoch_rng=self._epoch_rng()
+        )
+        return seconds
+
     def _evaluate(self, x_epoch: torch.Tensor) -> dict[str, float]:
         self.vae.eval()
         model, guide, batch = self.vae.model, self.vae.guide, self.config.eval_batch_size
@@ -404,37 +433,39 @@ class Trainer:
         return {**train_bound.as_dict("train_"), **test.as_dict("test_")}
 
     def fit(self) -> TrainResult:
-        config = self.config
-        log = runs.MetricsLog(self.out / runs.METRICS, METRIC_FIELDS)
+        config, main = self.config, self.cluster.is_main
+        log = runs.MetricsLog(self.out / runs.METRICS, METRIC_FIELDS) if main else None
         bar = tqdm(
             total=config.epochs,
             initial=self.pos.epoch,
             desc="train",
             unit="epoch",
-            disable=not config.progress,
+            disable=not (config.progress and main),
         )
+        images_per_epoch = min(self.n_train, self.steps_per_epoch * self.global_batch)
         try:
             with _stop_requests() as stop, warnings.catch_warnings():
                 # a NaN loss is caught with a better message than Pyro's warning
                 warnings.filterwarnings("ignore", message="Encountered NaN")
                 while self.pos.epoch < config.epochs:
                     x_epoch, total, train_seconds = self._train_epoch(stop)
-                    t1 = time.perf_counter()
-                    bounds = self._evaluate(x_epoch)
-                    row = {
-                        "epoch": self.pos.epoch + 1,
-                        "beta": self.vae.beta,
-                        "train_loss": total.item() / self.n_train,
-                        **bounds,
-                        "train_seconds": train_seconds,
-                        "eval_seconds": time.perf_counter() - t1,
-                    }
-                    self.metrics.append(row)
-                    log.append(row)
-                    bar.update(1)
-                    bar.set_postfix(
-                        train=f"{row['train_loss']:.2f}", test=f"{row['test_neg_elbo']:.2f}"
-                    )
+                    train_loss = self.cluster.sum_(total.clone()).item() / images_per_epoch
+                    if main:  # rank 0 evaluates and keeps the record
+                        t1 = time.perf_counter()
+                        row = {
+                            "epoch": self.pos.epoch + 1,
+                            "beta": self.vae.beta,
+                            "train_loss": train_loss,
+                            **self._evaluate(x_epoch),
+                            "train_seconds": train_seconds,
+                            "eval_seconds": time.perf_counter() - t1,
+                        }
+                        self.metrics.append(row)
+                        log.append(row)
+                        bar.update(1)
+                        bar.set_postfix(
+                            train=f"{train_loss:.2f}", test=f"{row['test_neg_elbo']:.2f}"
+                        )
                     self.pos = Position(
                         epoch=self.pos.epoch + 1, step=self.pos.step, epoch_rng=self._epoch_rng()
                     )
@@ -442,21 +473,26 @@ class Trainer:
                     if stop:  # a signal during evaluation
                         raise self._interrupted(stop[0])
         finally:
-            log.close()
+            if log is not None:
+                log.close()
             bar.close()
+            self.cluster.close()
 
-        summary = _summary(config, self.device, self.data, self.metrics, self.reference_check)
-        runs.write_json(self.out / runs.SUMMARY, summary)
-        make_figures(
-            self.vae,
-            self.binarizer.test_x,
-            self.data.test_y,
-            self.data.shape,
-            self.metrics,
-            self.out / runs.FIGURES,
-            title=f"{config.dataset}: {config.likelihood} / {config.prior} / "
-            f"{config.estimator}, beta={config.beta}, z={config.z_dim}",
-        )
+        summary = {}
+        if main:
+            summary = _summary(config, self.device, self.data, self.metrics, self.reference_check)
+            summary["processes"] = self.cluster.world_size
+            runs.write_json(self.out / runs.SUMMARY, summary)
+            make_figures(
+                self.vae,
+                self.binarizer.test_x,
+                self.data.test_y,
+                self.data.shape,
+                self.metrics,
+                self.out / runs.FIGURES,
+                title=f"{config.dataset}: {config.likelihood} / {config.prior} / "
+                f"{config.estimator}, beta={config.beta}, z={config.z_dim}",
+            )
         self.vae.register_params = True  # the model goes back to users, who may use SVI
         return TrainResult(self.vae, summary, self.metrics)
 
