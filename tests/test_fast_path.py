@@ -9,19 +9,13 @@ import pyro
 import pytest
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from test_reference import make_data, make_vae
+from test_reference import grads, make_data, make_vae
 
 from pyro_vae import make_estimator
 from pyro_vae.compiled import CompiledStep
 from pyro_vae.reference import check_against_reference, reference_loss
 from pyro_vae.sync_free import MeanFieldELBO, MonteCarloELBO, sync_free
 from pyro_vae.training import make_optimizer
-
-
-def _grads(loss, vae):
-    params = list(vae.parameters())
-    grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
 
 @pytest.mark.parametrize(
@@ -39,7 +33,9 @@ def test_sync_free_elbos_equal_pyros(float64, likelihood, prior, beta, ours, pyr
     pyro.set_rng_seed(7)
     b = pyros(max_plate_nesting=1).differentiable_loss(vae.model, vae.guide, x)
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    for g, h in zip(_grads(a, vae), _grads(b, vae), strict=True):
+    for g, h in zip(
+        grads(a, list(vae.parameters())), grads(b, list(vae.parameters())), strict=True
+    ):
         torch.testing.assert_close(g, h, rtol=1e-10, atol=1e-12)
 
 
@@ -89,7 +85,7 @@ def test_compiled_step_equals_the_reference(float64, estimator, particles, grad,
         torch.testing.assert_close(loss, ref.detach(), rtol=1e-9, atol=1e-9)
         if estimator in ("mean-field", "trace", "free-bits") or grad == "standard":
             got = [p.grad for p in vae.parameters()]
-            for g, r in zip(got, _grads(ref, vae), strict=True):
+            for g, r in zip(got, grads(ref, list(vae.parameters())), strict=True):
                 torch.testing.assert_close(g, r, rtol=1e-7, atol=1e-9)
     assert len(step._graphs) == 1
 

@@ -55,9 +55,10 @@ def make_data(likelihood: str, n: int = 6) -> torch.Tensor:
     return torch.bernoulli(x, generator=g) if likelihood == "bernoulli" else x
 
 
-def _grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+def grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """d loss / d params, zeros for parameters the loss does not use (graph kept)."""
+    got = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, got, strict=True)]
 
 
 @pytest.mark.parametrize(
@@ -74,9 +75,7 @@ def test_pyro_loss_and_gradients_equal_reference(float64, likelihood, prior, est
 
     params = [p for p in vae.parameters()]
     names = [n for n, _ in vae.named_parameters()]
-    for name, gp, gr in zip(
-        names, _grads(pyro_loss, params), _grads(ref_loss, params), strict=True
-    ):
+    for name, gp, gr in zip(names, grads(pyro_loss, params), grads(ref_loss, params), strict=True):
         torch.testing.assert_close(gp, gr, rtol=1e-7, atol=1e-9, msg=f"gradient of {name}")
 
 
