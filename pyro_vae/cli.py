@@ -68,6 +68,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     option("--batch-size", "images per SVI step", type=int)
     option("--lr", "Adam learning rate", type=float)
     option("--device", "auto, cpu or cuda")
+    option("--precision", "fp32, tf32 (CUDA matrix products) or bf16 (autocast)")
     option("--seed", "seeds Pyro, torch and the batches", type=int)
     option("--out", "run directory")
     option(

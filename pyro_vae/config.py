@@ -13,6 +13,10 @@ from .nets import NETWORKS
 from .objectives import ESTIMATORS
 from .priors import PRIORS
 
+# fp32: full precision. tf32: CUDA matrix products in TensorFloat-32 (float32 storage).
+# bf16: the step's forward pass under bfloat16 autocast (matrix products in bfloat16).
+PRECISIONS = ("fp32", "tf32", "bf16")
+
 
 class ConfigError(ValueError):
     """An option with a value the run cannot use; the message names the option."""
@@ -51,6 +55,7 @@ class TrainConfig:
     out: str = "runs/latest"
     checkpoint_every: int = 0
     compile: bool = False
+    precision: str = "fp32"
     check_reference: bool = True
     progress: bool = True
     eval_batch_size: int = 1000
@@ -113,6 +118,12 @@ class TrainConfig:
                 )
         if self.autoencoder and (self.beta != 1.0 or self.kl_warmup_epochs):
             raise ConfigError("--beta and --kl-warmup-epochs mean nothing for --autoencoder")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}"
+            )
+        if self.precision == "bf16" and self.compile:
+            raise ConfigError("--precision bf16 runs the eager step; drop --compile")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
 

@@ -285,6 +285,11 @@ class Trainer:
         else:
             self.steps_per_epoch = math.ceil(self.n_train / config.batch_size)
         self.schedule = KLWarmup(config.beta, round(config.kl_warmup_epochs * self.steps_per_epoch))
+        if config.precision == "tf32":
+            if device.type != "cuda":
+                raise ConfigError("--precision tf32 applies to CUDA devices")
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         self.vae.register_params = False  # the optimizer holds the parameters (see model.py)
         self.elbo = sync_free(self._estimator())
         self.compiled = CompiledStep(self.vae, self.elbo) if config.compile else None
@@ -395,7 +400,8 @@ class Trainer:
             if self.compiled is not None:
                 loss, _ = self.compiled(x, self.vae.beta)  # leaves the gradients in .grad
             else:
-                loss = self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x)
+                with self._autocast():
+                    loss = self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
             self.cluster.sum_gradients(self.params)
@@ -416,6 +422,12 @@ class Trainer:
         self._check_finite(total)
         _sync(device)
         return x_epoch, total, time.perf_counter() - t0
+
+    def _autocast(self) -> torch.autocast:
+        """bfloat16 autocast for ``--precision bf16`` (a no-op otherwise)."""
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"
+        )
 
     def run_epoch(self) -> float:
         """One training epoch with no evaluation and no files (for benchmarks); its seconds."""
