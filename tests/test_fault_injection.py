@@ -17,7 +17,11 @@ _spec.loader.exec_module(faults)
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    return faults.Workspace(tmp_path_factory.mktemp("faults"))
+    # bad-input cases run the CLI's main() in this process; kills and injected faults still
+    # run the real command in a subprocess
+    faults.IN_PROCESS = True
+    yield faults.Workspace(tmp_path_factory.mktemp("faults"))
+    faults.IN_PROCESS = False
 
 
 @pytest.mark.parametrize("case", faults.CASES, ids=[c.name for c in faults.CASES])
