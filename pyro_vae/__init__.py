@@ -1,5 +1,6 @@
 """pyro-vae: variational autoencoders written as Pyro models, trained by SVI, checked by hand."""
 
+from . import synthetic  # noqa: F401  (registers the synthetic-counts dataset)
 from .likelihoods import LIKELIHOODS, Likelihood
 from .model import VAE, build_vae, kl_weight
 from .nets import NETWORKS

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import runs
 from .config import TrainConfig
 from .data import BINARIZATIONS, DATASETS
-from .likelihoods import LIKELIHOODS
+from .likelihoods import LIBRARY_OPTIONS, LIKELIHOODS
 from .nets import NETWORKS
 from .objectives import ESTIMATORS
 from .priors import PRIORS
@@ -42,16 +42,29 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     option("--data-dir", "directory with the IDX files (mnist, fashion-mnist)")
     option(
         "--binarize",
-        "dynamic: fresh Bernoulli draw each epoch; static: one fixed draw",
-        choices=BINARIZATIONS,
+        "auto: dynamic for bernoulli, none otherwise; dynamic: fresh Bernoulli draw each "
+        "epoch; static: one fixed draw",
+        choices=("auto", *BINARIZATIONS),
     )
     option("--network", f"one of {', '.join(NETWORKS.names())}")
     option("--hidden", "MLP hidden sizes", type=int, nargs="+")
     option("--likelihood", f"one of {', '.join(LIKELIHOODS.names())}")
     option("--sigma", "fixed sigma of 'gaussian'", type=float)
-    option("--sigma-floor", "lower bound on the learned sigma of 'gaussian-learned'", type=float)
+    option(
+        "--sigma-floor",
+        "lower bound on the learned scale of 'gaussian-learned', 'laplace'",
+        type=float,
+    )
+    option("--beta-squeeze", "'beta' models x' = eps + (1 - 2 eps) x; this is eps", type=float)
+    option(
+        "--library",
+        "count likelihoods: none (mean = exp(decoder)) or observed (library size x "
+        "softmax(decoder))",
+        choices=LIBRARY_OPTIONS,
+    )
     option("--prior", f"one of {', '.join(PRIORS.names())}")
     option("--components", "mixture prior size", type=int)
+    option("--pseudo-inputs", "VampPrior: number of learned pseudo-inputs", type=int)
     option(
         "--estimator", f"one of {', '.join(ESTIMATORS.names())} (Trace_ELBO, TraceMeanField_ELBO)"
     )
@@ -253,15 +266,24 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import FIGURES, make_figures, write_report
+    from .report import figure_names, make_figures, write_report
     from .run_evaluation import load_run
 
     run_dir = Path(args.run_dir)
     if not (run_dir / runs.CONFIG).exists():
         raise ValueError(f"{str(run_dir)!r} is not a run directory (no {runs.CONFIG})")
-    missing = [n for n, _ in FIGURES if not (run_dir / runs.FIGURES / n).exists()]
+    run = None
+    figures = run_dir / runs.FIGURES
+    if not args.refresh_figures and figures.is_dir():
+        # a run with its image figures is complete; one without checks its data's shape
+        missing = [n for n in figure_names((1, 1, 1)) if not (figures / n).exists()]
+        if missing:
+            run = load_run(run_dir, args.device)
+            missing = [n for n in figure_names(run.data.shape) if not (figures / n).exists()]
+    else:
+        missing = ["all"]
     if args.refresh_figures or missing:
-        run = load_run(run_dir, args.device)
+        run = run or load_run(run_dir, args.device)
         metrics = runs.read_metrics(run_dir / runs.METRICS)
         make_figures(
             run.vae,

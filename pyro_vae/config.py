@@ -8,7 +8,7 @@ from typing import Any
 
 from .data import BINARIZATIONS, DATASETS
 from .iwae import GRADIENT_ESTIMATORS
-from .likelihoods import LIKELIHOODS
+from .likelihoods import LIBRARY_OPTIONS, LIKELIHOODS
 from .nets import NETWORKS
 from .objectives import ESTIMATORS
 from .priors import PRIORS
@@ -28,14 +28,17 @@ class TrainConfig:
 
     dataset: str = "mnist-sample"
     data_dir: str | None = None
-    binarize: str = "dynamic"
+    binarize: str = "auto"  # dynamic for binary likelihoods, none for the others
     network: str = "mlp"
     hidden: tuple[int, ...] = (400,)
     likelihood: str = "bernoulli"
     sigma: float = 0.1
     sigma_floor: float = 0.01
+    library: str = "none"
+    beta_squeeze: float = 1e-3
     prior: str = "normal"
     components: int = 10
+    pseudo_inputs: int = 500
     estimator: str = "mean-field"
     particles: int = 1
     grad: str = "standard"
@@ -78,6 +81,9 @@ class TrainConfig:
             ("sigma", self.sigma > 0, "> 0"),
             ("sigma_floor", self.sigma_floor > 0, "> 0"),
             ("components", self.components >= 1, ">= 1"),
+            ("pseudo_inputs", self.pseudo_inputs >= 1, ">= 1"),
+            ("beta_squeeze", 0 < self.beta_squeeze < 0.5, "in (0, 0.5)"),
+            ("library", self.library in LIBRARY_OPTIONS, f"one of {', '.join(LIBRARY_OPTIONS)}"),
             ("free_bits", self.free_bits >= 0, ">= 0"),
             ("capacity", self.capacity >= 0, ">= 0"),
             ("capacity_gamma", self.capacity_gamma > 0, "> 0"),
@@ -97,10 +103,16 @@ class TrainConfig:
             (ESTIMATORS, self.estimator),
         ]:
             registry.get(name)
+        data_kind = LIKELIHOODS.get(self.likelihood).data_kind
+        if self.binarize == "auto":
+            self.binarize = "dynamic" if data_kind == "binary" else "none"
         if self.binarize not in BINARIZATIONS:
             raise ConfigError(
-                f"unknown binarization {self.binarize!r}; choose one of: {', '.join(BINARIZATIONS)}"
+                f"unknown binarization {self.binarize!r}; choose one of: auto, "
+                f"{', '.join(BINARIZATIONS)}"
             )
+        if data_kind == "counts" and self.binarize != "none":
+            raise ConfigError(f"--likelihood {self.likelihood} models counts: use --binarize none")
         if self.grad not in GRADIENT_ESTIMATORS:
             raise ConfigError(
                 f"unknown gradient estimator {self.grad!r}; choose one of: "
@@ -146,6 +158,9 @@ class TrainConfig:
             sigma=self.sigma,
             sigma_floor=self.sigma_floor,
             components=self.components,
+            library=self.library,
+            beta_squeeze=self.beta_squeeze,
+            pseudo_inputs=self.pseudo_inputs,
             autoencoder=self.autoencoder,
         )
 

@@ -115,7 +115,7 @@ class VAE(nn.Module):
         with pyro.plate("data", x.shape[0]):
             with self._kl_weight():
                 z = pyro.sample("z", self.prior())
-            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+            pyro.sample("x", self.likelihood(self.decoder(z), x), obs=x)
         return z
 
     def guide(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,7 +130,7 @@ class VAE(nn.Module):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """E[x | z = loc(x)]: the decoded posterior mean."""
         loc, _ = self.encoder(x)
-        return self.likelihood.mean(self.decoder(loc))
+        return self.likelihood.mean(self.decoder(loc), x)
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
@@ -174,13 +174,28 @@ def build_vae(
 ) -> VAE:
     """Assemble a VAE from registered names; ``options`` go to whichever parts accept them
     (``hidden`` for the MLP, ``sigma`` / ``sigma_floor`` for Gaussian likelihoods,
-    ``components`` for the mixture prior). ``autoencoder`` builds the deterministic
+    ``components`` for the mixture prior, ``library`` for the count likelihoods,
+    ``pseudo_inputs`` for the VampPrior). ``autoencoder`` builds the deterministic
     :class:`Autoencoder` with the same networks instead."""
     data_dim = int(torch.Size(data_shape).numel())
     lik = LIKELIHOODS.create(likelihood, data_dim, **options)
-    pri = PRIORS.create(prior, z_dim, **options)
+    pri = PRIORS.create(prior, z_dim, data_dim=data_dim, **options)
     encoder, decoder = NETWORKS.create(
         network, data_shape, z_dim, out_per_pixel=lik.params_per_pixel, **options
     )
+    if lik.log_input:
+        encoder = LogInputEncoder(encoder)
+    pri.attach(encoder)
     cls = Autoencoder if autoencoder else VAE
     return cls(encoder, decoder, lik, pri, beta=beta)
+
+
+class LogInputEncoder(nn.Module):
+    """An encoder that reads log(1 + x): count data spans orders of magnitude."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(torch.log1p(x))

@@ -19,6 +19,7 @@ Both are Pyro's own classes; they know traces, not the VAE, so any model/guide p
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
@@ -85,7 +86,19 @@ def iwae(num_particles: int = 5, grad: str = "standard") -> ELBO:
 def make_estimator(
     name: str, num_particles: int = 1, grad: str = "standard", **options: object
 ) -> ELBO:
-    """The named estimator; ``options`` (free_bits, capacity, ...) go where they apply."""
+    """The named estimator; ``options`` (free_bits, capacity, ...) go where they apply.
+
+    An option no estimator takes is an error rather than silently dropped (``particles=4``
+    for ``num_particles=4`` would otherwise train with one particle)."""
+    known = {
+        name for entry in ESTIMATORS for name in inspect.signature(ESTIMATORS.get(entry)).parameters
+    }
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(
+            f"make_estimator got unknown option(s) {', '.join(unknown)}; estimators take: "
+            f"num_particles, grad, {', '.join(sorted(known - {'num_particles', 'grad'}))}"
+        )
     if num_particles < 1:
         raise ValueError(f"particles must be >= 1, got {num_particles}")
     return ESTIMATORS.create(name, num_particles=num_particles, grad=grad, **options)

@@ -68,6 +68,24 @@ def reconstructions(
     plt.close(fig)
 
 
+def feature_heatmaps(panels: dict[str, torch.Tensor], path: Path, title: str = "") -> None:
+    """Data that are not images (count vectors, feature tables): one heatmap per panel, a row
+    per example and a column per feature, on a log(1 + x) scale where values exceed 1."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (name, values) in zip(axes[0], panels.items(), strict=True):
+        v = values.detach().float().cpu()
+        log_scale = bool(v.min() >= 0 and v.max() > 1)
+        shown = torch.log1p(v) if log_scale else v
+        im = ax.imshow(shown.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
+        ax.set(xlabel="feature", ylabel="example", title=name + (" (log 1+x)" if log_scale else ""))
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def samples(images: torch.Tensor, shape: Sequence[int], path: Path, per_row: int = 10) -> None:
     """A grid of E[x | z] for z drawn from the prior."""
     rows = images.shape[0] // per_row

@@ -30,6 +30,9 @@ class Prior(nn.Module):
     def forward(self) -> dist.TorchDistribution:  # pragma: no cover
         raise NotImplementedError
 
+    def attach(self, encoder: nn.Module) -> None:
+        """Called once with the VAE's encoder; priors built from it (VampPrior) keep it."""
+
 
 PRIORS: Registry[Prior] = Registry("prior")
 
@@ -82,4 +85,47 @@ class GaussianMixture(Prior):
         return dist.MixtureSameFamily(
             dist.Categorical(logits=self.logits),
             dist.Normal(self.locs, self.log_scales.exp()).to_event(1),
+        )
+
+
+@PRIORS.register("vamp")
+class VampPrior(Prior):
+    """VampPrior (Tomczak & Welling, 2018): the aggregate posterior at K learned pseudo-inputs,
+
+        p(z) = (1/K) sum_k q(z | u_k),
+
+    with q the VAE's own encoder. The pseudo-inputs u_k live in data space, clipped to [0, 1]
+    by a hard tanh and started near 0.05 (the paper's choices, made for image data). The
+    encoder's parameters then shape the prior too: they get gradient from log p(z) as well as
+    from log q(z|x). No closed-form KL exists; mean-field training estimates it by Monte Carlo.
+    """
+
+    def __init__(self, z_dim: int, data_dim: int, pseudo_inputs: int = 500) -> None:
+        super().__init__(z_dim)
+        if pseudo_inputs < 1:
+            raise ValueError(f"vamp needs pseudo_inputs >= 1, got {pseudo_inputs}")
+        generator = torch.Generator().manual_seed(0)
+        self.pseudo_inputs = nn.Parameter(
+            0.05 + 0.01 * torch.randn(pseudo_inputs, data_dim, generator=generator)
+        )
+        self._encoder: tuple[nn.Module, ...] = ()  # held, not registered: the VAE owns it
+
+    def attach(self, encoder: nn.Module) -> None:
+        self._encoder = (encoder,)
+
+    @property
+    def encoder(self) -> nn.Module:
+        if not self._encoder:
+            raise RuntimeError("vamp prior used before attach(encoder); build it with build_vae")
+        return self._encoder[0]
+
+    def inputs(self) -> torch.Tensor:
+        return torch.nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)
+
+    def forward(self) -> dist.TorchDistribution:
+        loc, scale = self.encoder(self.inputs())
+        k = self.pseudo_inputs.shape[0]
+        return dist.MixtureSameFamily(
+            dist.Categorical(logits=torch.zeros(k, dtype=loc.dtype, device=loc.device)),
+            dist.Normal(loc, scale).to_event(1),
         )

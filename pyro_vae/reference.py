@@ -15,6 +15,7 @@ Every registered likelihood and prior must have an entry here; a test enforces i
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 
@@ -69,11 +70,80 @@ def _gaussian_learned(lik: nn.Module, out: torch.Tensor, x: torch.Tensor) -> tor
     return normal_log_density(x, out, sigma).sum(-1)
 
 
+def _laplace(lik: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    b = lik.scale.floor + F.softplus(lik.scale.raw)
+    return (-(x - out).abs() / b - torch.log(2 * b)).sum(-1)
+
+
+def _beta(lik: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log Beta(x'; a, b) + log(1 - 2 eps) per pixel, x' = eps + (1 - 2 eps) x."""
+    d, eps = lik.data_dim, lik.eps
+    a = F.softplus(out[..., :d]) + lik.min_concentration
+    b = F.softplus(out[..., d:]) + lik.min_concentration
+    xs = eps + (1 - 2 * eps) * x
+    log_beta_fn = torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)
+    log_density = (a - 1) * torch.log(xs) + (b - 1) * torch.log1p(-xs) - log_beta_fn
+    return (log_density + math.log(1 - 2 * eps)).sum(-1)
+
+
+def _count_log_mean(lik: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log mu: the decoder output, or log(library size) + log-softmax of it."""
+    eta = out[..., : lik.data_dim]
+    if lik.library == "none":
+        return eta
+    return torch.log(x.sum(-1, keepdim=True)) + eta - torch.logsumexp(eta, -1, keepdim=True)
+
+
+def _poisson(lik: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    log_mu = _count_log_mean(lik, out, x)
+    return (x * log_mu - log_mu.exp() - torch.lgamma(x + 1)).sum(-1)
+
+
+def _negative_binomial_terms(lik: nn.Module, out: torch.Tensor, x: torch.Tensor):
+    """Element-wise log NB(x; mu, theta) and log NB(0; mu, theta), in the mean /
+    inverse-dispersion form (as scVI writes it):
+    lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)
+        + theta log(theta / (theta + mu)) + x log(mu / (theta + mu))."""
+    log_mu = _count_log_mean(lik, out, x)
+    log_theta = lik.log_theta
+    theta = log_theta.exp()
+    log_theta_mu = torch.logaddexp(log_theta, log_mu)  # log(theta + mu)
+    at_zero = theta * (log_theta - log_theta_mu)
+    log_nb = (
+        torch.lgamma(x + theta)
+        - torch.lgamma(theta)
+        - torch.lgamma(x + 1)
+        + at_zero
+        + x * (log_mu - log_theta_mu)
+    )
+    return log_nb, at_zero
+
+
+def _negative_binomial(lik: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return _negative_binomial_terms(lik, out, x)[0].sum(-1)
+
+
+def _zero_inflated_negative_binomial(
+    lik: nn.Module, out: torch.Tensor, x: torch.Tensor
+) -> torch.Tensor:
+    """x = 0: log(pi + (1 - pi) NB(0)); x > 0: log(1 - pi) + log NB(x); pi = sigmoid(gate)."""
+    log_nb, nb_zero = _negative_binomial_terms(lik, out, x)
+    gate = out[..., lik.data_dim :]
+    log_pi, log_not_pi = -F.softplus(-gate), -F.softplus(gate)
+    zero = torch.logaddexp(log_pi, log_not_pi + nb_zero)
+    return torch.where(x == 0, zero, log_not_pi + log_nb).sum(-1)
+
+
 LOG_LIKELIHOODS: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "bernoulli": _bernoulli,
     "continuous-bernoulli": _continuous_bernoulli,
     "gaussian": _gaussian,
     "gaussian-learned": _gaussian_learned,
+    "laplace": _laplace,
+    "beta": _beta,
+    "poisson": _poisson,
+    "negative-binomial": _negative_binomial,
+    "zero-inflated-negative-binomial": _zero_inflated_negative_binomial,
 }
 
 # --- log p(z) and, where it exists, KL(q || p): name -> f(prior module, ...) ------------------
@@ -113,11 +183,23 @@ def _normal_kl(prior: nn.Module, loc: torch.Tensor, scale: torch.Tensor) -> torc
     return normal_kl_per_dimension(prior, loc, scale).sum(-1)
 
 
+def _vamp_log_prior(prior: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """log (1/K) sum_k N(z; loc(u_k), scale(u_k)^2), u_k = clip(pseudo-input k, 0, 1)."""
+    u = torch.clamp(prior.pseudo_inputs, 0.0, 1.0)
+    loc, scale = prior.encoder(u)  # (K, z_dim)
+    comp = normal_log_density(z.unsqueeze(-2), loc, scale).sum(-1)
+    return torch.logsumexp(comp, dim=-1) - math.log(u.shape[0])
+
+
 LOG_PRIORS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
     "normal": _normal_log_prior,
     "learned-normal": _normal_log_prior,
     "mixture": _mixture_log_prior,
+    "vamp": _vamp_log_prior,
 }
+
+# priors whose density depends on the encoder's parameters (IWAE-gradient references below)
+ENCODER_PRIORS = {"vamp"}
 
 ANALYTIC_KLS: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "normal": _normal_kl,
@@ -160,19 +242,30 @@ def reference_log_weights(
     eps: torch.Tensor,
     beta: float = 1.0,
     stop_q_params: bool = False,
+    prior: nn.Module | None = None,
 ) -> torch.Tensor:
     """log w_k = log p(x|z_k) + beta (log p(z_k) - log q(z_k|x)), z_k = loc + scale * eps_k.
 
     ``eps`` has shape (K, N, z_dim); the result (K, N). With ``stop_q_params`` the density
     log q is evaluated with loc and scale detached, so it is differentiated through z only.
+    ``prior`` replaces the VAE's prior module in log p(z).
     """
     loc, scale, z, log_lik = _reparameterise_and_decode(vae, x, eps)
     if beta == 0:
         return log_lik
     q_loc, q_scale = (loc.detach(), scale.detach()) if stop_q_params else (loc, scale)
     log_q = normal_log_density(z, q_loc, q_scale).sum(-1)
-    log_p = LOG_PRIORS[type(vae.prior).registry_name](vae.prior, z)
+    prior = vae.prior if prior is None else prior
+    log_p = LOG_PRIORS[type(prior).registry_name](prior, z)
     return log_lik + beta * (log_p - log_q)
+
+
+def _with_frozen_encoder(prior: nn.Module) -> nn.Module:
+    """A copy of an encoder-built prior whose encoder parameters are constants."""
+    frozen = copy.deepcopy(prior)
+    for p in frozen.encoder.parameters():
+        p.requires_grad_(False)
+    return frozen
 
 
 def reference_iwae(vae: nn.Module, x: torch.Tensor, eps: torch.Tensor, beta: float = 1.0):
@@ -192,6 +285,9 @@ def reference_iwae_gradients(
       stl:      sum_k w~_k d(log w_k)/dphi with log q differentiated through z only;
       dreg:     the same with each term weighted by c_k = 1 - beta + beta w~_k (Tucker et al.,
                 2019, eq. 6 at beta = 1: c_k = w~_k).
+    A prior built from the encoder (VampPrior) makes phi a model parameter too: that direct
+    dependence gets the plain weight, beta sum_k w~_k d(log p(z_k))/dphi at fixed z_k, and
+    only the path through z_k is reweighted.
     Written with separate surrogates per parameter group, unlike the estimator's hooks.
     """
     params = list(vae.parameters())
@@ -201,11 +297,20 @@ def reference_iwae_gradients(
     if grad == "standard":
         phi_grads = theta_grads
     else:
-        log_w = reference_log_weights(vae, x, eps, beta, stop_q_params=True)
-        weights = torch.softmax(log_w.detach(), dim=0)
+        prior_name = type(vae.prior).registry_name
+        encoder_prior = prior_name in ENCODER_PRIORS
+        frozen = _with_frozen_encoder(vae.prior) if encoder_prior else None
+        log_w = reference_log_weights(vae, x, eps, beta, stop_q_params=True, prior=frozen)
+        normalised = torch.softmax(log_w.detach(), dim=0)
+        weights = normalised
         if grad == "dreg":
             weights = weights * (1 - beta + beta * weights)
         surrogate = -(weights * log_w).sum()
+        if encoder_prior and beta != 0:
+            loc, scale = vae.encoder(x)
+            z = (loc + scale * eps).detach()
+            log_p = LOG_PRIORS[prior_name](vae.prior, z)
+            surrogate = surrogate - (beta * normalised * log_p).sum()
         phi_grads = torch.autograd.grad(surrogate, params, allow_unused=True)
     return [
         torch.zeros_like(p) if g is None else g

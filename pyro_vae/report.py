@@ -61,6 +61,20 @@ FIGURES = [
 ]
 
 
+IMAGE_ONLY = {"latent_traversal.png", "interpolation.png"}
+
+
+def is_image_shape(shape) -> bool:
+    """(C, H, W) data are drawn as images; anything else (feature vectors) as heatmaps."""
+    return len(tuple(shape)) == 3
+
+
+def figure_names(shape) -> list[str]:
+    """The figures :func:`make_figures` draws for data of this shape."""
+    image = is_image_shape(shape)
+    return [name for name, _ in FIGURES if image or name not in IMAGE_ONLY]
+
+
 def _decoder(vae: VAE) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda z: vae.likelihood.mean(vae.decoder(z))
 
@@ -149,23 +163,36 @@ def make_figures(
     directory: Path,
     title: str = "",
 ) -> None:
-    """Every figure of FIGURES, for the model as it is now."""
+    """Every figure of :func:`figure_names`, for the model as it is now. Images are drawn as
+    images; feature vectors as heatmaps, without the traversal and interpolation figures."""
     vae.eval()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    image = is_image_shape(shape)
     plots.loss_curves(metrics, directory / "loss_curves.png", title=title)
     device = test_x.device
     inputs = test_x[torch.linspace(0, test_x.shape[0] - 1, 30, device=device).long()]
-    plots.reconstructions(inputs, vae.reconstruct(inputs), shape, directory / "reconstructions.png")
+    recons = vae.reconstruct(inputs)
+    if image:
+        plots.reconstructions(inputs, recons, shape, directory / "reconstructions.png")
+    else:
+        panels = {"test data": inputs, "reconstructions E[x | z = E_q z]": recons}
+        plots.feature_heatmaps(panels, directory / "reconstructions.png")
     with torch.random.fork_rng(devices=[device] if test_x.is_cuda else []):
         torch.manual_seed(0)
-        plots.samples(vae.sample(100), shape, directory / "prior_samples.png")
+        if image:
+            plots.samples(vae.sample(100), shape, directory / "prior_samples.png")
+        else:
+            plots.feature_heatmaps(
+                {"samples E[x | z], z ~ p(z)": vae.sample(30)}, directory / "prior_samples.png"
+            )
         x = test_x[:5000]
         codes = posterior_means(vae.guide, x)
         n_active, activity = active_units(vae.guide, x, ACTIVE_THRESHOLD)
         plots.latent_map(codes, test_y[: len(x)], directory / "latent_map.png")
-        traversal(vae, codes, activity, shape, directory / "latent_traversal.png")
-        interpolation(vae, x, test_y[: len(x)], shape, directory / "interpolation.png")
+        if image:
+            traversal(vae, codes, activity, shape, directory / "latent_traversal.png")
+            interpolation(vae, x, test_y[: len(x)], shape, directory / "interpolation.png")
         plots.kl_per_dimension(
             kl_per_dimension(vae.model, vae.guide, x),
             activity,

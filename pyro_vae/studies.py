@@ -64,7 +64,7 @@ def evaluate_or_reuse(
 def _markdown(
     path: Path, header: str, columns: list[tuple[str, str, str]], rows: list[dict]
 ) -> None:
-    """columns: (key, title, format)."""
+    """columns: (key, title, format spec); a value a row lacks shows as a dash."""
     lines = [
         header,
         "",
@@ -73,7 +73,12 @@ def _markdown(
     ]
     for r in rows:
         lines.append(
-            "| " + " | ".join(format(r[k], f) if f else str(r[k]) for k, _, f in columns) + " |"
+            "| "
+            + " | ".join(
+                "—" if r.get(k) is None else format(r[k], f) if f else str(r[k])
+                for k, _, f in columns
+            )
+            + " |"
         )
     text = "\n".join(lines) + "\n"
     runs.atomic_write(path, lambda f: f.write(text.encode()))

@@ -5,16 +5,22 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from pyro_vae import PRIORS
+from pyro_vae import PRIORS, build_vae
+from pyro_vae.nets import MLPEncoder
 from pyro_vae.reference import ANALYTIC_KLS, LOG_PRIORS
 
 
 def _perturbed(name: str, z_dim: int = 3):
     torch.manual_seed(0)
-    prior = PRIORS.create(name, z_dim, components=5)
+    prior = PRIORS.create(name, z_dim, data_dim=6, components=5, pseudo_inputs=4)
+    encoder = MLPEncoder(6, z_dim, (8,))  # used by priors built from the encoder (vamp)
+    prior.attach(encoder)
+    prior.owned_encoder = encoder  # keep it alive and perturbed with the prior
     with torch.no_grad():
         for p in prior.parameters():
             p.add_(0.3 * torch.randn_like(p))
+        if name == "vamp":
+            prior.pseudo_inputs.uniform_(-0.2, 1.2)
     return prior
 
 
@@ -55,3 +61,41 @@ def test_invalid_sizes():
         PRIORS.create("normal", 0)
     with pytest.raises(ValueError, match="components"):
         PRIORS.create("mixture", 2, components=0)
+
+
+def test_mixture_weights_normalise_for_vamp(float64):
+    prior = _perturbed("vamp", z_dim=1)
+    z = torch.linspace(-40, 40, 80001).unsqueeze(-1)
+    density = prior().log_prob(z).exp().detach()
+    assert float(torch.trapezoid(density, z.squeeze(-1))) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_vamp_is_the_average_posterior_at_the_pseudo_inputs(float64):
+    """p(z) = mean_k q(z | u_k), with q the VAE's own encoder at the clipped pseudo-inputs."""
+    vae = build_vae((1, 4, 4), prior="vamp", z_dim=2, hidden=(8,), pseudo_inputs=3)
+    with torch.no_grad():
+        vae.prior.pseudo_inputs.copy_(torch.linspace(-0.5, 1.5, 48).reshape(3, 16))
+    z = torch.randn(7, 2)
+    u = vae.prior.pseudo_inputs.clamp(0, 1)
+    want = (
+        torch.stack(
+            [dist.Normal(*vae.encoder(u[k : k + 1])).to_event(1).log_prob(z) for k in range(3)]
+        )
+        .exp()
+        .mean(0)
+        .log()
+    )
+    torch.testing.assert_close(vae.prior().log_prob(z), want, rtol=1e-10, atol=0)
+    # the encoder is the VAE's, not a copy: its parameters get gradient through log p(z), and
+    # the prior's own state is its pseudo-inputs alone
+    assert vae.prior.encoder is vae.encoder
+    vae.prior().log_prob(z).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vae.encoder.parameters())
+    assert [k for k in vae.state_dict() if k.startswith("prior.")] == ["prior.pseudo_inputs"]
+
+
+def test_vamp_needs_an_encoder():
+    with pytest.raises(RuntimeError, match="attach"):
+        PRIORS.create("vamp", 2, data_dim=4)()
+    with pytest.raises(ValueError, match="pseudo_inputs"):
+        PRIORS.create("vamp", 2, data_dim=4, pseudo_inputs=0)
