@@ -18,6 +18,7 @@ from pathlib import Path
 from . import runs
 from .config import TrainConfig
 from .data import BINARIZATIONS, DATASETS
+from .guides import GUIDES
 from .likelihoods import LIBRARY_OPTIONS, LIKELIHOODS
 from .nets import NETWORKS
 from .objectives import ESTIMATORS
@@ -65,6 +66,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     option("--prior", f"one of {', '.join(PRIORS.names())}")
     option("--components", "mixture prior size", type=int)
     option("--pseudo-inputs", "VampPrior: number of learned pseudo-inputs", type=int)
+    option("--guide", f"variational family q(z|x): one of {', '.join(GUIDES.names())}")
+    option("--rank", "low-rank guide: rank of the covariance's low-rank part", type=int)
+    option("--flows", "iaf guide: number of flow steps", type=int)
+    option("--flow-hidden", "iaf guide: hidden units per MADE (0: twice z_dim)", type=int)
     option(
         "--estimator", f"one of {', '.join(ESTIMATORS.names())} (Trace_ELBO, TraceMeanField_ELBO)"
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .data import BINARIZATIONS, DATASETS
+from .guides import GUIDES
 from .iwae import GRADIENT_ESTIMATORS
 from .likelihoods import LIBRARY_OPTIONS, LIKELIHOODS
 from .nets import NETWORKS
@@ -39,6 +40,10 @@ class TrainConfig:
     prior: str = "normal"
     components: int = 10
     pseudo_inputs: int = 500
+    guide: str = "diagonal"
+    rank: int = 2
+    flows: int = 2
+    flow_hidden: int = 0
     estimator: str = "mean-field"
     particles: int = 1
     grad: str = "standard"
@@ -82,6 +87,9 @@ class TrainConfig:
             ("sigma_floor", self.sigma_floor > 0, "> 0"),
             ("components", self.components >= 1, ">= 1"),
             ("pseudo_inputs", self.pseudo_inputs >= 1, ">= 1"),
+            ("rank", self.rank >= 1, ">= 1"),
+            ("flows", self.flows >= 1, ">= 1"),
+            ("flow_hidden", self.flow_hidden >= 0, ">= 0 (0: twice z_dim)"),
             ("beta_squeeze", 0 < self.beta_squeeze < 0.5, "in (0, 0.5)"),
             ("library", self.library in LIBRARY_OPTIONS, f"one of {', '.join(LIBRARY_OPTIONS)}"),
             ("free_bits", self.free_bits >= 0, ">= 0"),
@@ -100,6 +108,7 @@ class TrainConfig:
             (NETWORKS, self.network),
             (LIKELIHOODS, self.likelihood),
             (PRIORS, self.prior),
+            (GUIDES, self.guide),
             (ESTIMATORS, self.estimator),
         ]:
             registry.get(name)
@@ -120,7 +129,15 @@ class TrainConfig:
             )
         if self.grad != "standard" and self.estimator != "iwae":
             raise ConfigError(f"--grad {self.grad} applies to --estimator iwae only")
+        if self.guide == "iaf" and self.z_dim < 2:
+            raise ConfigError("--guide iaf needs --z-dim >= 2")
+        if self.autoencoder and self.guide != "diagonal":
+            raise ConfigError("--guide means nothing for --autoencoder (its code is a point)")
         if self.estimator in ("free-bits", "capacity"):
+            if self.guide != "diagonal":
+                raise ConfigError(
+                    f"--estimator {self.estimator} needs the KL per dimension: --guide diagonal"
+                )
             if self.particles != 1:
                 raise ConfigError(f"--estimator {self.estimator} uses one particle")
             if self.prior not in ("normal", "learned-normal"):
@@ -161,6 +178,10 @@ class TrainConfig:
             library=self.library,
             beta_squeeze=self.beta_squeeze,
             pseudo_inputs=self.pseudo_inputs,
+            guide=self.guide,
+            rank=self.rank,
+            flows=self.flows,
+            flow_hidden=self.flow_hidden,
             autoencoder=self.autoencoder,
         )
 

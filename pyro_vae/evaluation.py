@@ -194,8 +194,23 @@ def posterior_means(guide: Callable, x: torch.Tensor, batch_size: int = 1000) ->
         latent = [s for s in trace.nodes.values() if _is_sample(s) and not s["is_observed"]]
         if len(latent) != 1:
             raise ValueError("posterior_means needs a guide with one latent site")
-        means.append(latent[0]["fn"].mean)
+        means.append(_mean(latent[0]["fn"]))
     return torch.cat(means)
+
+
+MC_MEAN_SAMPLES = 256
+
+
+def _mean(q: torch.distributions.Distribution) -> torch.Tensor:
+    """E_q[z]: exact where the family has it, else an average of MC_MEAN_SAMPLES draws (a flow
+    guide), with a fixed seed so that figures and activity statistics are reproducible."""
+    try:
+        return q.mean
+    except NotImplementedError:
+        device = q.sample().device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(0)
+            return q.sample((MC_MEAN_SAMPLES,)).mean(0)
 
 
 @torch.no_grad()

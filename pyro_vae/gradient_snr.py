@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     x = Binarizer(run.config.binarize, data, seed=run.config.seed).test_x
     x = x[torch.linspace(0, len(x) - 1, args.batch).long()]
     vae = run.vae
-    groups = {"encoder": list(vae.encoder.parameters()), "decoder": list(vae.decoder.parameters())}
+    groups = {"encoder": vae.guide_parameters(), "decoder": list(vae.decoder.parameters())}
     t0 = time.perf_counter()
     result = gradient_snr(vae.model, vae.guide, x, groups, args.particles, draws=args.draws)
     seconds = time.perf_counter() - t0

@@ -1,7 +1,7 @@
 """The VAE as a Pyro program: ``model`` is the generative story, ``guide`` the encoder.
 
     model:  z ~ p(z),  x ~ p(x | z) = likelihood(decoder(z))       (in plate "data")
-    guide:  z ~ q(z | x) = N(loc(x), diag scale(x)^2)               (in plate "data")
+    guide:  z ~ q(z | x), by default N(loc(x), diag scale(x)^2)     (in plate "data")
 
 Both are plain Pyro programs: ``SVI(vae.model, vae.guide, optim, Trace_ELBO())`` trains them.
 
@@ -25,6 +25,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from .guides import DiagonalGaussian, Posterior, build_guide
 from .likelihoods import LIKELIHOODS, Likelihood
 from .nets import NETWORKS
 from .priors import PRIORS, Prior
@@ -56,6 +57,7 @@ class VAE(nn.Module):
         likelihood: decoder output -> p(x|z).
         prior: p(z).
         beta: weight of the KL term; may be changed between steps (KL warm-up).
+        posterior: the variational family (:mod:`pyro_vae.guides`); diagonal Gaussian if None.
     """
 
     def __init__(
@@ -65,12 +67,14 @@ class VAE(nn.Module):
         likelihood: Likelihood,
         prior: Prior,
         beta: float = 1.0,
+        posterior: Posterior | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = likelihood
         self.prior = prior
+        self.posterior = DiagonalGaussian(prior.z_dim) if posterior is None else posterior
         self.beta = beta
         # pyro.module puts the networks' parameters in Pyro's param store, for pyro.infer.SVI
         # and pyro.optim. The trainer optimises the module's parameters directly and turns it
@@ -119,12 +123,17 @@ class VAE(nn.Module):
         return z
 
     def guide(self, x: torch.Tensor) -> torch.Tensor:
-        """q(z | x) = N(loc(x), diag scale(x)^2), amortised by the encoder."""
+        """q(z | x), amortised by the encoder (diagonal Gaussian unless another family)."""
         self._register("encoder", self.encoder)
-        loc, scale = self.encoder(x)
+        self._register("posterior", self.posterior)
+        q = self.posterior(self.encoder, x)
         with pyro.plate("data", x.shape[0]):
             with self._kl_weight():
-                return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+                return pyro.sample("z", q)
+
+    def guide_parameters(self) -> list[nn.Parameter]:
+        """The variational parameters phi: the encoder's and the family's own."""
+        return [*self.encoder.parameters(), *self.posterior.parameters()]
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,13 +179,15 @@ def build_vae(
     z_dim: int = 16,
     beta: float = 1.0,
     autoencoder: bool = False,
+    guide: str = "diagonal",
     **options: object,
 ) -> VAE:
     """Assemble a VAE from registered names; ``options`` go to whichever parts accept them
     (``hidden`` for the MLP, ``sigma`` / ``sigma_floor`` for Gaussian likelihoods,
     ``components`` for the mixture prior, ``library`` for the count likelihoods,
-    ``pseudo_inputs`` for the VampPrior). ``autoencoder`` builds the deterministic
-    :class:`Autoencoder` with the same networks instead."""
+    ``pseudo_inputs`` for the VampPrior, ``rank`` / ``flows`` / ``flow_hidden`` for the
+    guide families). ``guide`` names the variational family. ``autoencoder`` builds the
+    deterministic :class:`Autoencoder` with the same networks instead."""
     data_dim = int(torch.Size(data_shape).numel())
     lik = LIKELIHOODS.create(likelihood, data_dim, **options)
     pri = PRIORS.create(prior, z_dim, data_dim=data_dim, **options)
@@ -186,8 +197,12 @@ def build_vae(
     if lik.log_input:
         encoder = LogInputEncoder(encoder)
     pri.attach(encoder)
-    cls = Autoencoder if autoencoder else VAE
-    return cls(encoder, decoder, lik, pri, beta=beta)
+    posterior = build_guide(guide, z_dim, encoder, **options)
+    if autoencoder:
+        if guide != "diagonal":
+            raise ValueError("the autoencoder's code is a point: --guide means nothing for it")
+        return Autoencoder(encoder, decoder, lik, pri)
+    return VAE(encoder, decoder, lik, pri, beta=beta, posterior=posterior)
 
 
 class LogInputEncoder(nn.Module):
@@ -196,6 +211,13 @@ class LogInputEncoder(nn.Module):
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
+        self.feature_dim = encoder.feature_dim
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.features(torch.log1p(x))
+
+    def head(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder.head(h)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(torch.log1p(x))

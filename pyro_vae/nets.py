@@ -46,10 +46,18 @@ class GaussianHead(nn.Module):
 
 
 class MLPEncoder(nn.Module):
+    """Encoders share one shape: ``features(x)`` (the body's output, ``feature_dim`` wide) and
+    ``head(features) -> (loc, scale)``; guides that need more than (loc, scale) read the
+    features (see :mod:`pyro_vae.guides`)."""
+
     def __init__(self, data_dim: int, z_dim: int, hidden: Sequence[int] = (400,)) -> None:
         super().__init__()
         self.body = nn.Sequential(_mlp([data_dim, *hidden]), nn.ReLU())
         self.head = GaussianHead(hidden[-1], z_dim)
+        self.feature_dim = hidden[-1]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(self.body(x))
@@ -85,11 +93,14 @@ class ConvEncoder(nn.Module):
             nn.ReLU(),
         )
         self.head = GaussianHead(hidden, z_dim)
+        self.feature_dim = hidden
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        batch_shape = x.shape[:-1]
+        return self.body(x.reshape(-1, x.shape[-1])).reshape(*batch_shape, -1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch_shape = x.shape[:-1]
-        loc, scale = self.head(self.body(x.reshape(-1, x.shape[-1])))
-        return loc.reshape(*batch_shape, -1), scale.reshape(*batch_shape, -1)
+        return self.head(self.features(x))
 
 
 class ConvDecoder(nn.Module):

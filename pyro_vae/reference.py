@@ -208,12 +208,128 @@ ANALYTIC_KLS: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.
 }
 
 
-def _reparameterise_and_decode(vae: nn.Module, x: torch.Tensor, eps: torch.Tensor):
-    """(loc, scale, z = loc + scale * eps, log p(x|z) summed over pixels)."""
+# --- q(z|x): name -> f(vae, x, eps) -> ReferenceSample -----------------------------------
+
+
+class ReferenceSample:
+    """z drawn from q(z|x) with the noise eps, log q(z|x), and ``log_q_stopped()``: log q at
+    the same z with the variational parameters held constant (differentiated through z only,
+    for the STL and DReG estimators). ``loc``/``scale`` are the diagonal Gaussian's."""
+
+    def __init__(self, z, log_q, stopped: Callable[[], torch.Tensor], loc=None, scale=None):
+        self.z, self.log_q, self._stopped = z, log_q, stopped
+        self.loc, self.scale = loc, scale
+
+    def log_q_stopped(self) -> torch.Tensor:
+        return self._stopped()
+
+
+def _diagonal_sample(vae: nn.Module, x: torch.Tensor, eps: torch.Tensor) -> ReferenceSample:
     loc, scale = vae.encoder(x)
     z = loc + scale * eps
-    log_lik = LOG_LIKELIHOODS[type(vae.likelihood).registry_name](vae.likelihood, vae.decoder(z), x)
-    return loc, scale, z, log_lik
+    return ReferenceSample(
+        z,
+        normal_log_density(z, loc, scale).sum(-1),
+        lambda: normal_log_density(z, loc.detach(), scale.detach()).sum(-1),
+        loc,
+        scale,
+    )
+
+
+def _gaussian_log_density_tril(z, loc, tril) -> torch.Tensor:
+    """log N(z; loc, L L^T) = -|L^-1 (z - loc)|^2 / 2 - sum_j log L_jj - d/2 log 2 pi."""
+    diff = (z - loc).unsqueeze(-1)
+    u = torch.linalg.solve_triangular(
+        tril.expand(*diff.shape[:-2], *tril.shape[-2:]), diff, upper=False
+    ).squeeze(-1)
+    log_diag = torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)
+    return -0.5 * (u**2).sum(-1) - log_diag - z.shape[-1] * HALF_LOG_2PI
+
+
+def _low_rank_sample(vae: nn.Module, x: torch.Tensor, eps: torch.Tensor) -> ReferenceSample:
+    """Sigma = W W^T + diag scale^2 from the encoder's features, L = chol(Sigma),
+    z = loc + L eps, log q = -|eps|^2 / 2 - sum_j log L_jj - d/2 log 2 pi."""
+    h = vae.encoder.features(x)
+    loc, scale = vae.encoder.head(h)
+    fam = vae.posterior
+    w = fam.factor(h).reshape(*h.shape[:-1], fam.z_dim, fam.rank)
+    tril = torch.linalg.cholesky(w @ w.transpose(-1, -2) + torch.diag_embed(scale**2))
+    z = loc + (tril @ eps.unsqueeze(-1)).squeeze(-1)
+    log_diag = torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)
+    log_q = -0.5 * (eps**2).sum(-1) - log_diag - z.shape[-1] * HALF_LOG_2PI
+    return ReferenceSample(
+        z, log_q, lambda: _gaussian_log_density_tril(z, loc.detach(), tril.detach())
+    )
+
+
+def _stable_iaf_step(made: Callable, bias: float, z: torch.Tensor):
+    """One stable IAF step: (m, l) = MADE(z), s = sigmoid(l + bias),
+    z' = s z + (1 - s) m; returns z' and log |det dz'/dz| = sum_j log s_j."""
+    m, logit = made(z)
+    logit = logit + bias
+    s = torch.sigmoid(logit)
+    return s * z + (1 - s) * m, F.logsigmoid(logit).sum(-1)
+
+
+def _invert_stable_iaf_step(made: Callable, bias: float, order, y: torch.Tensor) -> torch.Tensor:
+    """z with step(z) = y, one dimension at a time in the MADE's order:
+    z_j = (y_j - (1 - s_j) m_j) / s_j, where m_j, s_j depend on the z's before j only."""
+    z = [torch.zeros_like(y[..., 0])] * y.shape[-1]
+    for j in order.tolist():
+        m, logit = made(torch.stack(z, -1))
+        s = torch.sigmoid(logit[..., j] + bias)
+        z[j] = (y[..., j] - (1 - s) * m[..., j]) / s
+    return torch.stack(z, -1)
+
+
+def _frozen(module: nn.Module) -> Callable:
+    """``module`` called with its parameters as constants."""
+    params = {n: p.detach() for n, p in module.named_parameters()}
+    return lambda *args: torch.func.functional_call(module, params, args)
+
+
+def _iaf_sample(vae: nn.Module, x: torch.Tensor, eps: torch.Tensor) -> ReferenceSample:
+    """z_0 = loc + scale * eps, z_t = s_t z_{t-1} + (1 - s_t) m_t (Kingma et al., 2016),
+    log q(z_T) = log N(z_0; loc, scale^2) - sum_t sum_j log s_tj."""
+    loc, scale = vae.encoder(x)
+    z = loc + scale * eps
+    log_q = normal_log_density(z, loc, scale).sum(-1)
+    for step in vae.posterior.steps:
+        z, log_det = _stable_iaf_step(step.arn, step.sigmoid_bias, z)
+        log_q = log_q - log_det
+
+    def stopped() -> torch.Tensor:
+        y, log_dets = z, 0.0
+        for step in reversed(vae.posterior.steps):
+            made = _frozen(step.arn)
+            y = _invert_stable_iaf_step(made, step.sigmoid_bias, step.arn.permutation, y)
+            log_dets = log_dets + _stable_iaf_step(made, step.sigmoid_bias, y)[1]
+        return normal_log_density(y, loc.detach(), scale.detach()).sum(-1) - log_dets
+
+    return ReferenceSample(z, log_q, stopped, loc, scale)
+
+
+POSTERIOR_SAMPLES: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], ReferenceSample]]
+POSTERIOR_SAMPLES = {
+    "diagonal": _diagonal_sample,
+    "low-rank": _low_rank_sample,
+    "iaf": _iaf_sample,
+}
+
+
+def reference_sample(vae: nn.Module, x: torch.Tensor, eps: torch.Tensor) -> ReferenceSample:
+    return POSTERIOR_SAMPLES[type(vae.posterior).registry_name](vae, x, eps)
+
+
+def _sample_and_decode(vae: nn.Module, x: torch.Tensor, eps: torch.Tensor):
+    """(the reference sample of q(z|x), log p(x|z) summed over pixels)."""
+    q = reference_sample(vae, x, eps)
+    name = type(vae.likelihood).registry_name
+    return q, LOG_LIKELIHOODS[name](vae.likelihood, vae.decoder(q.z), x)
+
+
+def _is_diagonal(vae: nn.Module) -> bool:
+    return type(vae.posterior).registry_name == "diagonal"
 
 
 def reference_elbo(
@@ -223,14 +339,13 @@ def reference_elbo(
     beta: float = 1.0,
     analytic_kl: bool = False,
 ) -> torch.Tensor:
-    """Per-image ELBO_beta(x) at z = loc(x) + scale(x) * eps, from the VAE's networks alone."""
-    loc, scale, z, log_lik = _reparameterise_and_decode(vae, x, eps)
+    """Per-image ELBO_beta(x) at the z that the noise eps gives, from the VAE's networks."""
+    q, log_lik = _sample_and_decode(vae, x, eps)
     prior_name = type(vae.prior).registry_name
-    if analytic_kl and prior_name in ANALYTIC_KLS:
-        kl = ANALYTIC_KLS[prior_name](vae.prior, loc, scale)
+    if analytic_kl and prior_name in ANALYTIC_KLS and _is_diagonal(vae):
+        kl = ANALYTIC_KLS[prior_name](vae.prior, q.loc, q.scale)
     else:
-        log_q = normal_log_density(z, loc, scale).sum(-1)
-        kl = log_q - LOG_PRIORS[prior_name](vae.prior, z)
+        kl = q.log_q - LOG_PRIORS[prior_name](vae.prior, q.z)
     if beta == 0:
         return log_lik
     return log_lik - beta * kl
@@ -244,19 +359,18 @@ def reference_log_weights(
     stop_q_params: bool = False,
     prior: nn.Module | None = None,
 ) -> torch.Tensor:
-    """log w_k = log p(x|z_k) + beta (log p(z_k) - log q(z_k|x)), z_k = loc + scale * eps_k.
+    """log w_k = log p(x|z_k) + beta (log p(z_k) - log q(z_k|x)), z_k from the noise eps_k.
 
     ``eps`` has shape (K, N, z_dim); the result (K, N). With ``stop_q_params`` the density
-    log q is evaluated with loc and scale detached, so it is differentiated through z only.
-    ``prior`` replaces the VAE's prior module in log p(z).
+    log q is evaluated with its parameters held constant, so it is differentiated through z
+    only. ``prior`` replaces the VAE's prior module in log p(z).
     """
-    loc, scale, z, log_lik = _reparameterise_and_decode(vae, x, eps)
+    q, log_lik = _sample_and_decode(vae, x, eps)
     if beta == 0:
         return log_lik
-    q_loc, q_scale = (loc.detach(), scale.detach()) if stop_q_params else (loc, scale)
-    log_q = normal_log_density(z, q_loc, q_scale).sum(-1)
+    log_q = q.log_q_stopped() if stop_q_params else q.log_q
     prior = vae.prior if prior is None else prior
-    log_p = LOG_PRIORS[type(prior).registry_name](prior, z)
+    log_p = LOG_PRIORS[type(prior).registry_name](prior, q.z)
     return log_lik + beta * (log_p - log_q)
 
 
@@ -291,7 +405,7 @@ def reference_iwae_gradients(
     Written with separate surrogates per parameter group, unlike the estimator's hooks.
     """
     params = list(vae.parameters())
-    encoder = {id(p) for p in vae.encoder.parameters()}
+    encoder = {id(p) for p in vae.guide_parameters()}
     plain = -reference_iwae(vae, x, eps, beta).sum()
     theta_grads = torch.autograd.grad(plain, params, allow_unused=True, retain_graph=True)
     if grad == "standard":
@@ -307,8 +421,7 @@ def reference_iwae_gradients(
             weights = weights * (1 - beta + beta * weights)
         surrogate = -(weights * log_w).sum()
         if encoder_prior and beta != 0:
-            loc, scale = vae.encoder(x)
-            z = (loc + scale * eps).detach()
+            z = reference_sample(vae, x, eps).z.detach()
             log_p = LOG_PRIORS[prior_name](vae.prior, z)
             surrogate = surrogate - (beta * normalised * log_p).sum()
         phi_grads = torch.autograd.grad(surrogate, params, allow_unused=True)
@@ -327,8 +440,10 @@ def reference_shaped_kl_loss(
     """Free bits (Kingma et al., 2016) or capacity (Burgess et al., 2018), for a batch:
     -sum_n log p(x_n|z_n) + beta * N * sum_j max(lambda, mean_n KL_nj)
     or  ... + beta * N * gamma * |mean_n sum_j KL_nj - C|."""
-    loc, scale, z, log_lik = _reparameterise_and_decode(vae, x, eps)
-    kl = normal_kl_per_dimension(vae.prior, loc, scale)  # (N, D)
+    if not _is_diagonal(vae):
+        raise MissingReference("free bits and capacity need the diagonal Gaussian guide")
+    q, log_lik = _sample_and_decode(vae, x, eps)
+    kl = normal_kl_per_dimension(vae.prior, q.loc, q.scale)  # (N, D)
     n = x.shape[0]
     if isinstance(elbo, FreeBitsELBO):
         shaped = n * torch.clamp(kl.mean(0), min=elbo.free_bits).sum()
@@ -344,14 +459,16 @@ def reference_shaped_kl_loss(
 def reference_loss(vae: nn.Module, elbo: object, x: torch.Tensor, z: torch.Tensor):
     """The hand-written loss that ``elbo`` estimates, at the guide's sample ``z``.
 
-    eps = (z - loc) / scale recovers the noise. The estimator decides the reference: Monte
+    The guide family recovers the noise eps (for the diagonal Gaussian, (z - loc) / scale),
+    and the reference redraws z from it by hand. The estimator decides the reference: Monte
     Carlo KL for ``Trace_ELBO`` (and its sync-free twin), analytic KL where one exists for
     ``TraceMeanField_ELBO`` (and twin), the K-particle bound for ``IWAE`` (whose value does not
     depend on the gradient estimator; compare gradients with :func:`reference_iwae_gradients`),
     free bits or capacity for the KL-shaping objectives.
     """
-    loc, scale = vae.encoder(x)
-    eps = ((z - loc) / scale).detach()
+    with torch.no_grad():
+        loc, _ = vae.encoder(x)
+        eps = vae.posterior.noise(vae.encoder, x, z.detach())
     particles = getattr(elbo, "num_particles", 1)
     if isinstance(elbo, (Trace_ELBO, TraceMeanField_ELBO)) and particles > 1:
         raise MissingReference("the reference of Pyro's ELBOs takes num_particles=1")
@@ -391,16 +508,16 @@ class MissingReference(ValueError):
 
 
 def _require_reference(vae: nn.Module) -> None:
-    for kind, module, table in [
-        ("likelihood", vae.likelihood, LOG_LIKELIHOODS),
-        ("prior", vae.prior, LOG_PRIORS),
+    for kind, module, table, table_name in [
+        ("likelihood", vae.likelihood, LOG_LIKELIHOODS, "LOG_LIKELIHOODS"),
+        ("prior", vae.prior, LOG_PRIORS, "LOG_PRIORS"),
+        ("guide", vae.posterior, POSTERIOR_SAMPLES, "POSTERIOR_SAMPLES"),
     ]:
         name = getattr(type(module), "registry_name", type(module).__name__)
         if name not in table:
             raise MissingReference(
                 f"no hand-written reference for the {kind} {name!r}: add one to "
-                f"pyro_vae.reference.{'LOG_LIKELIHOODS' if kind == 'likelihood' else 'LOG_PRIORS'}"
-                " or skip the check (--skip-reference-check)"
+                f"pyro_vae.reference.{table_name} or skip the check (--skip-reference-check)"
             )
 
 

@@ -24,17 +24,17 @@ def _loss_and_particle_eps(vae, elbo, x):
 
 
 @pytest.mark.parametrize(
-    "likelihood,prior,grad,beta,K",
+    "likelihood,prior,guide,grad,beta,K",
     [
-        (lik, pri, grad, beta, k)
-        for lik, pri in FAMILY_CASES
+        (lik, pri, guide, grad, beta, k)
+        for lik, pri, guide in FAMILY_CASES
         for grad, beta, k in itertools.product(
             ["standard", "stl", "dreg"], [0.0, 0.5, 1.0, 4.0], [1, 5]
         )
     ],
 )
-def test_iwae_equals_the_reference(float64, likelihood, prior, grad, beta, K):
-    vae = make_vae(likelihood, prior, beta)
+def test_iwae_equals_the_reference(float64, likelihood, prior, guide, grad, beta, K):
+    vae = make_vae(likelihood, prior, beta, guide=guide)
     x = make_data(likelihood, n=4)
     loss, eps = _loss_and_particle_eps(vae, IWAE(num_particles=K, grad=grad), x)
     torch.testing.assert_close(loss, -reference_iwae(vae, x, eps, beta).sum(), rtol=1e-9, atol=0)
