@@ -66,6 +66,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     option("--prior", f"one of {', '.join(PRIORS.names())}")
     option("--components", "mixture prior size", type=int)
     option("--pseudo-inputs", "VampPrior: number of learned pseudo-inputs", type=int)
+    option("--model", "vae, or two-layer (two stochastic layers, Burda et al. 2016)")
+    option("--z2-dim", "two-layer: size of the upper latent layer z2", type=int)
+    option("--upper-hidden", "two-layer: hidden sizes between z1 and z2", type=int, nargs="+")
     option("--guide", f"variational family q(z|x): one of {', '.join(GUIDES.names())}")
     option("--rank", "low-rank guide: rank of the covariance's low-rank part", type=int)
     option("--flows", "iaf guide: number of flow steps", type=int)
@@ -124,8 +127,9 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         for f in dataclasses.fields(TrainConfig)
         if getattr(args, f.name, None) is not None
     }
-    if "hidden" in given:
-        given["hidden"] = tuple(given["hidden"])
+    for name in ("hidden", "upper_hidden"):
+        if name in given:
+            given[name] = tuple(given[name])
     if args.skip_reference_check:
         given["check_reference"] = False
     if args.no_progress:

@@ -10,6 +10,7 @@ from .data import BINARIZATIONS, DATASETS
 from .guides import GUIDES
 from .iwae import GRADIENT_ESTIMATORS
 from .likelihoods import LIBRARY_OPTIONS, LIKELIHOODS
+from .models import MODELS
 from .nets import NETWORKS
 from .objectives import ESTIMATORS
 from .priors import PRIORS
@@ -40,6 +41,9 @@ class TrainConfig:
     prior: str = "normal"
     components: int = 10
     pseudo_inputs: int = 500
+    model: str = "vae"  # or two-layer (Burda et al.'s two stochastic layers)
+    z2_dim: int = 50
+    upper_hidden: tuple[int, ...] = (100, 100)
     guide: str = "diagonal"
     rank: int = 2
     flows: int = 2
@@ -74,6 +78,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
+        self.upper_hidden = tuple(int(h) for h in self.upper_hidden)
         for name, ok, rule in [
             ("beta", self.beta >= 0, ">= 0"),
             ("particles", self.particles >= 1, ">= 1"),
@@ -88,6 +93,12 @@ class TrainConfig:
             ("components", self.components >= 1, ">= 1"),
             ("pseudo_inputs", self.pseudo_inputs >= 1, ">= 1"),
             ("rank", self.rank >= 1, ">= 1"),
+            ("z2_dim", self.z2_dim >= 1, ">= 1"),
+            (
+                "upper_hidden",
+                len(self.upper_hidden) > 0 and all(h >= 1 for h in self.upper_hidden),
+                "positive",
+            ),
             ("flows", self.flows >= 1, ">= 1"),
             ("flow_hidden", self.flow_hidden >= 0, ">= 0 (0: twice z_dim)"),
             ("beta_squeeze", 0 < self.beta_squeeze < 0.5, "in (0, 0.5)"),
@@ -109,6 +120,7 @@ class TrainConfig:
             (LIKELIHOODS, self.likelihood),
             (PRIORS, self.prior),
             (GUIDES, self.guide),
+            (MODELS, self.model),
             (ESTIMATORS, self.estimator),
         ]:
             registry.get(name)
@@ -129,6 +141,20 @@ class TrainConfig:
             )
         if self.grad != "standard" and self.estimator != "iwae":
             raise ConfigError(f"--grad {self.grad} applies to --estimator iwae only")
+        if self.model == "two-layer":
+            for ok, rule in [
+                (
+                    self.estimator in ("trace", "iwae"),
+                    "--estimator trace or iwae (z2 depends on "
+                    "z1 in the guide, which TraceMeanField_ELBO's analytic KLs cannot take)",
+                ),
+                (self.network == "mlp", "--network mlp"),
+                (self.guide == "diagonal", "--guide diagonal (each layer is Gaussian)"),
+                (self.prior != "vamp", "a prior other than vamp"),
+                (not self.autoencoder, "no --autoencoder"),
+            ]:
+                if not ok:
+                    raise ConfigError(f"--model two-layer needs {rule}")
         if self.guide == "iaf" and self.z_dim < 2:
             raise ConfigError("--guide iaf needs --z-dim >= 2")
         if self.autoencoder and self.guide != "diagonal":
@@ -178,6 +204,9 @@ class TrainConfig:
             library=self.library,
             beta_squeeze=self.beta_squeeze,
             pseudo_inputs=self.pseudo_inputs,
+            model=self.model,
+            z2_dim=self.z2_dim,
+            upper_hidden=self.upper_hidden,
             guide=self.guide,
             rank=self.rank,
             flows=self.flows,
@@ -188,6 +217,7 @@ class TrainConfig:
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
+        d["upper_hidden"] = list(self.upper_hidden)
         return d
 
     @classmethod

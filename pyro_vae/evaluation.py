@@ -57,6 +57,10 @@ def elbo_terms_per_image(
     """(log p(x|z), KL) per image for one z ~ q(z|x) per image; shapes (N,)."""
     guide_trace = poutine.trace(guide).get_trace(x)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    latent = [s for s in guide_trace.nodes.values() if _is_sample(s) and not s["is_observed"]]
+    # per-site analytic KLs are exact only when no latent's model parents depend on it in the
+    # guide (TraceMeanField_ELBO's condition); with several layers use the Monte Carlo estimate
+    analytic_kl = analytic_kl and len(latent) == 1
     log_lik = x.new_zeros(x.shape[0])
     kl = x.new_zeros(x.shape[0])
     for name, site in model_trace.nodes.items():
@@ -192,8 +196,9 @@ def posterior_means(guide: Callable, x: torch.Tensor, batch_size: int = 1000) ->
     for start in range(0, x.shape[0], batch_size):
         trace = poutine.trace(guide).get_trace(x[start : start + batch_size])
         latent = [s for s in trace.nodes.values() if _is_sample(s) and not s["is_observed"]]
-        if len(latent) != 1:
-            raise ValueError("posterior_means needs a guide with one latent site")
+        if not latent:
+            raise ValueError("posterior_means needs a guide with a latent site")
+        # several layers: the first one the guide samples, the one next to the data
         means.append(_mean(latent[0]["fn"]))
     return torch.cat(means)
 
@@ -232,6 +237,9 @@ def kl_per_dimension(model: Callable, guide: Callable, x: torch.Tensor) -> torch
     """
     guide_trace = poutine.trace(guide).get_trace(x)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    latent = [s for s in guide_trace.nodes.values() if _is_sample(s) and not s["is_observed"]]
+    if len(latent) != 1:
+        return None  # several layers: the rate does not split by dimension
     for name, site in guide_trace.nodes.items():
         if not _is_sample(site) or site["is_observed"]:
             continue

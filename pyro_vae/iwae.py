@@ -23,15 +23,27 @@ Gradients, with normalised weights w~_k = w_k / sum_j w_j:
   beta-scaled score term), which reduces to the pathwise gradient at beta = 0.
 
 Model (decoder, prior) parameters get sum_k w~_k d(log w_k)/d(theta) under every estimator.
+
+Guides with several latent sites (a two-layer VAE: z1 ~ q(z1|x), z2 ~ q(z2|z1)): "log q
+differentiated through z only" must keep how q(z2|z1) moves with z1 while holding the
+parameters phi fixed, which no single site's density can do. Such guides are re-run with
+their parameters held constant (``torch.func.functional_call``) and replayed at the sampled
+values; DReG then feeds model and guide a copy z' = c z + (1 - c) sg(z) of each sample, whose
+value is z and whose gradient is scaled by c exactly once per path. This needs the guide to be
+a method of the ``nn.Module`` that owns its parameters (as ``VAE.guide`` is).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
+from pyro import poutine
 from pyro.distributions.util import scale_and_mask
+from pyro.infer.enum import get_importance_trace
 from pyro.poutine import Trace
+from torch import nn
 
 from .surrogate import SurrogateELBO
 
@@ -124,6 +136,8 @@ class IWAE(SurrogateELBO):
     def per_datapoint_bound(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """L_K(x) for each datapoint, shape (N,), differentiable by the chosen estimator."""
         ((model_trace, guide_trace),) = self._get_traces(model, guide, args, kwargs)
+        if self.grad != "standard" and len(_latent_sites(guide_trace)) > 1:
+            return self._hierarchical_bound(model, guide, model_trace, guide_trace, args, kwargs)
         log_w = self.log_weights(model_trace, guide_trace, stop_q_params=self.grad != "standard")
         if self.num_particles == 1:  # Pyro adds no particle plate for a single particle
             log_w = log_w.unsqueeze(0)
@@ -131,6 +145,86 @@ class IWAE(SurrogateELBO):
             self._attach_dreg_hooks(guide_trace, log_w)
         return torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
 
+    def _hierarchical_bound(self, model, guide, model_trace, guide_trace, args, kwargs):
+        """STL/DReG for a guide with several latent sites (see the module doc)."""
+        log_w = self.log_weights(model_trace, guide_trace)
+        if self.num_particles == 1:
+            log_w = log_w.unsqueeze(0)
+        weights = torch.softmax(log_w.detach(), dim=0)  # (K, N)
+        replayed = guide_trace.copy()
+        for name in _latent_sites(guide_trace):
+            site = replayed.nodes[name] = dict(guide_trace.nodes[name])
+            z = site["value"]
+            if self.grad == "dreg":
+                scale = 0.0 if site["mask"] is False else site["scale"]
+                c = 1.0 - scale + scale * weights
+                c = c.reshape(site["fn"].batch_shape + (1,) * site["fn"].event_dim)
+                site["value"] = c * z + (1 - c) * z.detach()
+        stopped = poutine.replay(
+            self._vectorized_num_particles(_with_constant_parameters(guide)), trace=replayed
+        )
+        model_trace, stopped_trace = get_importance_trace(
+            "flat",
+            self.max_plate_nesting,
+            self._vectorized_num_particles(model),
+            stopped,
+            args,
+            kwargs,
+        )
+        log_w = self.log_weights(model_trace, stopped_trace)
+        if self.num_particles == 1:
+            log_w = log_w.unsqueeze(0)
+        return torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
+
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """-sum_n L_K(x_n); its gradient is the chosen estimator's."""
         return -self.per_datapoint_bound(model, guide, *args, **kwargs).sum()
+
+
+def _latent_sites(trace: Trace) -> list[str]:
+    return [
+        name
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    ]
+
+
+class _MethodCall(nn.Module):
+    """Calls ``method`` of ``owner`` as its forward, so ``functional_call`` can swap the
+    owner's parameters for constants."""
+
+    def __init__(self, owner: nn.Module, method: Callable) -> None:
+        super().__init__()
+        self.owner = owner
+        self.method = method
+
+    def forward(self, *args, **kwargs):
+        return self.method(self.owner, *args, **kwargs)
+
+
+def _with_constant_parameters(guide: Callable) -> Callable:
+    """``guide`` run with its module's parameters detached: log q at fixed phi."""
+    owner = getattr(guide, "__self__", None)
+    if not isinstance(owner, nn.Module):
+        raise ValueError(
+            "IWAE with stl or dreg gradients and several latent sites needs the guide to be a "
+            "method of the nn.Module that owns its parameters (e.g. vae.guide)"
+        )
+    call = _MethodCall(owner, guide.__func__)
+
+    def stopped(*args, **kwargs):
+        constants = {f"owner.{n}": p.detach() for n, p in owner.named_parameters()}
+        # constants are not parameters for Pyro's param store: modules that register theirs
+        # (VAE.register_params) skip it for this call
+        registering = {
+            m: m.register_params for m in owner.modules() if hasattr(m, "register_params")
+        }
+        for m in registering:
+            m.register_params = False
+        try:
+            return torch.func.functional_call(call, constants, args, kwargs)
+        finally:
+            for m, flag in registering.items():
+                m.register_params = flag
+
+    return stopped

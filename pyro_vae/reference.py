@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
 
+from .hierarchical import TwoLayerVAE
 from .iwae import IWAE
 from .kl_shaping import CapacityELBO, FreeBitsELBO, KLShapingELBO
 from .sync_free import MeanFieldELBO, MonteCarloELBO
@@ -328,6 +329,42 @@ def _sample_and_decode(vae: nn.Module, x: torch.Tensor, eps: torch.Tensor):
     return q, LOG_LIKELIHOODS[name](vae.likelihood, vae.decoder(q.z), x)
 
 
+def _two_layer_log_weights(
+    vae: nn.Module,
+    x: torch.Tensor,
+    eps: tuple[torch.Tensor, torch.Tensor],
+    beta: float,
+    stop_q_params: bool = False,
+) -> torch.Tensor:
+    """Two stochastic layers: z1 = loc(x) + scale(x) eps1, z2 = loc'(z1) + scale'(z1) eps2,
+    log w = log p(x|z1) + beta (log p(z1|z2) + log p(z2) - log q(z1|x) - log q(z2|z1)).
+    With ``stop_q_params`` log q is evaluated with the encoders' parameters held constant,
+    q(z2|z1) still moving with z1."""
+    eps1, eps2 = eps
+    loc1, scale1 = vae.encoder(x)
+    z1 = loc1 + scale1 * eps1
+    loc2, scale2 = vae.upper_encoder(z1)
+    z2 = loc2 + scale2 * eps2
+    name = type(vae.likelihood).registry_name
+    log_lik = LOG_LIKELIHOODS[name](vae.likelihood, vae.decoder(z1), x)
+    if beta == 0:
+        return log_lik
+    if stop_q_params:
+        loc1, scale1 = loc1.detach(), scale1.detach()
+        loc2, scale2 = _frozen(vae.upper_encoder)(z1)
+    log_q = normal_log_density(z1, loc1, scale1).sum(-1) + normal_log_density(z2, loc2, scale2).sum(
+        -1
+    )
+    p_loc, p_scale = vae.upper_decoder(z2)
+    log_p = normal_log_density(z1, p_loc, p_scale).sum(-1)
+    log_p = log_p + LOG_PRIORS[type(vae.prior).registry_name](vae.prior, z2)
+    return log_lik + beta * (log_p - log_q)
+
+
+def _is_two_layer(vae: nn.Module) -> bool:
+    return isinstance(vae, TwoLayerVAE)
+
+
 def _is_diagonal(vae: nn.Module) -> bool:
     return type(vae.posterior).registry_name == "diagonal"
 
@@ -340,6 +377,8 @@ def reference_elbo(
     analytic_kl: bool = False,
 ) -> torch.Tensor:
     """Per-image ELBO_beta(x) at the z that the noise eps gives, from the VAE's networks."""
+    if _is_two_layer(vae):  # Monte Carlo KL only: no estimator may use per-site analytic KLs
+        return _two_layer_log_weights(vae, x, eps, beta)
     q, log_lik = _sample_and_decode(vae, x, eps)
     prior_name = type(vae.prior).registry_name
     if analytic_kl and prior_name in ANALYTIC_KLS and _is_diagonal(vae):
@@ -363,8 +402,11 @@ def reference_log_weights(
 
     ``eps`` has shape (K, N, z_dim); the result (K, N). With ``stop_q_params`` the density
     log q is evaluated with its parameters held constant, so it is differentiated through z
-    only. ``prior`` replaces the VAE's prior module in log p(z).
+    only. ``prior`` replaces the VAE's prior module in log p(z). For the two-layer VAE
+    ``eps`` is the pair (eps1, eps2).
     """
+    if _is_two_layer(vae):
+        return _two_layer_log_weights(vae, x, eps, beta, stop_q_params)
     q, log_lik = _sample_and_decode(vae, x, eps)
     if beta == 0:
         return log_lik
@@ -385,7 +427,7 @@ def _with_frozen_encoder(prior: nn.Module) -> nn.Module:
 def reference_iwae(vae: nn.Module, x: torch.Tensor, eps: torch.Tensor, beta: float = 1.0):
     """Per-image L_K(x) = log (1/K) sum_k w_k (Burda et al., 2016); K = eps.shape[0]."""
     log_w = reference_log_weights(vae, x, eps, beta)
-    return torch.logsumexp(log_w, dim=0) - math.log(eps.shape[0])
+    return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
 
 
 def reference_iwae_gradients(
@@ -456,6 +498,20 @@ def reference_shaped_kl_loss(
     return -log_lik.sum() + vae.beta * shaped
 
 
+def _two_layer_noise(vae: nn.Module, x: torch.Tensor, z: tuple[torch.Tensor, torch.Tensor]):
+    z1, z2 = z
+    loc1, scale1 = vae.encoder(x)
+    loc2, scale2 = vae.upper_encoder(z1)
+    return (z1 - loc1) / scale1, (z2 - loc2) / scale2
+
+
+def _particles(eps, particles: int, shape) -> object:
+    """eps (or each of a tuple of eps) reshaped to (particles, *shape)."""
+    if isinstance(eps, tuple):
+        return tuple(e.reshape(particles, *shape[:-1], e.shape[-1]) for e in eps)
+    return eps.reshape(particles, *shape)
+
+
 def reference_loss(vae: nn.Module, elbo: object, x: torch.Tensor, z: torch.Tensor):
     """The hand-written loss that ``elbo`` estimates, at the guide's sample ``z``.
 
@@ -468,20 +524,38 @@ def reference_loss(vae: nn.Module, elbo: object, x: torch.Tensor, z: torch.Tenso
     """
     with torch.no_grad():
         loc, _ = vae.encoder(x)
-        eps = vae.posterior.noise(vae.encoder, x, z.detach())
+        eps = (
+            _two_layer_noise(vae, x, z)
+            if _is_two_layer(vae)
+            else (vae.posterior.noise(vae.encoder, x, z.detach()))
+        )
     particles = getattr(elbo, "num_particles", 1)
     if isinstance(elbo, (Trace_ELBO, TraceMeanField_ELBO)) and particles > 1:
         raise MissingReference("the reference of Pyro's ELBOs takes num_particles=1")
     if isinstance(elbo, IWAE):
-        return -reference_iwae(vae, x, eps.reshape(particles, *loc.shape), beta=vae.beta).sum()
+        return -reference_iwae(vae, x, _particles(eps, particles, loc.shape), beta=vae.beta).sum()
     if isinstance(elbo, KLShapingELBO):
         return reference_shaped_kl_loss(vae, x, eps, elbo)
     if isinstance(elbo, (Trace_ELBO, TraceMeanField_ELBO, MonteCarloELBO, MeanFieldELBO)):
         if particles > 1:
-            eps = eps.reshape(particles, *loc.shape)
+            eps = _particles(eps, particles, loc.shape)
         analytic = isinstance(elbo, (TraceMeanField_ELBO, MeanFieldELBO))
         return -reference_elbo(vae, x, eps, beta=vae.beta, analytic_kl=analytic).sum() / particles
     raise MissingReference(f"no hand-written reference for {type(elbo).__name__}")
+
+
+class _KeepSample(nn.Module):
+    """``guide`` is the VAE's guide, keeping the z it returns (a module method, so that
+    estimators which re-run the guide with constant parameters can)."""
+
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+        self.z: torch.Tensor | tuple | None = None
+
+    def guide(self, x: torch.Tensor):
+        self.z = self.vae.guide(x)
+        return self.z
 
 
 def pyro_and_reference_loss(
@@ -489,14 +563,9 @@ def pyro_and_reference_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pyro's differentiable loss and the hand-written one, for the same z (the guide is
     wrapped to keep the z it sampled, so no random-number stream has to line up)."""
-    kept: dict[str, torch.Tensor] = {}
-
-    def guide(x: torch.Tensor) -> torch.Tensor:
-        kept["z"] = vae.guide(x)
-        return kept["z"]
-
-    pyro_loss = elbo.differentiable_loss(vae.model, guide, x)
-    return pyro_loss, reference_loss(vae, elbo, x, kept["z"])
+    keeper = _KeepSample(vae)
+    pyro_loss = elbo.differentiable_loss(vae.model, keeper.guide, x)
+    return pyro_loss, reference_loss(vae, elbo, x, keeper.z)
 
 
 class ReferenceMismatch(RuntimeError):

@@ -16,7 +16,8 @@ from . import runs
 from .config import TrainConfig
 from .data import Binarizer, ImageData, load_dataset
 from .evaluation import active_units, evaluate_elbo, kl_per_dimension, log_likelihood
-from .model import VAE, build_vae
+from .model import VAE
+from .models import build_model
 from .training import RunDirectoryError, resolve_device
 
 EVALUATION = "evaluation.json"
@@ -47,7 +48,7 @@ def load_run(run_dir: str | Path, device: str = "auto", data: ImageData | None =
     if data is None:
         data = load_dataset(config.dataset, config.data_dir)
     data = data.to(dev)
-    vae = build_vae(data.shape, **config.model_options()).to(dev)
+    vae = build_model(data.shape, **config.model_options()).to(dev)
     try:
         vae.load_state_dict(state["model"])
     except RuntimeError as err:

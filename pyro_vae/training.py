@@ -42,7 +42,8 @@ from .config import ConfigError, TrainConfig
 from .data import Binarizer, ImageData, load_dataset
 from .distributed import join, local_device
 from .evaluation import evaluate_elbo
-from .model import VAE, build_vae
+from .model import VAE
+from .models import build_model
 from .objectives import KLWarmup, make_estimator
 from .reference import check_against_reference
 from .report import make_figures
@@ -269,7 +270,7 @@ class Trainer:
             data = load_dataset(config.dataset, config.data_dir)
         self.data = data = data.to(device)
         self.binarizer = Binarizer(config.binarize, data, seed=config.seed)
-        self.vae = build_vae(data.shape, **config.model_options()).to(device)
+        self.vae = build_model(data.shape, **config.model_options()).to(device)
         self.vae.likelihood.check_data(self.binarizer.test_x)
         self.vae.likelihood.check_data(self.binarizer.train_x())
 

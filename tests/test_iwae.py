@@ -14,6 +14,7 @@ from pyro.infer import RenyiELBO, Trace_ELBO
 from test_reference import FAMILY_CASES, loss_and_eps, make_data, make_vae
 
 from pyro_vae import make_estimator
+from pyro_vae.hierarchical import build_two_layer_vae
 from pyro_vae.iwae import IWAE
 from pyro_vae.reference import reference_iwae, reference_iwae_gradients
 
@@ -178,3 +179,37 @@ def test_bad_options():
         make_estimator("iwae", 5, "reinforce")
     with pytest.raises(ValueError, match="iwae"):
         make_estimator("trace", 1, "dreg")
+
+
+@pytest.fixture(scope="module")
+def two_layer_draws():
+    """Encoder gradients of a small perturbed two-layer VAE (K=6) for each estimator."""
+    torch.manual_seed(0)
+    vae = build_two_layer_vae(
+        (6,), likelihood="gaussian", z_dim=2, z2_dim=2, hidden=(4,), upper_hidden=(3,), sigma=0.5
+    ).double()
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(3, 6, dtype=torch.float64)
+    out = {}
+    for grad in ["standard", "dreg", "stl"]:
+        elbo = make_estimator("iwae", 6, grad)
+        rows = []
+        for seed in range(1000):
+            pyro.set_rng_seed(seed)
+            loss = elbo.differentiable_loss(vae.model, vae.guide, x)
+            grads = torch.autograd.grad(loss, vae.guide_parameters())
+            rows.append(torch.cat([g.flatten() for g in grads]))
+        out[grad] = torch.stack(rows)
+    return out
+
+
+def test_two_layer_dreg_is_unbiased_and_quieter(two_layer_draws):
+    """With two latent layers DReG re-runs the guide at constant parameters; its encoder
+    gradient still averages to the standard one (and is no noisier here: total variance 712
+    vs 740); STL's does not average to it."""
+    d = two_layer_draws
+    assert _max_z(d["dreg"], d["standard"]) < 4.5
+    assert float(d["dreg"].var(0).sum()) < float(d["standard"].var(0).sum())
+    assert _max_z(d["stl"], d["standard"]) > 6
