@@ -1,0 +1,179 @@
+"""Priors, guides and models against the core VAE: test log p(x) for each variant.
+
+    python scripts/compare_models.py --dataset mnist-sample --epochs 100 --out runs/models-mnist
+
+Every variant uses Burda et al.'s sizes (MLP 200-200, z = 50; the two-layer model 200-200 to
+z1 = 100 and 100-100 to z2 = 50), the Bernoulli likelihood on dynamically binarized images,
+batch 128, Adam 1e-3, and is measured by the same importance-sampled test log p(x). Finished
+runs are reused and stopped ones resumed. Writes models.json, models.md and models.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import plots, runs
+from .config import TrainConfig
+from .data import load_dataset
+from .studies import evaluate_or_reuse, train_or_reuse
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    slug: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+VARIANTS = [
+    Variant("VAE (core)", "vae"),
+    Variant("mixture prior (10)", "mixture", dict(prior="mixture", components=10)),
+    Variant("VampPrior (500)", "vamp", dict(prior="vamp", pseudo_inputs=500)),
+    Variant("low-rank guide (rank 5)", "low-rank", dict(guide="low-rank", rank=5)),
+    Variant("IAF guide (2 steps)", "iaf", dict(guide="iaf", flows=2)),
+    Variant(
+        "two-layer (Trace_ELBO)",
+        "two-layer",
+        dict(model="two-layer", estimator="trace", z_dim=100, z2_dim=50),
+    ),
+    Variant("VAE, IWAE k=5 DReG", "vae-iwae5", dict(estimator="iwae", particles=5, grad="dreg")),
+    Variant(
+        "two-layer, IWAE k=5 DReG",
+        "two-layer-iwae5",
+        dict(model="two-layer", estimator="iwae", particles=5, grad="dreg", z_dim=100, z2_dim=50),
+    ),
+]
+
+
+def compare_models(
+    dataset: str = "mnist-sample",
+    epochs: int = 100,
+    variants: Sequence[Variant] = tuple(VARIANTS),
+    out: str | Path = "runs/models",
+    num_samples: int = 5000,
+    max_images: int | None = None,
+    **train_options: Any,
+) -> list[dict[str, Any]]:
+    """Train and evaluate each variant; returns the rows (also written under ``out``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(dataset, train_options.get("data_dir"))
+    rows = []
+    for v in variants:
+        options = dict(hidden=(200, 200), z_dim=50) | train_options | v.options
+        config = TrainConfig(dataset=dataset, epochs=epochs, out=str(out / v.slug), **options)
+        s = train_or_reuse(config, data)
+        e = evaluate_or_reuse(out / v.slug, num_samples, data, max_images, config.progress)
+        rows.append(
+            {
+                "variant": v.label,
+                "estimator": config.estimator
+                + (f" k={config.particles} {config.grad}" if config.estimator == "iwae" else ""),
+                "test_log_likelihood": e["test_log_likelihood"],
+                "test_log_likelihood_stderr": e["test_log_likelihood_stderr"],
+                "test_neg_elbo": e["test_neg_elbo"],
+                "active_units": e["active_units"],
+                "z_dim": e["z_dim"],
+                "seconds_per_epoch": s["seconds_per_epoch"],
+                "run": config.out,
+            }
+        )
+        _write(out, rows, dataset, epochs, num_samples, max_images)
+    _figure(rows, out / "models.png", dataset)
+    return rows
+
+
+def _write(out: Path, rows, dataset, epochs, num_samples, max_images) -> None:
+    meta = {
+        "dataset": dataset,
+        "epochs": epochs,
+        "num_samples": num_samples,
+        "eval_images": max_images or "all",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    runs.write_json(out / "models.json", {"config": meta, "rows": rows})
+    core = next((r for r in rows if r["variant"] == VARIANTS[0].label), None)
+    lines = [
+        f"{dataset}, {epochs} epochs, test log p(x) with K = {num_samples} on "
+        f"{max_images or 'all'} test images",
+        "",
+        "| variant | objective | test log p(x) | vs core | test -ELBO | active units | s/epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        gain = (
+            "" if core is None else f"{r['test_log_likelihood'] - core['test_log_likelihood']:+.2f}"
+        )
+        lines.append(
+            f"| {r['variant']} | {r['estimator']} | {r['test_log_likelihood']:.2f} ± "
+            f"{r['test_log_likelihood_stderr']:.2f} | {gain} | {r['test_neg_elbo']:.2f} | "
+            f"{r['active_units']}/{r['z_dim']} | {r['seconds_per_epoch']:.2f} |"
+        )
+    runs.atomic_write(out / "models.md", lambda f: f.write(("\n".join(lines) + "\n").encode()))
+
+
+def _figure(rows: list[dict], path: Path, dataset: str) -> None:
+    plt = plots.plt
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5))
+    names = [r["variant"] for r in rows][::-1]
+    values = [r["test_log_likelihood"] for r in rows][::-1]
+    errors = [r["test_log_likelihood_stderr"] for r in rows][::-1]
+    ax.barh(names, values, xerr=errors, color="C0")
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:.2f}", va="center", fontsize=8)
+    finite = [v for v in values if math.isfinite(v)]
+    ax.set_xlim(min(finite) - 3, max(finite) + 3)
+    ax.set(xlabel="test log p(x), nats per image (higher is better)", title=dataset)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="mnist-sample")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        metavar="SLUG",
+        help="a subset of: " + ", ".join(v.slug for v in VARIANTS),
+    )
+    p.add_argument("--num-samples", type=int, default=5000, help="K for test log p(x)")
+    p.add_argument("--max-eval-images", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/models")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    chosen = list(VARIANTS)
+    if args.variants:
+        known = {v.slug: v for v in VARIANTS}
+        unknown = [s for s in args.variants if s not in known]
+        if unknown:
+            raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(known)}")
+        chosen = [known[s] for s in args.variants]
+    compare_models(
+        args.dataset,
+        args.epochs,
+        chosen,
+        args.out,
+        args.num_samples,
+        args.max_eval_images,
+        data_dir=args.data_dir,
+        device=args.device,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print((Path(args.out) / "models.md").read_text())
