@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import runs
+from .conditional import CONTEXTS
 from .config import TrainConfig
 from .data import BINARIZATIONS, DATASETS
 from .guides import GUIDES
@@ -68,6 +69,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     option("--pseudo-inputs", "VampPrior: number of learned pseudo-inputs", type=int)
     option("--model", "vae, or two-layer (two stochastic layers, Burda et al. 2016)")
     option("--z2-dim", "two-layer: size of the upper latent layer z2", type=int)
+    option(
+        "--context",
+        "none, or a conditional VAE given the label or the top half of the image",
+        choices=CONTEXTS,
+    )
     option("--upper-hidden", "two-layer: hidden sizes between z1 and z2", type=int, nargs="+")
     option("--guide", f"variational family q(z|x): one of {', '.join(GUIDES.names())}")
     option("--rank", "low-rank guide: rank of the covariance's low-rank part", type=int)
@@ -288,7 +294,10 @@ def _report(args: argparse.Namespace) -> int:
         missing = [n for n in figure_names((1, 1, 1)) if not (figures / n).exists()]
         if missing:
             run = load_run(run_dir, args.device)
-            missing = [n for n in figure_names(run.data.shape) if not (figures / n).exists()]
+            conditional = run.config.context != "none"
+            missing = [
+                n for n in figure_names(run.data.shape, conditional) if not (figures / n).exists()
+            ]
     else:
         missing = ["all"]
     if args.refresh_figures or missing:

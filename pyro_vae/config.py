@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .conditional import CONTEXTS
 from .data import BINARIZATIONS, DATASETS
 from .guides import GUIDES
 from .iwae import GRADIENT_ESTIMATORS
@@ -42,6 +43,7 @@ class TrainConfig:
     components: int = 10
     pseudo_inputs: int = 500
     model: str = "vae"  # or two-layer (Burda et al.'s two stochastic layers)
+    context: str = "none"  # label or top-half: a conditional VAE
     z2_dim: int = 50
     upper_hidden: tuple[int, ...] = (100, 100)
     guide: str = "diagonal"
@@ -155,6 +157,18 @@ class TrainConfig:
             ]:
                 if not ok:
                     raise ConfigError(f"--model two-layer needs {rule}")
+        if self.context not in CONTEXTS:
+            raise ConfigError(
+                f"unknown context {self.context!r}; choose one of: {', '.join(CONTEXTS)}"
+            )
+        if self.context != "none":
+            for ok, rule in [
+                (self.model == "vae", "--model vae"),
+                (self.network == "mlp", "--network mlp"),
+                (not self.autoencoder, "no --autoencoder"),
+            ]:
+                if not ok:
+                    raise ConfigError(f"--context {self.context} needs {rule}")
         if self.guide == "iaf" and self.z_dim < 2:
             raise ConfigError("--guide iaf needs --z-dim >= 2")
         if self.autoencoder and self.guide != "diagonal":
@@ -205,6 +219,7 @@ class TrainConfig:
             beta_squeeze=self.beta_squeeze,
             pseudo_inputs=self.pseudo_inputs,
             model=self.model,
+            context=self.context,
             z2_dim=self.z2_dim,
             upper_hidden=self.upper_hidden,
             guide=self.guide,

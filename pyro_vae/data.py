@@ -26,6 +26,7 @@ Binarization (for the Bernoulli likelihood):
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import importlib.resources
 import os
@@ -50,7 +51,11 @@ class DataError(ValueError):
 
 @dataclass
 class ImageData:
-    """Train and test images (flat, float in [0, 1]) with their labels."""
+    """Train and test images (flat, float in [0, 1]) with their labels.
+
+    For conditional models (:mod:`pyro_vae.conditional`) each row is the observed pixels
+    (``shape``) followed by ``context_dim`` context values of kind ``context``.
+    """
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -58,15 +63,16 @@ class ImageData:
     test_y: torch.Tensor
     shape: tuple[int, ...] = IMAGE_SHAPE
     name: str = ""
+    context: str = "none"
+    context_dim: int = 0
 
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> ImageData:
-        return ImageData(
-            self.train_x.to(device, dtype),
-            self.train_y.to(device),
-            self.test_x.to(device, dtype),
-            self.test_y.to(device),
-            self.shape,
-            self.name,
+        return dataclasses.replace(
+            self,
+            train_x=self.train_x.to(device, dtype),
+            train_y=self.train_y.to(device),
+            test_x=self.test_x.to(device, dtype),
+            test_y=self.test_y.to(device),
         )
 
 

@@ -69,7 +69,7 @@ class TwoLayerVAE(VAE):
         return [*self.encoder.parameters(), *self.upper_encoder.parameters()]
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
+    def sample(self, n: int, like: torch.Tensor | None = None) -> torch.Tensor:
         """E[x | z1] for z2 ~ p(z2), z1 ~ p(z1 | z2)."""
         z2 = self.prior().sample((n,))
         loc, scale = self.upper_decoder(z2)

@@ -142,10 +142,21 @@ class VAE(nn.Module):
         return self.likelihood.mean(self.decoder(loc), x)
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        """E[x | z] for n draws z ~ p(z)."""
+    def sample(self, n: int, like: torch.Tensor | None = None) -> torch.Tensor:
+        """E[x | z] for n draws z ~ p(z) (``like``: rows giving a conditional model's context)."""
         z = self.prior().sample((n,))
         return self.likelihood.mean(self.decoder(z))
+
+    def observed(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of each data row the likelihood models (all of it, here)."""
+        return x
+
+    def display(self, x: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """What figures show for rows x whose observed part is ``pixels``."""
+        return pixels
+
+    def display_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        return tuple(shape)
 
 
 class Autoencoder(VAE):

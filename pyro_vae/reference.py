@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
 
+from .conditional import ConditionalVAE
 from .hierarchical import TwoLayerVAE
 from .iwae import IWAE
 from .kl_shaping import CapacityELBO, FreeBitsELBO, KLShapingELBO
@@ -323,9 +324,15 @@ def reference_sample(vae: nn.Module, x: torch.Tensor, eps: torch.Tensor) -> Refe
 
 
 def _sample_and_decode(vae: nn.Module, x: torch.Tensor, eps: torch.Tensor):
-    """(the reference sample of q(z|x), log p(x|z) summed over pixels)."""
+    """(the reference sample of q(z|x), log p(x|z) summed over pixels). For a conditional
+    VAE the decoder reads [z, c] and the likelihood scores the pixels before the context."""
     q = reference_sample(vae, x, eps)
     name = type(vae.likelihood).registry_name
+    if isinstance(vae, ConditionalVAE):
+        pixels, context = x[..., : vae.data_dim], x[..., vae.data_dim :]
+        context = context.expand(*q.z.shape[:-1], context.shape[-1])
+        out = vae.decoder(torch.cat([q.z, context], -1))
+        return q, LOG_LIKELIHOODS[name](vae.likelihood, out, pixels)
     return q, LOG_LIKELIHOODS[name](vae.likelihood, vae.decoder(q.z), x)
 
 

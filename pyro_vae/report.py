@@ -69,9 +69,10 @@ def is_image_shape(shape) -> bool:
     return len(tuple(shape)) == 3
 
 
-def figure_names(shape) -> list[str]:
-    """The figures :func:`make_figures` draws for data of this shape."""
-    image = is_image_shape(shape)
+def figure_names(shape, conditional: bool = False) -> list[str]:
+    """The figures :func:`make_figures` draws for data of this shape (traversals and
+    interpolations decode codes alone, so not for vectors or conditional models)."""
+    image = is_image_shape(shape) and not conditional
     return [name for name, _ in FIGURES if image or name not in IMAGE_ONLY]
 
 
@@ -164,33 +165,44 @@ def make_figures(
     title: str = "",
 ) -> None:
     """Every figure of :func:`figure_names`, for the model as it is now. Images are drawn as
-    images; feature vectors as heatmaps, without the traversal and interpolation figures."""
+    images (a conditional model's as ``vae.display`` composes them); feature vectors as
+    heatmaps."""
     vae.eval()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     image = is_image_shape(shape)
+    names = figure_names(shape, conditional=vae.observed(test_x[:1]).shape != test_x[:1].shape)
     plots.loss_curves(metrics, directory / "loss_curves.png", title=title)
     device = test_x.device
     inputs = test_x[torch.linspace(0, test_x.shape[0] - 1, 30, device=device).long()]
     recons = vae.reconstruct(inputs)
+    shown = vae.display_shape(shape)
     if image:
-        plots.reconstructions(inputs, recons, shape, directory / "reconstructions.png")
+        plots.reconstructions(
+            vae.display(inputs, vae.observed(inputs)),
+            vae.display(inputs, recons),
+            shown,
+            directory / "reconstructions.png",
+        )
     else:
-        panels = {"test data": inputs, "reconstructions E[x | z = E_q z]": recons}
+        panels = {"test data": vae.observed(inputs), "reconstructions E[x | z = E_q z]": recons}
         plots.feature_heatmaps(panels, directory / "reconstructions.png")
     with torch.random.fork_rng(devices=[device] if test_x.is_cuda else []):
         torch.manual_seed(0)
         if image:
-            plots.samples(vae.sample(100), shape, directory / "prior_samples.png")
+            like = test_x[:100]
+            samples = vae.display(like, vae.sample(100, like=like))
+            plots.samples(samples, shown, directory / "prior_samples.png")
         else:
             plots.feature_heatmaps(
-                {"samples E[x | z], z ~ p(z)": vae.sample(30)}, directory / "prior_samples.png"
+                {"samples E[x | z], z ~ p(z)": vae.sample(30, like=test_x[:30])},
+                directory / "prior_samples.png",
             )
         x = test_x[:5000]
         codes = posterior_means(vae.guide, x)
         n_active, activity = active_units(vae.guide, x, ACTIVE_THRESHOLD)
         plots.latent_map(codes, test_y[: len(x)], directory / "latent_map.png")
-        if image:
+        if "latent_traversal.png" in names:
             traversal(vae, codes, activity, shape, directory / "latent_traversal.png")
             interpolation(vae, x, test_y[: len(x)], shape, directory / "interpolation.png")
         plots.kl_per_dimension(

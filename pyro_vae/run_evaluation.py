@@ -13,6 +13,7 @@ import pyro
 import torch
 
 from . import runs
+from .conditional import with_context
 from .config import TrainConfig
 from .data import Binarizer, ImageData, load_dataset
 from .evaluation import active_units, evaluate_elbo, kl_per_dimension, log_likelihood
@@ -47,8 +48,8 @@ def load_run(run_dir: str | Path, device: str = "auto", data: ImageData | None =
     dev = resolve_device(device)
     if data is None:
         data = load_dataset(config.dataset, config.data_dir)
-    data = data.to(dev)
-    vae = build_model(data.shape, **config.model_options()).to(dev)
+    data = with_context(data, config.context).to(dev)
+    vae = build_model(data.shape, context_dim=data.context_dim, **config.model_options()).to(dev)
     try:
         vae.load_state_dict(state["model"])
     except RuntimeError as err:

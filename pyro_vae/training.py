@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from . import runs
 from .compiled import CompiledStep
+from .conditional import with_context
 from .config import ConfigError, TrainConfig
 from .data import Binarizer, ImageData, load_dataset
 from .distributed import join, local_device
@@ -268,9 +269,11 @@ class Trainer:
         pyro.enable_validation(False)  # inputs are checked up front; keep the step lean
         if data is None:
             data = load_dataset(config.dataset, config.data_dir)
-        self.data = data = data.to(device)
+        self.data = data = with_context(data, config.context).to(device)
         self.binarizer = Binarizer(config.binarize, data, seed=config.seed)
-        self.vae = build_model(data.shape, **config.model_options()).to(device)
+        self.vae = build_model(
+            data.shape, context_dim=data.context_dim, **config.model_options()
+        ).to(device)
         self.vae.likelihood.check_data(self.binarizer.test_x)
         self.vae.likelihood.check_data(self.binarizer.train_x())
 

@@ -9,12 +9,15 @@ import math
 
 import pytest
 import torch
-from test_reference import grads, make_data
+from test_reference import grads, loss_and_eps, make_data
 
 from pyro_vae import build_vae, make_estimator, runs
 from pyro_vae.cli import main
+from pyro_vae.conditional import with_context
 from pyro_vae.config import ConfigError, TrainConfig
 from pyro_vae.count_study import affine_r2, count_recovery
+from pyro_vae.data import ImageData
+from pyro_vae.evaluation import evaluate_elbo
 from pyro_vae.models import build_model
 from pyro_vae.reference import (
     _KeepSample,
@@ -23,6 +26,7 @@ from pyro_vae.reference import (
     reference_iwae,
     reference_iwae_gradients,
 )
+from pyro_vae.run_evaluation import load_run
 from pyro_vae.synthetic import CountTruth, count_data
 
 COUNTS = ["poisson", "negative-binomial", "zero-inflated-negative-binomial"]
@@ -180,10 +184,10 @@ def small_data_npz(tmp_path, mnist_sample):
     d = mnist_sample
     np.savez(
         path,
-        train_x=d.train_x[:400].reshape(-1, 28, 28).numpy(),
-        test_x=d.test_x[:100].reshape(-1, 28, 28).numpy(),
-        train_y=d.train_y[:400].numpy(),
-        test_y=d.test_y[:100].numpy(),
+        train_x=d.train_x[::10].reshape(-1, 28, 28).numpy(),  # every class
+        test_x=d.test_x[::10].reshape(-1, 28, 28).numpy(),
+        train_y=d.train_y[::10].numpy(),
+        test_y=d.test_y[::10].numpy(),
     )
     return path
 
@@ -283,3 +287,107 @@ def test_two_layer_trains_from_the_cli(tmp_path, small_data_npz):
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert evaluation["test_log_likelihood"] > -evaluation["test_neg_elbo"]  # log p(x) >= ELBO
     assert evaluation["z_dim"] == 6 and evaluation["kl_per_dim"] is None
+
+
+# --- conditional VAE --------------------------------------------------------------------------
+
+
+def _conditional(context: str, guide: str = "diagonal", beta: float = 1.0):
+    data = with_context(
+        ImageData(torch.rand(10, 784), torch.arange(10), torch.rand(6, 784), torch.arange(6)),
+        context,
+    )
+    torch.manual_seed(1)
+    vae = build_model(
+        data.shape,
+        context=context,
+        context_dim=data.context_dim,
+        z_dim=3,
+        hidden=(16,),
+        guide=guide,
+        beta=beta,
+    )
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    x = data.test_x.to(torch.get_default_dtype())
+    return vae, torch.cat([torch.bernoulli(x[:, : vae.data_dim]), x[:, vae.data_dim :]], -1)
+
+
+def test_contexts_are_appended_to_each_row():
+    base = ImageData(
+        torch.rand(5, 784), torch.tensor([3, 1, 4, 1, 5]), torch.rand(2, 784), torch.tensor([9, 2])
+    )
+    label = with_context(base, "label")
+    assert label.context_dim == 10 and label.shape == (1, 28, 28)
+    torch.testing.assert_close(label.train_x[:, :784], base.train_x)
+    assert label.train_x[:, 784:].argmax(-1).tolist() == [3, 1, 4, 1, 5]
+    half = with_context(base, "top-half")
+    assert half.shape == (1, 14, 28) and half.context_dim == 14 * 28
+    image = base.test_x.reshape(-1, 28, 28)
+    torch.testing.assert_close(half.test_x[:, :392], image[:, 14:].flatten(1))  # observed
+    torch.testing.assert_close(half.test_x[:, 392:], image[:, :14].flatten(1))  # context
+    assert with_context(half, "top-half") is half
+    with pytest.raises(ValueError, match="unknown context"):
+        with_context(base, "colour")
+
+
+@pytest.mark.parametrize("context", ["label", "top-half"])
+@pytest.mark.parametrize("estimator", ["trace", "mean-field"])
+@pytest.mark.parametrize("guide", ["diagonal", "iaf"])
+def test_conditional_vae_matches_the_reference(float64, context, estimator, guide):
+    vae, x = _conditional(context, guide, beta=0.5)
+    pyro_loss, ref_loss = pyro_and_reference_loss(vae, make_estimator(estimator), x)
+    torch.testing.assert_close(pyro_loss, ref_loss, rtol=1e-9, atol=0)
+    params = list(vae.parameters())
+    for g, w in zip(grads(pyro_loss, params), grads(ref_loss, params), strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("context", ["label", "top-half"])
+def test_conditional_vae_iwae_dreg_matches_the_reference(float64, context):
+    vae, x = _conditional(context)
+    loss, eps = loss_and_eps(vae, make_estimator("iwae", 3, "dreg"), x)
+    eps = eps.reshape(3, x.shape[0], -1)
+    torch.testing.assert_close(loss, -reference_iwae(vae, x, eps, 1.0).sum(), rtol=1e-9, atol=0)
+    got = torch.autograd.grad(loss, list(vae.parameters()), allow_unused=True)
+    want = reference_iwae_gradients(vae, x, eps, 1.0, "dreg")
+    for (name, p), g, w in zip(vae.named_parameters(), got, want, strict=True):
+        g = torch.zeros_like(p) if g is None else g
+        torch.testing.assert_close(g, w, rtol=1e-7, atol=1e-9, msg=name)
+
+
+def test_label_samples_share_codes_across_classes():
+    """Two codes per class: row 2c + k decodes (code k, class c)."""
+    vae, _ = _conditional("label")
+    torch.manual_seed(0)
+    samples = vae.sample(20)
+    assert samples.shape == (20, 784)
+    torch.manual_seed(0)
+    codes = vae.prior().sample((2,))
+    expected = vae.likelihood.mean(
+        vae.decode(codes[torch.arange(20) % 2], torch.eye(10)[torch.arange(20) // 2])
+    )
+    torch.testing.assert_close(samples, expected)
+    with pytest.raises(ValueError, match="like="):
+        _conditional("top-half")[0].sample(4)
+
+
+def test_conditional_vae_trains_from_the_cli_and_uses_its_context(tmp_path, small_data_npz):
+    out = tmp_path / "cvae"
+    argv = ["train", "--dataset", "npz", "--data-dir", str(small_data_npz), "--epochs", "20"]
+    argv += ["--context", "label", "--z-dim", "2", "--hidden", "64", "--batch-size", "32"]
+    argv += ["--out", str(out)]
+    assert main([*argv, "--no-progress"]) == 0
+    run = load_run(out, "cpu")
+    x = run.test_x
+    shuffled = torch.cat([x[:, :784], x[torch.randperm(len(x)), 784:]], -1)
+    torch.manual_seed(0)
+    right = evaluate_elbo(run.vae.model, run.vae.guide, x).neg_elbo
+    torch.manual_seed(0)
+    wrong = evaluate_elbo(run.vae.model, run.vae.guide, shuffled).neg_elbo
+    assert wrong > right + 5  # the label carries information the model uses
+    names = sorted(p.name for p in (out / runs.FIGURES).iterdir())
+    assert "prior_samples.png" in names and "latent_traversal.png" not in names
+    with pytest.raises(ConfigError, match="model vae"):
+        TrainConfig(context="label", model="two-layer", estimator="trace")
