@@ -324,9 +324,9 @@ _INJECT_NAN = f"""
 from pyro_vae import likelihoods
 calls = [0]
 original = likelihoods.Bernoulli.forward
-def forward(self, out):
+def forward(self, out, x=None):
     calls[0] += 1  # call 1 is the first-batch reference check, call k + 1 is step k
-    return original(self, out * float("nan") if calls[0] > {NAN_AT_STEP} else out)
+    return original(self, out * float("nan") if calls[0] > {NAN_AT_STEP} else out, x)
 likelihoods.Bernoulli.forward = forward
 """
 
