@@ -11,6 +11,8 @@ estimate log q(z) - log p(z) otherwise (``mixture``).
 
 from __future__ import annotations
 
+import math
+
 import pyro.distributions as dist
 import torch
 from torch import nn
@@ -35,6 +37,44 @@ class Prior(nn.Module):
 
 
 PRIORS: Registry[Prior] = Registry("prior")
+
+
+class DiagonalGaussianMixture(dist.MixtureSameFamily):
+    """A mixture of K diagonal Gaussians whose ``log_prob`` never builds the (..., K, D)
+    tensor that ``MixtureSameFamily`` does: with a = 1 / sigma^2,
+
+        log N(z; mu_k, sigma_k) = -1/2 [sum_j z_j^2 a_kj - 2 z_j mu_kj a_kj + mu_kj^2 a_kj]
+                                  - sum_j log sigma_kj - D/2 log 2 pi,
+
+    three matrix products of (..., D) by (D, K). Evaluating log p(x) with 5,000 samples per
+    image against a 500-component VampPrior otherwise needs tens of gigabytes.
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        normal = self.component_distribution.base_dist  # batch (..., K), event (D,)
+        loc, scale = _unexpanded(normal.loc), _unexpanded(normal.scale)
+        precision = scale.pow(-2)  # (..., K, D), usually just (K, D)
+        if loc.dim() == 2:  # one set of components for every z: plain matrix products
+            quad = value.pow(2) @ precision.T - 2 * value @ (loc * precision).T
+        else:
+            z = value.unsqueeze(-2)  # (..., 1, D)
+            quad = (
+                z.pow(2) @ precision.transpose(-1, -2) - 2 * z @ (loc * precision).transpose(-1, -2)
+            ).squeeze(-2)
+        quad = quad + (loc.pow(2) * precision).sum(-1)
+        log_norm = scale.log().sum(-1) + 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+        log_weights = torch.log_softmax(self.mixture_distribution.logits, dim=-1)
+        return torch.logsumexp(log_weights - 0.5 * quad - log_norm, dim=-1)
+
+
+def _unexpanded(t: torch.Tensor) -> torch.Tensor:
+    """``t`` without the leading dimensions that ``expand`` added (stride 0), if all are."""
+    lead = t.dim() - 2
+    if lead > 0 and all(stride == 0 for stride in t.stride()[:lead]):
+        return t[(0,) * lead]
+    return t
 
 
 @PRIORS.register("normal")
@@ -82,7 +122,7 @@ class GaussianMixture(Prior):
         self.log_scales = nn.Parameter(torch.zeros(components, z_dim))
 
     def forward(self) -> dist.TorchDistribution:
-        return dist.MixtureSameFamily(
+        return DiagonalGaussianMixture(
             dist.Categorical(logits=self.logits),
             dist.Normal(self.locs, self.log_scales.exp()).to_event(1),
         )
@@ -125,7 +165,7 @@ class VampPrior(Prior):
     def forward(self) -> dist.TorchDistribution:
         loc, scale = self.encoder(self.inputs())
         k = self.pseudo_inputs.shape[0]
-        return dist.MixtureSameFamily(
+        return DiagonalGaussianMixture(
             dist.Categorical(logits=torch.zeros(k, dtype=loc.dtype, device=loc.device)),
             dist.Normal(loc, scale).to_event(1),
         )

@@ -99,3 +99,26 @@ def test_vamp_needs_an_encoder():
         PRIORS.create("vamp", 2, data_dim=4)()
     with pytest.raises(ValueError, match="pseudo_inputs"):
         PRIORS.create("vamp", 2, data_dim=4, pseudo_inputs=0)
+
+
+def test_mixture_log_prob_by_matrix_products_equals_torch(float64):
+    """DiagonalGaussianMixture's log_prob (three matrix products, no (..., K, D) tensor) is
+    MixtureSameFamily's, for shared and for batched components, expanded or not."""
+    from pyro_vae.priors import DiagonalGaussianMixture
+
+    g = torch.Generator().manual_seed(0)
+    for batch in [(), (3,)]:
+        loc = torch.randn(*batch, 7, 4, generator=g)
+        scale = torch.rand(*batch, 7, 4, generator=g) + 0.2
+        logits = torch.randn(*batch, 7, generator=g)
+        parts = (dist.Categorical(logits=logits), dist.Normal(loc, scale).to_event(1))
+        ours, torchs = DiagonalGaussianMixture(*parts), dist.MixtureSameFamily(*parts)
+        z = 3 * torch.randn(5, *batch, 4, generator=g)
+        torch.testing.assert_close(ours.log_prob(z), torchs.log_prob(z), rtol=1e-12, atol=1e-12)
+        wide = (6, *batch)
+        torch.testing.assert_close(
+            ours.expand(wide).log_prob(z.unsqueeze(1).expand(5, *wide, 4)),
+            torchs.expand(wide).log_prob(z.unsqueeze(1).expand(5, *wide, 4)),
+            rtol=1e-12,
+            atol=1e-12,
+        )
