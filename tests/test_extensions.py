@@ -160,8 +160,11 @@ def test_count_vae_trains_from_the_cli(tmp_path, capsys):
         ["--prior", "vamp", "--pseudo-inputs", "20"],
         ["--likelihood", "beta"],
         ["--likelihood", "laplace", "--estimator", "iwae", "--particles", "3", "--grad", "dreg"],
+        ["--guide", "low-rank", "--rank", "2"],
+        ["--guide", "iaf", "--estimator", "iwae", "--particles", "3", "--grad", "stl"],
+        ["--context", "top-half"],
     ],
-    ids=["vamp", "beta", "laplace-iwae"],
+    ids=["vamp", "beta", "laplace-iwae", "low-rank", "iaf-iwae-stl", "top-half"],
 )
 def test_new_families_train_on_images_from_the_cli(tmp_path, small_data_npz, options):
     out = tmp_path / "run"
