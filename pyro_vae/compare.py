@@ -23,7 +23,7 @@ import torch
 from . import runs
 from .config import TrainConfig
 from .data import load_dataset
-from .studies import evaluate_or_reuse, train_or_reuse
+from .studies import train_and_measure
 
 
 @dataclass(frozen=True)
@@ -75,23 +75,8 @@ def compare(
                 out=str(out / f"{est.slug}-beta{beta:g}"),
                 **train_options,
             )
-            s = train_or_reuse(config, data)
-            e = evaluate_or_reuse(Path(config.out), num_samples, data, max_images, config.progress)
-            rows.append(
-                {
-                    "estimator": est.label,
-                    "beta": beta,
-                    "test_neg_elbo": e["test_neg_elbo"],  # on the images log p(x) was measured on
-                    "test_log_likelihood": e["test_log_likelihood"],
-                    "test_log_likelihood_stderr": e["test_log_likelihood_stderr"],
-                    "active_units": e["active_units"],
-                    "z_dim": e["z_dim"],
-                    "seconds_per_epoch": s["seconds_per_epoch"],
-                    "test_rate": s["test_rate"],
-                    "test_distortion": s["test_distortion"],
-                    "run": config.out,
-                }
-            )
+            measured = train_and_measure(config, data, num_samples, max_images)
+            rows.append({"estimator": est.label, "beta": beta, **measured})
             _write(out, rows, dataset, epochs, num_samples, max_images, train_options)
     _figure(rows, out / "compare.png", dataset)
     return rows

@@ -22,7 +22,7 @@ import torch
 from . import plots, runs
 from .config import TrainConfig
 from .data import load_dataset
-from .studies import evaluate_or_reuse, train_or_reuse
+from .studies import train_and_measure
 
 
 @dataclass(frozen=True)
@@ -69,22 +69,11 @@ def compare_models(
     for v in variants:
         options = dict(hidden=(200, 200), z_dim=50) | train_options | v.options
         config = TrainConfig(dataset=dataset, epochs=epochs, out=str(out / v.slug), **options)
-        s = train_or_reuse(config, data)
-        e = evaluate_or_reuse(out / v.slug, num_samples, data, max_images, config.progress)
-        rows.append(
-            {
-                "variant": v.label,
-                "estimator": config.estimator
-                + (f" k={config.particles} {config.grad}" if config.estimator == "iwae" else ""),
-                "test_log_likelihood": e["test_log_likelihood"],
-                "test_log_likelihood_stderr": e["test_log_likelihood_stderr"],
-                "test_neg_elbo": e["test_neg_elbo"],
-                "active_units": e["active_units"],
-                "z_dim": e["z_dim"],
-                "seconds_per_epoch": s["seconds_per_epoch"],
-                "run": config.out,
-            }
-        )
+        objective = config.estimator
+        if config.estimator == "iwae":
+            objective += f" k={config.particles} {config.grad}"
+        measured = train_and_measure(config, data, num_samples, max_images)
+        rows.append({"variant": v.label, "estimator": objective, **measured})
         _write(out, rows, dataset, epochs, num_samples, max_images)
     _figure(rows, out / "models.png", dataset)
     return rows

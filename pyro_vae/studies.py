@@ -61,6 +61,30 @@ def evaluate_or_reuse(
     return result
 
 
+def train_and_measure(
+    config: TrainConfig,
+    data: ImageData,
+    num_samples: int,
+    max_images: int | None = None,
+) -> dict[str, Any]:
+    """Train (or reuse) the run ``config`` describes and measure it: the table fields every
+    comparison shares (test log p(x) with K = ``num_samples`` and its SE, test -ELBO on the same
+    images, active units, seconds per epoch, rate, distortion, the run directory)."""
+    summary = train_or_reuse(config, data)
+    e = evaluate_or_reuse(Path(config.out), num_samples, data, max_images, config.progress)
+    return {
+        "test_neg_elbo": e["test_neg_elbo"],  # on the images log p(x) was measured on
+        "test_log_likelihood": e["test_log_likelihood"],
+        "test_log_likelihood_stderr": e["test_log_likelihood_stderr"],
+        "active_units": e["active_units"],
+        "z_dim": e["z_dim"],
+        "seconds_per_epoch": summary["seconds_per_epoch"],
+        "test_rate": summary["test_rate"],
+        "test_distortion": summary["test_distortion"],
+        "run": config.out,
+    }
+
+
 def _markdown(
     path: Path, header: str, columns: list[tuple[str, str, str]], rows: list[dict]
 ) -> None:

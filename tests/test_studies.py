@@ -198,3 +198,27 @@ def test_pixel_frechet_distance():
     assert faint > 20 * same
     shifted = pixel_frechet_distance(a + 1.0, b)
     assert shifted == pytest.approx(16.0, rel=0.02)  # ||mean shift||^2
+
+
+def test_model_comparison_trains_measures_and_tabulates(tmp_path):
+    from pyro_vae.model_comparison import VARIANTS, compare_models
+
+    chosen = [v for v in VARIANTS if v.slug in ("vae", "iaf", "two-layer-iwae5")]
+    rows = compare_models(
+        "mnist-sample",
+        1,
+        chosen,
+        tmp_path,
+        num_samples=20,
+        max_images=50,
+        hidden=(32,),
+        z_dim=4,
+        progress=False,
+    )
+    assert [r["variant"] for r in rows] == [v.label for v in chosen]
+    assert rows[2]["estimator"] == "iwae k=5 dreg" and rows[2]["z_dim"] == 100
+    for r in rows:
+        assert r["test_log_likelihood"] > -r["test_neg_elbo"]  # IWAE_20 above the ELBO
+    table = (tmp_path / "models.md").read_text()
+    assert "| VAE (core) | mean-field |" in table and "+0.00" in table
+    assert (tmp_path / "models.png").stat().st_size > 10_000
