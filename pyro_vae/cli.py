@@ -294,10 +294,8 @@ def _report(args: argparse.Namespace) -> int:
         missing = [n for n in figure_names((1, 1, 1)) if not (figures / n).exists()]
         if missing:
             run = load_run(run_dir, args.device)
-            conditional = run.config.context != "none"
-            missing = [
-                n for n in figure_names(run.data.shape, conditional) if not (figures / n).exists()
-            ]
+            shown = figure_names(run.data.shape, run.vae.conditional)
+            missing = [n for n in shown if not (figures / n).exists()]
     else:
         missing = ["all"]
     if args.refresh_figures or missing:

@@ -73,6 +73,8 @@ def with_context(data: ImageData, context: str) -> ImageData:
 class ConditionalVAE(VAE):
     """A VAE whose decoder reads [z, c] and whose encoder reads [x, c] (see the module doc)."""
 
+    conditional = True
+
     def __init__(self, *args, data_dim: int, context_dim: int, context: str, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.data_dim, self.context_dim, self.context = data_dim, context_dim, context

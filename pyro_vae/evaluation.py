@@ -199,20 +199,19 @@ def posterior_means(guide: Callable, x: torch.Tensor, batch_size: int = 1000) ->
         if not latent:
             raise ValueError("posterior_means needs a guide with a latent site")
         # several layers: the first one the guide samples, the one next to the data
-        means.append(_mean(latent[0]["fn"]))
+        means.append(_mean(latent[0]["fn"], x.device))
     return torch.cat(means)
 
 
 MC_MEAN_SAMPLES = 256
 
 
-def _mean(q: torch.distributions.Distribution) -> torch.Tensor:
+def _mean(q: torch.distributions.Distribution, device: torch.device) -> torch.Tensor:
     """E_q[z]: exact where the family has it, else an average of MC_MEAN_SAMPLES draws (a flow
     guide), with a fixed seed so that figures and activity statistics are reproducible."""
     try:
         return q.mean
     except NotImplementedError:
-        device = q.sample().device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(0)
             return q.sample((MC_MEAN_SAMPLES,)).mean(0)

@@ -51,6 +51,8 @@ def kl_weight(beta: float | torch.Tensor) -> contextlib.AbstractContextManager:
 class VAE(nn.Module):
     """A variational autoencoder written as a Pyro model/guide pair.
 
+    ``conditional``: whether data rows carry a context after the observed pixels.
+
     Args:
         encoder: x -> (loc, scale) of q(z|x).
         decoder: z -> the likelihood's parameters.
@@ -146,6 +148,8 @@ class VAE(nn.Module):
         """E[x | z] for n draws z ~ p(z) (``like``: rows giving a conditional model's context)."""
         z = self.prior().sample((n,))
         return self.likelihood.mean(self.decoder(z))
+
+    conditional = False
 
     def observed(self, x: torch.Tensor) -> torch.Tensor:
         """The part of each data row the likelihood models (all of it, here)."""

@@ -101,13 +101,13 @@ def _poisson(lik: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor
     return (x * log_mu - log_mu.exp() - torch.lgamma(x + 1)).sum(-1)
 
 
-def _negative_binomial_terms(lik: nn.Module, out: torch.Tensor, x: torch.Tensor):
+def negative_binomial_log_density(
+    x: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Element-wise log NB(x; mu, theta) and log NB(0; mu, theta), in the mean /
     inverse-dispersion form (as scVI writes it):
     lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)
         + theta log(theta / (theta + mu)) + x log(mu / (theta + mu))."""
-    log_mu = _count_log_mean(lik, out, x)
-    log_theta = lik.log_theta
     theta = log_theta.exp()
     log_theta_mu = torch.logaddexp(log_theta, log_mu)  # log(theta + mu)
     at_zero = theta * (log_theta - log_theta_mu)
@@ -119,6 +119,10 @@ def _negative_binomial_terms(lik: nn.Module, out: torch.Tensor, x: torch.Tensor)
         + x * (log_mu - log_theta_mu)
     )
     return log_nb, at_zero
+
+
+def _negative_binomial_terms(lik: nn.Module, out: torch.Tensor, x: torch.Tensor):
+    return negative_binomial_log_density(x, _count_log_mean(lik, out, x), lik.log_theta)
 
 
 def _negative_binomial(lik: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -512,11 +516,11 @@ def _two_layer_noise(vae: nn.Module, x: torch.Tensor, z: tuple[torch.Tensor, tor
     return (z1 - loc1) / scale1, (z2 - loc2) / scale2
 
 
-def _particles(eps, particles: int, shape) -> object:
-    """eps (or each of a tuple of eps) reshaped to (particles, *shape)."""
+def _particles(eps, particles: int, n: int) -> object:
+    """eps (or each of a tuple of eps) reshaped to (particles, n, latent size)."""
     if isinstance(eps, tuple):
-        return tuple(e.reshape(particles, *shape[:-1], e.shape[-1]) for e in eps)
-    return eps.reshape(particles, *shape)
+        return tuple(e.reshape(particles, n, e.shape[-1]) for e in eps)
+    return eps.reshape(particles, n, eps.shape[-1])
 
 
 def reference_loss(vae: nn.Module, elbo: object, x: torch.Tensor, z: torch.Tensor):
@@ -530,7 +534,6 @@ def reference_loss(vae: nn.Module, elbo: object, x: torch.Tensor, z: torch.Tenso
     free bits or capacity for the KL-shaping objectives.
     """
     with torch.no_grad():
-        loc, _ = vae.encoder(x)
         eps = (
             _two_layer_noise(vae, x, z)
             if _is_two_layer(vae)
@@ -540,12 +543,12 @@ def reference_loss(vae: nn.Module, elbo: object, x: torch.Tensor, z: torch.Tenso
     if isinstance(elbo, (Trace_ELBO, TraceMeanField_ELBO)) and particles > 1:
         raise MissingReference("the reference of Pyro's ELBOs takes num_particles=1")
     if isinstance(elbo, IWAE):
-        return -reference_iwae(vae, x, _particles(eps, particles, loc.shape), beta=vae.beta).sum()
+        return -reference_iwae(vae, x, _particles(eps, particles, x.shape[0]), beta=vae.beta).sum()
     if isinstance(elbo, KLShapingELBO):
         return reference_shaped_kl_loss(vae, x, eps, elbo)
     if isinstance(elbo, (Trace_ELBO, TraceMeanField_ELBO, MonteCarloELBO, MeanFieldELBO)):
         if particles > 1:
-            eps = _particles(eps, particles, loc.shape)
+            eps = _particles(eps, particles, x.shape[0])
         analytic = isinstance(elbo, (TraceMeanField_ELBO, MeanFieldELBO))
         return -reference_elbo(vae, x, eps, beta=vae.beta, analytic_kl=analytic).sum() / particles
     raise MissingReference(f"no hand-written reference for {type(elbo).__name__}")

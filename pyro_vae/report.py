@@ -171,7 +171,7 @@ def make_figures(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     image = is_image_shape(shape)
-    names = figure_names(shape, conditional=vae.observed(test_x[:1]).shape != test_x[:1].shape)
+    names = figure_names(shape, conditional=vae.conditional)
     plots.loss_curves(metrics, directory / "loss_curves.png", title=title)
     device = test_x.device
     inputs = test_x[torch.linspace(0, test_x.shape[0] - 1, 30, device=device).long()]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .data import DATASETS, ImageData
+from .reference import negative_binomial_log_density, normal_log_density
 
 TYPE_CENTRES = torch.tensor([[1.5, 1.5], [-1.5, 1.5], [-1.5, -1.5], [1.5, -1.5]])
 TYPE_SCALE = 0.5
@@ -41,17 +42,9 @@ class CountTruth:
         """log p(x | z, l = sum x) + log p(z) under the true model, for z of shape (..., N, 2):
         the observed library size conditions the counts, as ``library="observed"`` does."""
         log_mu = torch.log(self.proportions(z)) + torch.log(x.sum(-1, keepdim=True))
-        theta = self.theta
-        log_theta_mu = torch.logaddexp(theta.log(), log_mu)
-        log_nb = (
-            torch.lgamma(x + theta)
-            - torch.lgamma(theta)
-            - torch.lgamma(x + 1)
-            + theta * (theta.log() - log_theta_mu)
-            + x * (log_mu - log_theta_mu)
-        ).sum(-1)
-        comp = -0.5 * ((z.unsqueeze(-2) - TYPE_CENTRES) / TYPE_SCALE) ** 2
-        comp = comp.sum(-1) - 2 * math.log(TYPE_SCALE * math.sqrt(2 * math.pi))
+        log_nb = negative_binomial_log_density(x, log_mu, self.theta.log())[0].sum(-1)
+        scale = torch.tensor(TYPE_SCALE, dtype=z.dtype)
+        comp = normal_log_density(z.unsqueeze(-2), TYPE_CENTRES.to(z.dtype), scale).sum(-1)
         log_prior = torch.logsumexp(comp, dim=-1) - math.log(len(TYPE_CENTRES))
         return log_nb + log_prior
 
