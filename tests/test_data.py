@@ -121,3 +121,18 @@ def test_npz_dataset(tmp_path):
         load_dataset("npz", str(tmp_path / "other.npz"))
     with pytest.raises(DataError, match="--data-dir"):
         load_dataset("npz")
+
+
+def test_dynamic_binarization_is_bernoulli_of_the_grey_level():
+    """1[u < x] with u ~ U[0, 1) is Bernoulli(x): 0 and 1 map to themselves, and each grey
+    level's frequency of ones is within 4 standard errors of the level."""
+    levels = torch.tensor([0.0, 1 / 255, 0.25, 0.5, 254 / 255, 1.0])
+    n = 40_000
+    grey = levels.repeat(n, 1)
+    data = ImageData(grey, torch.zeros(n), grey[:1], torch.zeros(1))
+    draw = Binarizer("dynamic", data, seed=3).train_x()
+    assert draw.dtype == grey.dtype and set(torch.unique(draw).tolist()) == {0.0, 1.0}
+    assert draw[:, 0].sum() == 0 and draw[:, -1].sum() == n
+    freq = draw.mean(0)
+    se = (levels * (1 - levels) / n).sqrt()
+    assert torch.all((freq - levels).abs()[1:-1] <= 4 * se[1:-1])
