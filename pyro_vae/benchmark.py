@@ -18,6 +18,7 @@ Paths:
 - ``pyro-vae``: this project's trainer step (sync-free ELBO, fused Adam, no param-store
   registration, data on the device), eager;
 - ``pyro-vae --compile``: the same with the step traced once and compiled (CompiledStep);
+- ``pyro-vae --compile --cuda-graphs`` (CUDA only): the compiled step replayed as a CUDA graph;
 - ``hand-written``: the loss people write by hand (BCE + analytic KL) in a plain eager loop
   with default ``torch.optim.Adam``, the data as tensors on the device;
 - ``pyro Trace_ELBO``: plain Pyro as most users write it, with the data already fast: the
@@ -124,7 +125,9 @@ def _peak_memory_mb(device: torch.device) -> float:
 class PyroVAEPath:
     """This project's training step, through the Trainer (no evaluation, no files kept)."""
 
-    def __init__(self, data: ImageData, opts: dict, compile: bool = False) -> None:
+    def __init__(
+        self, data: ImageData, opts: dict, compile: bool = False, cuda_graphs: bool = False
+    ) -> None:
         from .training import Trainer
 
         self._tmp = tempfile.TemporaryDirectory(prefix="pyro-vae-bench-")
@@ -139,6 +142,7 @@ class PyroVAEPath:
             estimator=opts["estimator"],
             binarize=opts["binarize"],
             compile=compile,
+            cuda_graphs=cuda_graphs,
             out=self._tmp.name,
             check_reference=False,
             progress=False,
@@ -250,10 +254,15 @@ class PyroExamplePath:
 PATHS: dict[str, Callable[[ImageData, dict], Any]] = {
     "pyro-vae": lambda data, opts: PyroVAEPath(data, opts),
     "pyro-vae --compile": lambda data, opts: PyroVAEPath(data, opts, compile=True),
+    "pyro-vae --compile --cuda-graphs": lambda data, opts: PyroVAEPath(
+        data, opts, compile=True, cuda_graphs=True
+    ),
     "hand-written": HandwrittenPath,
     "pyro Trace_ELBO": PyroTraceELBOPath,
     "pyro example": PyroExamplePath,
 }
+
+CUDA_ONLY = {"pyro-vae --compile --cuda-graphs"}
 
 
 @dataclass
@@ -399,7 +408,13 @@ def _markdown(report: dict) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS))
+    p.add_argument(
+        "--paths",
+        nargs="+",
+        default=None,
+        choices=list(PATHS),
+        help="default: all (the CUDA-graph path only on CUDA)",
+    )
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--hidden", type=int, nargs="+", default=[400])
     p.add_argument("--z-dim", type=int, default=50)
@@ -431,6 +446,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     from .training import resolve_device
 
     device = resolve_device(args.device)
+    paths = args.paths or [n for n in PATHS if device.type == "cuda" or n not in CUDA_ONLY]
+    if device.type != "cuda" and CUDA_ONLY & set(paths):
+        print(f"error: {', '.join(sorted(CUDA_ONLY & set(paths)))} needs a CUDA device")
+        return 2
     data = load_dataset(args.dataset, args.data_dir)
     opts = {
         "hidden": tuple(args.hidden),
@@ -442,7 +461,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         "estimator": args.estimator,
         "binarize": "dynamic",
     }
-    result = run_benchmark(data, args.paths, args.rounds, opts, args.max_other_load)
+    result = run_benchmark(data, paths, args.rounds, opts, args.max_other_load)
     report = {
         "machine": _machine(device),
         "config": {

@@ -108,6 +108,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="trace the Pyro step once and run it as a compiled graph (TorchInductor)",
     )
     p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        default=None,
+        help="with --compile on CUDA: capture the compiled step as a CUDA graph and replay it",
+    )
+    p.add_argument(
         "--autoencoder",
         action="store_true",
         default=None,

@@ -69,6 +69,7 @@ class TrainConfig:
     out: str = "runs/latest"
     checkpoint_every: int = 0
     compile: bool = False
+    cuda_graphs: bool = False
     precision: str = "fp32"
     check_reference: bool = True
     progress: bool = True
@@ -193,6 +194,10 @@ class TrainConfig:
             )
         if self.precision == "bf16" and self.compile:
             raise ConfigError("--precision bf16 runs the eager step; drop --compile")
+        if self.cuda_graphs and not self.compile:
+            raise ConfigError("--cuda-graphs replays the compiled step: add --compile")
+        if self.cuda_graphs and self.device == "cpu":
+            raise ConfigError("--cuda-graphs needs a CUDA device, not --device cpu")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
 

@@ -296,7 +296,13 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.vae.register_params = False  # the optimizer holds the parameters (see model.py)
         self.elbo = sync_free(self._estimator())
-        self.compiled = CompiledStep(self.vae, self.elbo) if config.compile else None
+        if config.cuda_graphs and device.type != "cuda":
+            raise ConfigError(f"--cuda-graphs needs a CUDA device; this run is on {device}")
+        self.compiled = (
+            CompiledStep(self.vae, self.elbo, cuda_graphs=config.cuda_graphs)
+            if config.compile
+            else None
+        )
         self.params = list(self.vae.parameters())
         self.optimizer = make_optimizer(self.params, config.lr)
         self.perm_generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -555,6 +561,7 @@ def _summary(
         "pyro": pyro.__version__,
         "threads": torch.get_num_threads(),
         "compiled": config.compile,
+        "cuda_graphs": config.cuda_graphs,
         "reference_check": reference_check,
         "units": "nats per image",
     }

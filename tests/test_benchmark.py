@@ -4,6 +4,7 @@ against the right baselines, and a run on a busy machine is refused as contamina
 import json
 
 import pytest
+import torch
 
 from pyro_vae import benchmark
 
@@ -48,3 +49,12 @@ def test_a_busy_machine_is_reported_as_contaminated(tmp_path, bench_args):
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["clean"] is False and report["paths"]["hand-written"]["clean_epochs"] == 0
     assert "CONTAMINATED" in (tmp_path / "benchmark.md").read_text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU machine")
+def test_the_cuda_graph_path_is_refused_on_cpu(tmp_path, capsys):
+    code = benchmark.main(
+        ["--device", "cpu", "--paths", "pyro-vae --compile --cuda-graphs", "--out", str(tmp_path)]
+    )
+    assert code == 2 and "needs a CUDA device" in capsys.readouterr().out
+    assert not (tmp_path / "benchmark.json").exists()

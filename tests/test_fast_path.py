@@ -153,3 +153,22 @@ def test_bf16_training_runs(tmp_path, mnist_sample):
     )
     rows = result.metrics
     assert rows[-1]["test_neg_elbo"] < rows[0]["test_neg_elbo"]
+
+
+def test_cuda_graphs_are_refused_where_they_cannot_apply(tmp_path, mnist_sample):
+    from pyro_vae.config import ConfigError
+    from pyro_vae.training import TrainConfig, train
+
+    with pytest.raises(ConfigError, match="add --compile"):
+        TrainConfig(cuda_graphs=True)
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        TrainConfig(cuda_graphs=True, compile=True, device="cpu")
+    vae = make_vae("bernoulli", "normal", 1.0).float()
+    elbo = sync_free(make_estimator("mean-field"))
+    with pytest.raises(ValueError, match="inductor"):
+        CompiledStep(vae, elbo, backend="eager", cuda_graphs=True)
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        CompiledStep(vae, elbo, cuda_graphs=True)(torch.zeros(4, 784), 1.0)
+    if not torch.cuda.is_available():  # --device auto lands on the CPU here
+        with pytest.raises(ConfigError, match="this run is on cpu"):
+            train(TrainConfig(compile=True, cuda_graphs=True, out=str(tmp_path)), mnist_sample)
