@@ -10,7 +10,10 @@ same seed. A global batch of ``batch_size * world_size`` images is drawn in the 
 everywhere and each process takes its slice; each process's loss is a sum over its images,
 so summing the gradients over processes (``all_reduce``) gives the gradient of the combined
 batch, and every process takes the same optimizer step. Each process draws its own posterior
-noise (seed + rank). Only rank 0 evaluates and writes the run directory. The backend is NCCL
+noise (seed + rank). Only rank 0 evaluates and writes the run directory; its checkpoints
+hold every process's random state, so a resumed run with the same number of processes
+continues bit for bit. A stop signal (Ctrl-C, SIGTERM) seen by any process is agreed on at
+the next loss check, so all of them save and stop at the same step. The backend is NCCL
 on CUDA (one GPU per process, ``cuda:LOCAL_RANK``) and Gloo on CPU.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -45,6 +49,27 @@ class Cluster:
         if self.distributed:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Every process's ``obj``, in rank order, on rank 0 (``None`` elsewhere)."""
+        if not self.distributed:
+            return [obj]
+        out = [None] * self.world_size if self.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    def any_signal(self, signum: int) -> int:
+        """The largest signal number any process received (0: none); a collective."""
+        if not self.distributed:
+            return signum
+        flag = torch.tensor([signum], dtype=torch.int64, device=self._device())
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
+    def _device(self) -> torch.device:
+        if dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
 
     def sum_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Replace each gradient by its sum over processes (one flat all_reduce)."""

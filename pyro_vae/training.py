@@ -365,17 +365,41 @@ class Trainer:
         self.pos = Position(**saved["position"])
         self.metrics = saved["metrics"]
         self.reference_check = saved.get("reference_check") or self.reference_check
-        _set_rng_state(saved["rng"], self.device)
+        cluster, ranks = self.cluster, saved.get("rank_rng")
+        if not cluster.distributed:
+            _set_rng_state(saved["rng"], self.device)
+        elif ranks is not None and len(ranks) == cluster.world_size:
+            _set_rng_state(ranks[cluster.rank], self.device)  # each process its own stream
+        else:  # another number of processes: fresh streams, still one per process
+            step = self.pos.step + 1
+            pyro.set_rng_seed(self.config.seed + cluster.rank + cluster.world_size * step)
 
     def save(self) -> None:
+        """Checkpoint (rank 0 writes; every process must call it: it gathers their random
+        states, so that a resumed multi-process run continues bit for bit)."""
+        rank_rng = self.cluster.gather(_rng_state(self.device))
         if self.cluster.is_main:
-            runs.save_checkpoint(self.out / runs.CHECKPOINT, self.checkpoint_state())
+            state = self.checkpoint_state()
+            if self.cluster.distributed:
+                state["rank_rng"] = rank_rng
+            runs.save_checkpoint(self.out / runs.CHECKPOINT, state)
 
-    def _check_finite(self, loss_sum: torch.Tensor) -> None:
-        # summed over processes, so that all of them stop together
-        value = self.cluster.sum_(loss_sum.detach().clone()).item()
+    def _check(self, loss_sum: torch.Tensor, stop: list[int]) -> int:
+        """Stop on a non-finite loss (NonFiniteLoss); return the signal to stop for (0: none).
+
+        Both are summed over processes in one collective, so that all of them stop together
+        even when a signal reached only some of them.
+        """
+        local = stop[0] if stop else 0
+        packed = torch.stack([loss_sum.detach().float(), loss_sum.new_tensor(float(local))])
+        value, signals = self.cluster.sum_(packed).tolist()
         if not math.isfinite(value):
             raise NonFiniteLoss(_non_finite_message(self.vae, self.config, self.pos, value))
+        if not signals:
+            return 0
+        return local or (
+            int(signals) if int(signals) in (signal.SIGINT, signal.SIGTERM) else signal.SIGTERM
+        )
 
     def _interrupted(self, signum: int) -> TrainingInterrupted:
         where = (
@@ -420,16 +444,18 @@ class Trainer:
             pos.batch += 1
             pos.step += 1
             due = config.checkpoint_every and pos.step % config.checkpoint_every == 0
-            if stop or due or pos.step % self.check_every == 0:
-                self._check_finite(total)
-            if stop or due:
+            # one process honours a stop request at once; several agree on it at a check
+            signum = 0
+            if due or pos.step % self.check_every == 0 or (stop and not self.cluster.distributed):
+                signum = self._check(total, stop)
+            if signum or due:
                 pos.epoch_loss = total.item()
                 _sync(device)
                 pos.epoch_seconds = time.perf_counter() - t0
                 self.save()
-            if stop:
-                raise self._interrupted(stop[0])
-        self._check_finite(total)
+            if signum:
+                raise self._interrupted(signum)
+        self._check(total, [])  # a stop request now is agreed on after the epoch is saved
         _sync(device)
         return x_epoch, total, time.perf_counter() - t0
 
@@ -492,8 +518,9 @@ class Trainer:
                         epoch=self.pos.epoch + 1, step=self.pos.step, epoch_rng=self._epoch_rng()
                     )
                     self.save()
-                    if stop:  # a signal during evaluation
-                        raise self._interrupted(stop[0])
+                    signum = self.cluster.any_signal(stop[0] if stop else 0)
+                    if signum:  # a signal during the epoch's last step or its evaluation
+                        raise self._interrupted(signum)
         finally:
             if log is not None:
                 log.close()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +29,7 @@ def data_file(tmp_path, mnist_sample):
     return path
 
 
-def _options(data_file, out) -> list[str]:
+def _options(data_file, out, epochs: int = 1) -> list[str]:
     return [
         "train",
         "--dataset",
@@ -32,7 +37,7 @@ def _options(data_file, out) -> list[str]:
         "--data-dir",
         str(data_file),
         "--epochs",
-        "1",
+        str(epochs),
         "--batch-size",
         str(BATCH),
         "--hidden",
@@ -84,21 +89,7 @@ def _one_process_on_the_combined_batch(data_file, out) -> dict[str, torch.Tensor
 
 def test_two_gloo_processes_equal_one_process(tmp_path, data_file):
     out = tmp_path / "ddp"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={WORLD}",
-            "-m",
-            "pyro_vae.cli",
-            *_options(data_file, out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _torchrun(*_options(data_file, out))
     assert done.returncode == 0, done.stderr[-3000:]
     summary = runs.load_checkpoint(out / runs.CHECKPOINT)
     assert summary["position"]["step"] == 256 // (WORLD * BATCH)  # 8 steps of 32 images
@@ -108,3 +99,87 @@ def test_two_gloo_processes_equal_one_process(tmp_path, data_file):
     for name, value in single.items():
         # stated tolerance 1e-6 relative; gradient sums in another order would need it
         torch.testing.assert_close(distributed[name], value, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={WORLD}",
+            "-m",
+            "pyro_vae.cli",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_a_resumed_multi_process_run_continues_bit_for_bit(tmp_path, data_file):
+    """Every process's random state is kept in the checkpoint, so two processes stopped after
+    one epoch and resumed end exactly where an uninterrupted two-epoch run ends."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert _torchrun(*_options(data_file, straight, epochs=2)).returncode == 0
+    assert _torchrun(*_options(data_file, resumed, epochs=1)).returncode == 0
+    first = runs.load_checkpoint(resumed / runs.CHECKPOINT)
+    assert len(first["rank_rng"]) == WORLD
+    assert not torch.equal(first["rank_rng"][0]["torch"], first["rank_rng"][1]["torch"])
+    done = _torchrun(*_options(data_file, resumed, epochs=2), "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    want = runs.load_checkpoint(straight / runs.CHECKPOINT)["model"]
+    got = runs.load_checkpoint(resumed / runs.CHECKPOINT)["model"]
+    for name, value in want.items():
+        assert torch.equal(got[name], value), name
+
+
+def _worker_pids(agent: subprocess.Popen) -> dict[int, int]:
+    """rank -> pid of torchrun's worker processes (read from their environments)."""
+    workers = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) != agent.pid:
+                continue
+            env = dict(
+                kv.split("=", 1) for kv in (proc / "environ").read_text().split("\0") if "=" in kv
+            )
+        except (OSError, ValueError, IndexError):
+            continue
+        if "RANK" in env:
+            workers[int(env["RANK"])] = int(proc.name)
+    return workers
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="finds the workers through /proc")
+def test_a_signal_to_one_process_stops_all_of_them_at_one_step(tmp_path, data_file):
+    """SIGTERM reaches rank 1 only: both processes agree at the next check, save one
+    checkpoint and exit as interrupted (none is left waiting in a collective), and the run
+    resumes to its end."""
+    out = tmp_path / "ddp"
+    options = _options(data_file, out, epochs=400)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         f"--nproc_per_node={WORLD}", "-m", "pyro_vae.cli", *options],
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / runs.CHECKPOINT).exists():  # training has begun
+            assert agent.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        os.kill(_worker_pids(agent)[1], signal.SIGTERM)
+        _, err = agent.communicate(timeout=120)
+    finally:  # the agent and its workers, whatever happened
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(agent.pid, signal.SIGKILL)
+    assert err.count("pyro-vae: stopped by SIGTERM") == WORLD, err[-3000:]
+    stopped = runs.load_checkpoint(out / runs.CHECKPOINT)["position"]
+    assert 0 < stopped["step"] < 400 * 256 // (WORLD * BATCH)
+    done = _torchrun(*_options(data_file, out, epochs=stopped["epoch"] + 2), "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert runs.load_checkpoint(out / runs.CHECKPOINT)["position"]["epoch"] == stopped["epoch"] + 2
