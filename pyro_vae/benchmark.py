@@ -373,6 +373,10 @@ def _machine(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}x"
+
+
 def _markdown(report: dict) -> str:
     c, m = report["config"], report["machine"]
     lines = [
@@ -388,8 +392,8 @@ def _markdown(report: dict) -> str:
     for name, p in report["paths"].items():
         lines.append(
             f"| {name} | {p['median_epoch_seconds']:.3f} | {p['images_per_second']:.0f} | "
-            f"{p.get('vs_hand_written', float('nan')):.2f}x | "
-            f"{p.get('speedup_over_trace_elbo', float('nan')):.2f}x | "
+            f"{_ratio(p.get('vs_hand_written'))} | "
+            f"{_ratio(p.get('speedup_over_trace_elbo'))} | "
             f"{p['epoch_peak_extra_memory_mb']:.0f} | "
             f"{p['clean_epochs']}/{len(p['epoch_seconds'])} |"
         )

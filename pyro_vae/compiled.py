@@ -42,7 +42,9 @@ from .model import VAE
 
 
 class CompiledStep:
-    """``step(x, beta) -> (loss, z)``; leaves the gradients in each parameter's ``.grad``.
+    """``step(x, beta) -> (loss, z)``; leaves the gradients in each parameter's ``.grad``
+    (``None`` for a parameter the loss does not use, as ``backward`` leaves it, so that Adam
+    skips it as it would in the eager step).
 
     Args:
         vae: the model; its parameters are read afresh at every call.
@@ -62,12 +64,13 @@ class CompiledStep:
         self.backend = backend
         self.cuda_graphs = cuda_graphs
         self.names = [name for name, _ in vae.named_parameters()]
-        self._graphs: dict[tuple, Callable] = {}
+        self._graphs: dict[tuple, tuple[Callable, list[bool]]] = {}
         self.build_seconds = 0.0
 
-    def _trace(self, x: torch.Tensor, beta: torch.Tensor) -> Callable:
+    def _trace(self, x: torch.Tensor, beta: torch.Tensor) -> tuple[Callable, list[bool]]:
         vae, elbo, names = self.vae, self.elbo, self.names
         kept: dict[str, torch.Tensor] = {}
+        unused: list[bool] = []
 
         def guide(x):
             kept["z"] = vae.guide(x)
@@ -81,6 +84,7 @@ class CompiledStep:
                 with vae.beta_tensor(beta):
                     loss = elbo.differentiable_loss(vae.model, guide, x)
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
+            unused[:] = [g is None for g in grads]
             grads = [
                 torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)
             ]
@@ -96,10 +100,10 @@ class CompiledStep:
         finally:
             vae.register_params = register
         if self.backend == "eager":
-            return graph
+            return graph, unused
         if self.cuda_graphs:
-            return torch.compile(graph, mode="reduce-overhead", dynamic=False)
-        return torch.compile(graph, backend=self.backend, dynamic=False)
+            return torch.compile(graph, mode="reduce-overhead", dynamic=False), unused
+        return torch.compile(graph, backend=self.backend, dynamic=False), unused
 
     def __call__(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
         beta_t = torch.tensor(float(beta), dtype=x.dtype, device=x.device)
@@ -113,11 +117,13 @@ class CompiledStep:
         if key not in self._graphs:
             t0 = time.perf_counter()
             self._graphs[key] = self._trace(x, beta_t)
+            graph, unused = self._graphs[key]
             # the first call compiles; count it as building
-            loss, z, grads = self._graphs[key]([p.detach() for p in params], x, beta_t)
+            loss, z, grads = graph([p.detach() for p in params], x, beta_t)
             self.build_seconds += time.perf_counter() - t0
         else:
-            loss, z, grads = self._graphs[key]([p.detach() for p in params], x, beta_t)
-        for p, g in zip(params, grads, strict=True):
-            p.grad = g
+            graph, unused = self._graphs[key]
+            loss, z, grads = graph([p.detach() for p in params], x, beta_t)
+        for p, g, none in zip(params, grads, unused, strict=True):
+            p.grad = None if none else g
         return loss, z
