@@ -383,7 +383,7 @@ def _markdown(report: dict) -> str:
         f"{c['dataset']} ({c['num_train']} training images), MLP 784-"
         f"{'-'.join(map(str, c['hidden']))}-{c['z_dim']}, batch {c['batch_size']}, "
         f"{c['device']} ({m.get('gpu', m['cpu'])}, {m['torch_threads']} threads), "
-        f"median of {c['rounds']} alternating epochs",
+        f"median of the clean epochs among {c['rounds']} alternating ones",
         "",
         "| path | s/epoch | images/s | time vs hand-written | speed-up over Trace_ELBO "
         "| epoch's extra peak memory (MB) | clean epochs |",
