@@ -174,26 +174,32 @@ class HandwrittenPath:
         self.model.epoch()
 
 
+def _plain_pyro_svi(data: ImageData, opts: dict, device: torch.device):
+    """``SVI(Trace_ELBO)`` with ``pyro.optim.Adam`` over a fresh VAE, as Pyro's users write it."""
+    import pyro
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.optim import Adam
+
+    from .model import build_vae
+
+    torch.manual_seed(opts["seed"])
+    vae = build_vae(
+        data.shape, hidden=opts["hidden"], z_dim=opts["z_dim"], likelihood="bernoulli"
+    ).to(device)
+    pyro.clear_param_store()
+    return SVI(vae.model, vae.guide, Adam({"lr": opts["lr"]}), Trace_ELBO())
+
+
 class PyroTraceELBOPath:
     """``SVI(Trace_ELBO)`` on tensors on the device: what the fast path is measured against."""
 
     def __init__(self, data: ImageData, opts: dict) -> None:
-        import pyro
-        from pyro.infer import SVI, Trace_ELBO
-        from pyro.optim import Adam
-
         from .data import Binarizer
-        from .model import build_vae
 
-        torch.manual_seed(opts["seed"])
         self.device = torch.device(opts["device"])
+        self.svi = _plain_pyro_svi(data, opts, self.device)
         self.binarizer = Binarizer(opts["binarize"], data, seed=opts["seed"])
         self.batch_size = opts["batch_size"]
-        self.vae = build_vae(
-            data.shape, hidden=opts["hidden"], z_dim=opts["z_dim"], likelihood="bernoulli"
-        ).to(self.device)
-        pyro.clear_param_store()
-        self.svi = SVI(self.vae.model, self.vae.guide, Adam({"lr": opts["lr"]}), Trace_ELBO())
 
     def epoch(self) -> None:
         x_epoch = self.binarizer.train_x()
@@ -226,24 +232,13 @@ class PyroExamplePath:
     """Pyro's examples/vae style: DataLoader + SVI(Trace_ELBO) + pyro.optim.Adam."""
 
     def __init__(self, data: ImageData, opts: dict) -> None:
-        import pyro
-        from pyro.infer import SVI, Trace_ELBO
-        from pyro.optim import Adam
-
-        from .model import build_vae
-
-        torch.manual_seed(opts["seed"])
         self.device = torch.device(opts["device"])
+        self.svi = _plain_pyro_svi(data, opts, self.device)
         side = int(data.train_x.shape[1] ** 0.5)
         loader_data = _PerImageDataset(data.train_x, data.train_y, side)
         self.loader = torch.utils.data.DataLoader(
             loader_data, batch_size=opts["batch_size"], shuffle=True
         )
-        self.vae = build_vae(
-            data.shape, hidden=opts["hidden"], z_dim=opts["z_dim"], likelihood="bernoulli"
-        ).to(self.device)
-        pyro.clear_param_store()
-        self.svi = SVI(self.vae.model, self.vae.guide, Adam({"lr": opts["lr"]}), Trace_ELBO())
 
     def epoch(self) -> None:
         for x, _ in self.loader:

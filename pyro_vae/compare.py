@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from . import runs
 from .config import TrainConfig
 from .data import load_dataset
-from .studies import train_and_measure
+from .studies import study_metadata, train_and_measure
 
 
 @dataclass(frozen=True)
@@ -92,12 +90,7 @@ def _write(
     options: dict,
 ) -> None:
     meta = {
-        "dataset": dataset,
-        "epochs": epochs,
-        "num_samples": num_samples,
-        "eval_images": max_images or "all",
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        **study_metadata(dataset, epochs, num_samples, max_images),
         **{k: v for k, v in options.items() if k != "progress"},
     }
     runs.write_json(out / "compare.json", {"config": meta, "rows": rows})

@@ -58,19 +58,6 @@ class Cluster:
         dist.gather_object(obj, out, dst=0)
         return out
 
-    def any_signal(self, signum: int) -> int:
-        """The largest signal number any process received (0: none); a collective."""
-        if not self.distributed:
-            return signum
-        flag = torch.tensor([signum], dtype=torch.int64, device=self._device())
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return int(flag.item())
-
-    def _device(self) -> torch.device:
-        if dist.get_backend() == "nccl":
-            return torch.device("cuda", torch.cuda.current_device())
-        return torch.device("cpu")
-
     def sum_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Replace each gradient by its sum over processes (one flat all_reduce)."""
         if not self.distributed:

@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from . import plots, runs
 from .config import TrainConfig
 from .data import load_dataset
-from .studies import train_and_measure
+from .studies import study_metadata, train_and_measure
 
 
 @dataclass(frozen=True)
@@ -80,14 +78,7 @@ def compare_models(
 
 
 def _write(out: Path, rows, dataset, epochs, num_samples, max_images) -> None:
-    meta = {
-        "dataset": dataset,
-        "epochs": epochs,
-        "num_samples": num_samples,
-        "eval_images": max_images or "all",
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
+    meta = study_metadata(dataset, epochs, num_samples, max_images)
     runs.write_json(out / "models.json", {"config": meta, "rows": rows})
     core = next((r for r in rows if r["variant"] == VARIANTS[0].label), None)
     lines = [

@@ -85,6 +85,20 @@ def train_and_measure(
     }
 
 
+def study_metadata(
+    dataset: str, epochs: int, num_samples: int, max_images: int | None
+) -> dict[str, Any]:
+    """What a comparison table was measured with (the header of its JSON and Markdown)."""
+    return {
+        "dataset": dataset,
+        "epochs": epochs,
+        "num_samples": num_samples,
+        "eval_images": max_images or "all",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
 def _markdown(
     path: Path, header: str, columns: list[tuple[str, str, str]], rows: list[dict]
 ) -> None:

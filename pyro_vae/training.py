@@ -518,7 +518,7 @@ class Trainer:
                         epoch=self.pos.epoch + 1, step=self.pos.step, epoch_rng=self._epoch_rng()
                     )
                     self.save()
-                    signum = self.cluster.any_signal(stop[0] if stop else 0)
+                    signum = self._check(torch.zeros((), device=self.device), stop)
                     if signum:  # a signal during the epoch's last step or its evaluation
                         raise self._interrupted(signum)
         finally:

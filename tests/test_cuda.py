@@ -5,13 +5,14 @@ from __future__ import annotations
 import pyro
 import pytest
 import torch
+from test_fast_path import assert_step_trains
 
 from pyro_vae import build_vae, make_estimator
 from pyro_vae.compiled import CompiledStep
 from pyro_vae.data import ImageData
 from pyro_vae.reference import check_against_reference
 from pyro_vae.sync_free import sync_free
-from pyro_vae.training import TrainConfig, make_optimizer, train
+from pyro_vae.training import TrainConfig, train
 
 pytestmark = [
     pytest.mark.cuda,
@@ -52,12 +53,7 @@ def test_cuda_graph_replays_equal_the_reference_with_fresh_noise():
     assert not torch.equal(draws[-1], draws[-2])  # the noise is fresh on every replay
     p, r = check_against_reference(vae, elbo, x, step=step)
     assert p == pytest.approx(r, rel=1e-4)
-    optimizer = make_optimizer(vae.parameters(), 1e-2)
-    first = float(step(x, 1.0)[0])
-    for _ in range(30):
-        loss, _ = step(x, 1.0)
-        optimizer.step()
-    assert float(loss) < first - 50
+    assert_step_trains(step, x)
 
 
 def test_training_with_cuda_graphs(tmp_path, mnist_sample):
