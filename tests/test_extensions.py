@@ -246,7 +246,7 @@ def test_two_layer_trace_elbo_matches_the_reference(float64, likelihood, prior, 
 
 
 @pytest.mark.parametrize("grad", ["standard", "stl", "dreg"])
-@pytest.mark.parametrize("beta", [0.5, 1.0])
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("K", [1, 4])
 def test_two_layer_iwae_gradients_match_the_reference(float64, grad, beta, K):
     """Both layers local to each image: the per-datapoint bound and its STL/DReG gradients,

@@ -62,6 +62,24 @@ def test_sync_free_maps_pyros_classes():
     assert sync_free(iwae) is iwae
 
 
+@pytest.mark.parametrize("name", ["trace", "mean-field"])
+def test_sync_free_keeps_the_particle_count(float64, name):
+    """The trainer's twin of an 8-particle ELBO draws 8 particles and averages their bound."""
+    twin = sync_free(make_estimator(name, num_particles=8))
+    assert twin.num_particles == 8
+    vae = make_vae("bernoulli", "learned-normal", 0.5)
+    x = make_data("bernoulli")
+    kept = {}
+
+    def guide(x):
+        kept["z"] = vae.guide(x)
+        return kept["z"]
+
+    loss = twin.differentiable_loss(vae.model, guide, x)
+    assert kept["z"].shape == (8, x.shape[0], 3)
+    torch.testing.assert_close(loss, reference_loss(vae, twin, x, kept["z"]), rtol=1e-10, atol=0)
+
+
 CASES = [
     ("mean-field", 1, "standard", {}),
     ("trace", 1, "standard", {}),

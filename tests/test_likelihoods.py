@@ -18,6 +18,14 @@ def test_event_shape_and_mean(name):
     d = lik(out)
     assert d.batch_shape == (5,) and d.event_shape == (784,)
     assert lik.mean(out).shape == (5, 784)
+    # E[x | z], what reconstructions and samples show, is the family's mean: 200,000 draws
+    small = LIKELIHOODS.create(name, 6)
+    out = torch.randn(1, small.params_per_pixel * 6, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    draws = small(out).sample((200_000,)).double()
+    stderr = draws.std(0) / 200_000**0.5
+    gap = (small.mean(out).double() - draws.mean(0)).abs()
+    assert bool((gap <= 5 * stderr + 1e-9).all()), (gap / stderr).max()
 
 
 @pytest.mark.parametrize("logit", [-30.0, -4.0, -0.5, -1e-3, 0.0, 1e-5, 0.3, 7.0])

@@ -7,7 +7,7 @@ import torch
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 
-from pyro_vae import NETWORKS, KLWarmup, build_vae, make_estimator
+from pyro_vae import NETWORKS, PRIORS, KLWarmup, build_vae, make_estimator
 from pyro_vae.nets import NetworkShapeError
 from pyro_vae.registry import UnknownNameError
 
@@ -48,8 +48,14 @@ def test_networks_shapes(network):
     assert vae.decoder(loc).shape == (3, 784)
     # particle dimensions on the left pass through (vectorised estimators need this)
     assert vae.decoder(torch.randn(2, 3, 5)).shape == (2, 3, 784)
-    assert vae.reconstruct(x).shape == (3, 784)
-    assert vae.sample(7).shape == (7, 784)
+    # reconstructions decode the posterior mean, E[x | z = loc(x)]
+    torch.testing.assert_close(vae.reconstruct(x), torch.sigmoid(vae.decoder(loc)))
+    # samples decode draws from the prior
+    torch.manual_seed(3)
+    samples = vae.sample(7)
+    torch.manual_seed(3)
+    torch.testing.assert_close(samples, torch.sigmoid(vae.decoder(torch.randn(7, 5))))
+    assert 0 < float(samples.min()) and float(samples.max()) < 1
 
 
 def test_conv_rejects_other_shapes():
@@ -90,9 +96,22 @@ def test_kl_warmup_is_linear_from_zero():
         KLWarmup(beta=-1.0)
 
 
-def test_parameters_follow_the_module_dtype():
-    vae = build_vae((1, 28, 28), likelihood="gaussian-learned", prior="learned-normal").double()
+@pytest.mark.parametrize("prior", PRIORS.names())
+def test_parameters_follow_the_module_dtype(prior):
+    """Every prior's tensors (parameters and buffers) follow ``.double()``; sampling too."""
+    vae = build_vae(
+        (1, 28, 28), likelihood="gaussian-learned", prior=prior, z_dim=3, pseudo_inputs=4
+    ).double()
     x = torch.rand(2, 784, dtype=torch.float64)
     loss = make_estimator("mean-field").differentiable_loss(vae.model, vae.guide, x)
     assert loss.dtype == torch.float64
+    assert vae.sample(3).dtype == torch.float64
+    assert vae.prior().sample().dtype == torch.float64
     pyro.clear_param_store()
+
+
+def test_normal_prior_state_is_in_the_state_dict():
+    """The standard normal's loc and scale are buffers: saved with the model, moved with it."""
+    state = build_vae((1, 28, 28), z_dim=3).state_dict()
+    assert torch.equal(state["prior.loc"], torch.zeros(3))
+    assert torch.equal(state["prior.scale"], torch.ones(3))

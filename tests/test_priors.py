@@ -56,6 +56,14 @@ def test_mixture_weights_normalise(float64):
     assert float(torch.trapezoid(density, z.squeeze(-1))) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_mixture_components_start_apart():
+    """Identical initial components would get identical gradients and never separate."""
+    prior = PRIORS.create("mixture", 3, components=10)
+    gaps = torch.cdist(prior.locs.detach(), prior.locs.detach())
+    gaps.fill_diagonal_(float("inf"))
+    assert float(gaps.min()) > 0.1  # spread like N(0, I) draws, not a shared starting point
+
+
 def test_invalid_sizes():
     with pytest.raises(ValueError, match="z_dim"):
         PRIORS.create("normal", 0)

@@ -44,6 +44,61 @@ def test_every_figure_is_drawn(z2_run):
         assert (z2_run / runs.FIGURES / name).stat().st_size > 10_000, name
 
 
+def test_figures_show_what_their_captions_say(z2_run, tmp_path, monkeypatch):
+    """The tensors handed to each plot are the model's: reconstructions decode the posterior
+    mean, samples decode prior draws, the map shows the posterior means, the traversal decodes
+    the 5%-95% quantile grid, the interpolation runs between two encoded test images."""
+    from pyro_vae import plots, report
+    from pyro_vae.evaluation import active_units, posterior_means
+    from pyro_vae.run_evaluation import load_run
+
+    shown: dict[str, list] = {}
+    for name in ("reconstructions", "samples", "latent_map", "image_grid", "kl_per_dimension"):
+        real = getattr(plots, name)
+
+        def record(*args, _name=name, _real=real, **kw):
+            shown.setdefault(_name, []).append(args)
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(plots, name, record)
+    run = load_run(z2_run, "cpu")
+    vae, x, y = run.vae, run.test_x, run.data.test_y
+    metrics = runs.read_metrics(z2_run / runs.METRICS)
+    report.make_figures(vae, x, y, run.data.shape, metrics, tmp_path)
+
+    def decode(z):
+        return vae.likelihood.mean(vae.decoder(z))
+
+    with torch.no_grad():
+        inputs, recons = shown["reconstructions"][0][:2]
+        assert inputs.shape == (30, 784) and torch.equal(inputs, x[_picked(x, 30)])
+        torch.testing.assert_close(recons, decode(vae.encoder(inputs)[0]))
+        torch.manual_seed(0)
+        torch.testing.assert_close(shown["samples"][0][0], vae.sample(100))
+        codes, labels = shown["latent_map"][0][:2]
+        torch.testing.assert_close(codes, posterior_means(vae.guide, x))
+        assert torch.equal(labels, y)
+        grid, _, steps = shown["image_grid"][0][:3]
+        q = torch.quantile(codes, torch.tensor([0.05, 0.95]), dim=0)
+        assert steps == 15 and grid.shape == (225, 784)
+        torch.testing.assert_close(grid[0], decode(torch.stack([q[0, 0], q[1, 1]])))  # top left
+        torch.testing.assert_close(grid[-1], decode(torch.stack([q[1, 0], q[0, 1]])))
+        rows = shown["image_grid"][1][0].reshape(5, 10, 784)  # x_a, 8 decoded codes, x_b
+        a, b = rows[0, 0], rows[0, -1]
+        za, zb = posterior_means(vae.guide, torch.stack([a, b]))
+        torch.testing.assert_close(rows[0, 1], decode(za))
+        torch.testing.assert_close(rows[0, 8], decode(zb))
+        torch.testing.assert_close(rows[0, 4], decode(za + 3 / 7 * (zb - za)))
+        kl, activity = shown["kl_per_dimension"][0][:2]
+        torch.testing.assert_close(activity, active_units(vae.guide, x)[1])
+        assert kl.shape == (2,) and bool((kl > 0).all())
+
+
+def _picked(x: torch.Tensor, n: int) -> torch.Tensor:
+    """The evenly spaced test images the reconstruction figure shows."""
+    return torch.linspace(0, x.shape[0] - 1, n).long()
+
+
 def test_report_is_one_self_contained_file(z2_run, capsys):
     assert main(["report", str(z2_run)]) == 0
     assert "report:" in capsys.readouterr().out

@@ -90,7 +90,13 @@ def test_other_families_train(tmp_path, small_data, likelihood, binarize, prior)
         ),
         small_data,
     )
-    assert math.isfinite(result.summary["test_neg_elbo"])
+    rc = result.summary["reference_check"]  # Pyro's loss is the family's hand-written one
+    assert rc["pyro_loss"] == pytest.approx(rc["reference_loss"], rel=1e-4)
+    rows = result.metrics
+    for r in rows:
+        assert r["test_neg_elbo"] == pytest.approx(r["test_distortion"] + r["test_rate"])
+        assert r["test_rate"] > 0  # a KL: positive whenever q is not the prior
+    assert rows[-1]["test_neg_elbo"] < rows[0]["test_neg_elbo"]  # it learns
 
 
 def test_kl_warmup_raises_beta_over_the_epochs(tmp_path, small_data):
