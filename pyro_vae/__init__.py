@@ -1,23 +1,77 @@
-"""pyro-vae: variational autoencoders written as Pyro models, trained by SVI, checked by hand."""
+"""pyro-vae: variational autoencoders written as Pyro models, trained by SVI, checked by hand.
 
-from . import synthetic  # noqa: F401  (registers the synthetic-counts dataset)
-from .likelihoods import LIKELIHOODS, Likelihood
-from .model import VAE, build_vae, kl_weight
-from .nets import NETWORKS
-from .objectives import ESTIMATORS, KLWarmup, make_estimator
-from .priors import PRIORS, Prior
+Building: ``build_vae`` / ``build_model`` from registered parts (``LIKELIHOODS``, ``PRIORS``,
+``GUIDES``, ``NETWORKS``, ``MODELS``); a new part is one class registered by name. Objectives:
+``make_estimator`` and ``ESTIMATORS`` (Pyro's ELBOs, IWAE with STL/DReG, KL shaping). Runs:
+``train`` (a whole run, as ``pyro-vae train``), ``load_run``, ``evaluate_run``. Measures:
+``evaluate_elbo``, ``log_likelihood``, ``active_units``, ``kl_per_dimension``. Checks:
+``check_against_reference`` (Pyro's loss against the hand-written one).
+"""
+
+__version__ = "0.2.0"
+
+from .checks import check_against_reference
+from .data import DATASETS, ImageData, load_dataset
+from .inference import (
+    ESTIMATORS,
+    IWAE,
+    KLWarmup,
+    LinearRamp,
+    active_units,
+    evaluate_elbo,
+    kl_per_dimension,
+    log_likelihood,
+    make_estimator,
+    posterior_means,
+)
+from .model import (
+    GUIDES,
+    LIKELIHOODS,
+    MODELS,
+    NETWORKS,
+    PRIORS,
+    VAE,
+    Guide,
+    Likelihood,
+    Prior,
+    build_model,
+    build_vae,
+    kl_weight,
+)
+from .training import LoadedRun, TrainConfig, TrainResult, evaluate_run, load_run
+from .workflow import train
 
 __all__ = [
+    "DATASETS",
     "ESTIMATORS",
+    "GUIDES",
+    "IWAE",
     "LIKELIHOODS",
+    "MODELS",
     "NETWORKS",
     "PRIORS",
     "VAE",
+    "Guide",
+    "ImageData",
     "KLWarmup",
     "Likelihood",
+    "LinearRamp",
+    "LoadedRun",
     "Prior",
+    "TrainConfig",
+    "TrainResult",
+    "active_units",
+    "build_model",
     "build_vae",
+    "check_against_reference",
+    "evaluate_elbo",
+    "evaluate_run",
+    "kl_per_dimension",
     "kl_weight",
+    "load_dataset",
+    "load_run",
+    "log_likelihood",
     "make_estimator",
+    "posterior_means",
+    "train",
 ]
-__version__ = "0.1.0"

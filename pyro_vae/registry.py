@@ -1,24 +1,53 @@
-"""A name -> class registry, the one mechanism behind likelihoods, priors, networks and datasets.
+"""A name -> class registry, the one mechanism behind likelihoods, priors, guides, networks,
+models, estimators, datasets and studies.
 
 Adding a family is one decorated class::
 
     @LIKELIHOODS.register("poisson")
     class Poisson(Likelihood): ...
 
-Unknown names fail with a message that lists the valid ones.
+Unknown names fail with a message that lists the valid ones. A family's options are the
+keyword parameters of its constructor: ``create`` refuses an option the family does not take,
+and builders route each option to the parts that take it (:func:`takes`).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
+NO_DEFAULT = inspect.Parameter.empty
+
 
 class UnknownNameError(ValueError):
     """A name that is not in a registry; the message lists the valid names."""
+
+
+class OptionError(TypeError, ValueError):
+    """An option the chosen component does not take: a ``TypeError`` to Python callers (an
+    unexpected keyword), a ``ValueError`` to the command line (bad input, exit status 2)."""
+
+
+def _keywords(factory: Callable) -> dict[str, inspect.Parameter]:
+    """The parameters of ``factory`` that can be passed by keyword (``**kwargs`` excluded)."""
+    return {
+        name: p
+        for name, p in inspect.signature(factory).parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def takes(factory: Callable, option: str) -> bool:
+    """Whether ``factory`` has a keyword parameter named ``option``."""
+    return option in _keywords(factory)
+
+
+def default_of(factory: Callable, option: str) -> Any:
+    """The default of ``factory``'s keyword parameter ``option`` (``NO_DEFAULT`` if none)."""
+    return _keywords(factory)[option].default
 
 
 class Registry(Generic[T]):
@@ -48,17 +77,36 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
             ) from None
 
-    def create(self, name: str, *args: Any, **options: Any) -> T:
-        """Build ``name`` with ``args`` and those ``options`` its constructor accepts.
+    def create(
+        self, name: str, *args: Any, offer: Mapping[str, Any] | None = None, **options: Any
+    ) -> T:
+        """Build ``name`` with ``args`` and ``options``, every one of which it must take.
 
-        Options are shared across a whole config (``sigma`` means nothing to ``bernoulli``),
-        so keywords the factory does not take are dropped rather than raising.
+        ``offer`` holds facts a builder knows (the data's size, the encoder's width) that some
+        families use and others do not: each is passed only where the factory takes it.
         """
         factory = self.get(name)
-        params = inspect.signature(factory).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            options = {k: v for k, v in options.items() if k in params}
-        return factory(*args, **options)
+        routes_its_own = any(
+            p.kind is p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values()
+        )  # a builder that hands its options on to parts refuses the ones no part takes
+        unknown = [] if routes_its_own else sorted(set(options) - set(_keywords(factory)))
+        if unknown:
+            elsewhere = {k: [n for n in self if k in self.options(n)] for k in unknown}
+            raise OptionError(
+                f"{self.kind} {name!r} takes no option {', '.join(map(repr, unknown))} (its "
+                f"options: {', '.join(self.options(name)) or 'none'})"
+                + "".join(
+                    f"; {k!r} is an option of {', '.join(names)}"
+                    for k, names in elsewhere.items()
+                    if names
+                )
+            )
+        offered = {k: v for k, v in (offer or {}).items() if takes(factory, k)}
+        return factory(*args, **offered, **options)
+
+    def options(self, name: str) -> list[str]:
+        """The options of the named factory: its keyword-only parameters."""
+        return [k for k, p in _keywords(self.get(name)).items() if p.kind is p.KEYWORD_ONLY]
 
     def names(self) -> list[str]:
         return list(self._entries)

@@ -15,7 +15,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyro_vae.model import kl_weight
+from pyro_vae import kl_weight
 
 
 class LinearGaussian(nn.Module):

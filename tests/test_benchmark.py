@@ -6,46 +6,47 @@ import json
 import pytest
 import torch
 
-from pyro_vae import benchmark
+from pyro_vae.cli import main
+from pyro_vae.studies import bench
 
 
 @pytest.fixture(scope="module")
 def bench_args():
     return [
-        "--dataset", "mnist-sample", "--rounds", "2", "--hidden", "32", "--z-dim", "4",
-        "--batch-size", "256",
-        "--paths", "pyro-vae", "hand-written", "pyro Trace_ELBO", "pyro example",
+        "study", "bench", "--dataset", "mnist-sample", "--rounds", "2", "--hidden", "32",
+        "--z-dim", "4", "--batch-size", "256",
+        "--paths", "pyro-vae", "hand-written", "pyro-trace-elbo", "pyro-example",
     ]  # fmt: skip
 
 
 def test_every_path_trains_and_ratios_use_their_baselines(tmp_path, bench_args):
-    code = benchmark.main([*bench_args, "--max-other-load", "1.0", "--eval-images", "8",
-                           "--out", str(tmp_path)])  # fmt: skip
+    code = main([*bench_args, "--max-other-load", "1.0", "--eval-images", "8",
+                 "--out", str(tmp_path)])  # fmt: skip
     assert code == 0
     report = json.loads((tmp_path / "benchmark.json").read_text())
     paths = report["paths"]
-    assert list(paths) == ["pyro-vae", "hand-written", "pyro Trace_ELBO", "pyro example"]
+    assert list(paths) == ["pyro-vae", "hand-written", "pyro-trace-elbo", "pyro-example"]
     for p in paths.values():
         assert len(p["epoch_seconds"]) == 2 and p["clean_epochs"] == 2
         assert p["images_per_second"] == pytest.approx(4000 / p["median_epoch_seconds"])
     assert paths["hand-written"]["vs_hand_written"] == 1.0
-    assert paths["pyro Trace_ELBO"]["speedup_over_trace_elbo"] == 1.0
-    fast, plain = paths["pyro-vae"], paths["pyro Trace_ELBO"]
+    assert paths["pyro-trace-elbo"]["speedup_over_trace_elbo"] == 1.0
+    fast, plain = paths["pyro-vae"], paths["pyro-trace-elbo"]
     assert fast["speedup_over_trace_elbo"] == pytest.approx(
         plain["median_epoch_seconds"] / fast["median_epoch_seconds"]
     )
     ev = report["log_likelihood_eval"]
     assert ev["images"] == 8 and ev["num_samples"] == 5000 and ev["peak_memory_mb"] > 0
     md = (tmp_path / "benchmark.md").read_text()
-    assert "| pyro Trace_ELBO |" in md and "K=5000, 8 test images" in md
+    assert "| plain Pyro SVI(Trace_ELBO) |" in md and "K=5000, 8 test images" in md
     assert "CONTAMINATED" not in md
 
 
 def test_a_busy_machine_is_reported_as_contaminated(tmp_path, bench_args):
     # a negative allowance makes every epoch count as contaminated
-    code = benchmark.main([*bench_args[:-4], "hand-written", "--max-other-load", "-1",
-                           "--out", str(tmp_path)])  # fmt: skip
-    assert code == benchmark.EXIT_CONTAMINATED
+    code = main([*bench_args[:-4], "hand-written", "--max-other-load", "-1",
+                 "--out", str(tmp_path)])  # fmt: skip
+    assert code == bench.EXIT_CONTAMINATED
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["clean"] is False and report["paths"]["hand-written"]["clean_epochs"] == 0
     assert "CONTAMINATED" in (tmp_path / "benchmark.md").read_text()
@@ -53,8 +54,7 @@ def test_a_busy_machine_is_reported_as_contaminated(tmp_path, bench_args):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU machine")
 def test_the_cuda_graph_path_is_refused_on_cpu(tmp_path, capsys):
-    code = benchmark.main(
-        ["--device", "cpu", "--paths", "pyro-vae --compile --cuda-graphs", "--out", str(tmp_path)]
-    )
-    assert code == 2 and "needs a CUDA device" in capsys.readouterr().out
+    code = main(["study", "bench", "--device", "cpu", "--paths", "pyro-vae-cuda-graphs",
+                 "--out", str(tmp_path)])  # fmt: skip
+    assert code == 2 and "needs a CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "benchmark.json").exists()

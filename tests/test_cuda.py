@@ -7,12 +7,11 @@ import pytest
 import torch
 from test_fast_path import assert_step_trains
 
-from pyro_vae import build_vae, make_estimator
-from pyro_vae.compiled import CompiledStep
+from pyro_vae import TrainConfig, build_vae, make_estimator, train
+from pyro_vae.checks import check_against_reference
 from pyro_vae.data import ImageData
-from pyro_vae.reference import check_against_reference
-from pyro_vae.sync_free import sync_free
-from pyro_vae.training import TrainConfig, train
+from pyro_vae.inference import sync_free
+from pyro_vae.training import CompiledStep
 
 pytestmark = [
     pytest.mark.cuda,
@@ -22,13 +21,13 @@ pytestmark = [
 
 @pytest.mark.parametrize("prior", ["normal", "mixture"])
 @pytest.mark.parametrize(
-    "estimator,particles,grad",
-    [("trace", 1, "standard"), ("mean-field", 1, "standard"), ("iwae", 50, "dreg")],
+    "estimator,options",
+    [("trace", {}), ("mean-field", {}), ("iwae", {"num_particles": 50, "grad": "dreg"})],
 )
-def test_reference_check_on_cuda(estimator, particles, grad, prior):
+def test_reference_check_on_cuda(estimator, options, prior):
     vae = build_vae((1, 28, 28), prior=prior, z_dim=8, beta=0.5).cuda()
     x = torch.bernoulli(torch.rand(64, 784, device="cuda"))
-    p, r = check_against_reference(vae, make_estimator(estimator, particles, grad), x)
+    p, r = check_against_reference(vae, make_estimator(estimator, **options), x)
     assert p == pytest.approx(r, rel=1e-4)
 
 
@@ -45,7 +44,6 @@ def test_cuda_graph_replays_equal_the_reference_with_fresh_noise():
     """Checked on replays (the first calls only warm up and record), like the eager loss."""
     torch.manual_seed(0)
     vae = build_vae((1, 28, 28), z_dim=8).cuda()
-    vae.register_params = False
     x = torch.bernoulli(torch.rand(64, 784, device="cuda"))
     elbo = sync_free(make_estimator("mean-field"))
     step = CompiledStep(vae, elbo, cuda_graphs=True)
@@ -72,7 +70,6 @@ def test_reduced_precision_loss_agrees_with_fp32_on_cuda(precision, rel):
     """Stated tolerances: bf16 autocast within 1% of the fp32 loss, TF32 matrix products
     within 0.1%, for the same noise."""
     vae = build_vae((1, 28, 28), z_dim=16).cuda()
-    vae.register_params = False
     x = torch.bernoulli(torch.rand(128, 784, device="cuda"))
     elbo = sync_free(make_estimator("mean-field"))
     pyro.set_rng_seed(1)

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vae import runs
-from pyro_vae.training import TrainConfig, Trainer
+from pyro_vae import TrainConfig
+from pyro_vae.training import Trainer, assemble
+from pyro_vae.training import run_dir as runs
 
 WORLD, BATCH, SEED = 2, 16, 3
 
@@ -66,24 +67,26 @@ def _one_process_on_the_combined_batch(data_file, out) -> dict[str, torch.Tensor
         out=str(out),
         progress=False,
     )
-    t = Trainer(config)
+    t = Trainer(assemble(config))
+    parts = t.parts
     streams = []
     for rank in range(WORLD):
         torch.manual_seed(SEED + rank)
         streams.append(torch.get_rng_state())
-    t.binarizer.set_state(t.pos.epoch_rng["binarize"])
+    parts.binarizer.set_state(t.pos.epoch_rng["binarize"])
     t.perm_generator.set_state(t.pos.epoch_rng["batches"])
-    x_epoch = t.binarizer.train_x()
-    perm = torch.randperm(t.n_train, generator=t.perm_generator)
+    x_epoch = parts.binarizer.train_x()
+    n_train = x_epoch.shape[0]
+    perm = torch.randperm(n_train, generator=t.perm_generator)
     global_batch = WORLD * BATCH
-    for step in range(t.n_train // global_batch):
+    for step in range(n_train // global_batch):
         shards = x_epoch[perm[step * global_batch : (step + 1) * global_batch]].tensor_split(WORLD)
-        t.optimizer.zero_grad(set_to_none=True)
+        parts.optimizer.zero_grad(set_to_none=True)
         for rank, x in enumerate(shards):
             torch.set_rng_state(streams[rank])
-            t.elbo.differentiable_loss(t.vae.model, t.vae.guide, x).backward()
+            parts.elbo.differentiable_loss(t.vae.model, t.vae.guide, x).backward()
             streams[rank] = torch.get_rng_state()
-        t.optimizer.step()
+        parts.optimizer.step()
     return t.vae.state_dict()
 
 
@@ -110,7 +113,7 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
             "--standalone",
             f"--nproc_per_node={WORLD}",
             "-m",
-            "pyro_vae.cli",
+            "pyro_vae",
             *args,
         ],
         capture_output=True,
@@ -164,7 +167,7 @@ def test_a_signal_to_one_process_stops_all_of_them_at_one_step(tmp_path, data_fi
     options = _options(data_file, out, epochs=400)
     agent = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc_per_node={WORLD}", "-m", "pyro_vae.cli", *options],
+         f"--nproc_per_node={WORLD}", "-m", "pyro_vae", *options],
         stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:

@@ -8,17 +8,16 @@ import torch
 from linear_gaussian import LinearGaussian
 from pyro import poutine
 
-from pyro_vae import build_vae
-from pyro_vae.evaluation import (
+from pyro_vae import build_model, build_vae
+from pyro_vae.inference import (
     active_units,
     elbo_terms_per_image,
     evaluate_elbo,
+    importance_log_weights,
     kl_per_dimension,
     log_likelihood,
-    log_weights,
     posterior_means,
 )
-from pyro_vae.models import build_model
 
 
 def test_exact_posterior_gives_log_px_with_zero_variance():
@@ -110,7 +109,7 @@ def test_standard_error_is_the_sample_deviation_of_the_weights():
     pyro.set_rng_seed(5)
     est = log_likelihood(lg.model, lg.guide, x, num_samples=4, particle_batch=4)
     pyro.set_rng_seed(5)
-    w = log_weights(lg.model, lg.guide, x, 4).detach().exp()  # (K, N)
+    w = importance_log_weights(lg.model, lg.guide, x, 4).detach().exp()  # (K, N)
     torch.testing.assert_close(est.per_image, w.mean(0).log(), rtol=1e-10, atol=1e-10)
     want = w.std(0, correction=1) / (4**0.5 * w.mean(0))
     torch.testing.assert_close(est.stderr, want, rtol=1e-8, atol=1e-12)

@@ -12,10 +12,9 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from test_reference import grads, make_data, make_vae
 
 from pyro_vae import make_estimator
-from pyro_vae.compiled import CompiledStep
-from pyro_vae.reference import check_against_reference, reference_loss
-from pyro_vae.sync_free import MeanFieldELBO, MonteCarloELBO, sync_free
-from pyro_vae.training import make_optimizer
+from pyro_vae.checks import check_against_reference, reference_loss
+from pyro_vae.inference import MeanFieldELBO, MonteCarloELBO, sync_free
+from pyro_vae.training import CompiledStep, make_optimizer
 
 
 @pytest.mark.parametrize(
@@ -81,10 +80,10 @@ def test_sync_free_keeps_the_particle_count(float64, name):
 
 
 CASES = [
-    ("mean-field", 1, "standard", {}),
-    ("trace", 1, "standard", {}),
-    ("iwae", 4, "dreg", {}),
-    ("iwae", 4, "stl", {}),
+    ("mean-field", 1, "standard", {"num_particles": 1}),
+    ("trace", 1, "standard", {"num_particles": 1}),
+    ("iwae", 4, "dreg", {"num_particles": 4, "grad": "dreg"}),
+    ("iwae", 4, "stl", {"num_particles": 4, "grad": "stl"}),
     ("free-bits", 1, "standard", {"free_bits": 0.2}),
 ]
 
@@ -94,7 +93,7 @@ def test_compiled_step_equals_the_reference(float64, estimator, particles, grad,
     """The traced graph's loss and gradients at the z it drew equal the hand-written ones."""
     vae = make_vae("bernoulli", "normal", 1.0)
     x = make_data("bernoulli")
-    elbo = sync_free(make_estimator(estimator, particles, grad, **options))
+    elbo = sync_free(make_estimator(estimator, **options))
     step = CompiledStep(vae, elbo, backend="eager")
     for beta in (1.0, 0.3, 0.0):  # beta is an input: one graph for every value
         vae.beta = beta
@@ -109,7 +108,7 @@ def test_compiled_step_equals_the_reference(float64, estimator, particles, grad,
 
 
 def test_compiled_dreg_gradients_equal_the_reference(float64):
-    from pyro_vae.reference import reference_iwae_gradients
+    from pyro_vae.checks.reference_losses import reference_iwae_gradients
 
     vae = make_vae("bernoulli", "normal", 1.0)
     x = make_data("bernoulli")
@@ -163,8 +162,8 @@ def test_bf16_autocast_loss_agrees_with_fp32():
 
 
 def test_bf16_training_runs(tmp_path, mnist_sample):
+    from pyro_vae import TrainConfig, train
     from pyro_vae.data import ImageData
-    from pyro_vae.training import TrainConfig, train
 
     d = mnist_sample
     data = ImageData(d.train_x[:512], d.train_y[:512], d.test_x[:128], d.test_y[:128])
@@ -179,10 +178,10 @@ def test_bf16_training_runs(tmp_path, mnist_sample):
 
 
 def test_cuda_graphs_are_refused_where_they_cannot_apply(tmp_path, mnist_sample):
-    from pyro_vae.config import ConfigError
-    from pyro_vae.training import TrainConfig, train
+    from pyro_vae import TrainConfig, train
+    from pyro_vae.training import ConfigError
 
-    with pytest.raises(ConfigError, match="add --compile"):
+    with pytest.raises(ConfigError, match="applies only with --compile"):
         TrainConfig(cuda_graphs=True)
     with pytest.raises(ConfigError, match="needs a CUDA device"):
         TrainConfig(cuda_graphs=True, compile=True, device="cpu")
@@ -211,9 +210,10 @@ def test_compiled_training_resumes_bit_for_bit(tmp_path, mnist_sample):
     """The trainer's --compile path on the CPU (TorchInductor): the reference check passes
     and leaves no trace, Adam counts every step, and a run stopped after one epoch and
     resumed ends where an unbroken run ends, bit for bit."""
-    from pyro_vae import runs
+    from pyro_vae import TrainConfig, train
     from pyro_vae.data import ImageData
-    from pyro_vae.training import TrainConfig, Trainer, train
+    from pyro_vae.training import Trainer, assemble
+    from pyro_vae.training import run_dir as runs
 
     d = mnist_sample
     data = ImageData(d.train_x[:512], d.train_y[:512], d.test_x[:128], d.test_y[:128])
@@ -224,10 +224,10 @@ def test_compiled_training_resumes_bit_for_bit(tmp_path, mnist_sample):
             progress=False,
         )  # fmt: skip
 
-    trainer = Trainer(config("fresh", 1), data)
+    trainer = Trainer(assemble(config("fresh", 1), data))
     check = trainer.reference_check
     assert check["pyro_loss"] == pytest.approx(check["reference_loss"], rel=1e-4)
-    assert not trainer.optimizer.state  # the check took no optimizer step
+    assert not trainer.parts.optimizer.state  # the check took no optimizer step
     straight = train(config("straight", 2), data)
     state = runs.load_checkpoint(tmp_path / "straight" / runs.CHECKPOINT)
     assert {float(s["step"]) for s in state["optimizer"]["state"].values()} == {8.0}

@@ -11,9 +11,8 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from pyro_vae import build_vae
-from pyro_vae.guides import GUIDES
-from pyro_vae.reference import reference_sample
+from pyro_vae import GUIDES, build_vae
+from pyro_vae.checks.reference_guides import reference_sample
 
 
 def _vae(guide: str, z_dim: int = 3, **options):
@@ -29,9 +28,9 @@ def _vae(guide: str, z_dim: int = 3, **options):
 def test_noise_is_recovered_and_replays_the_sample(float64, guide):
     vae = _vae(guide)
     x = torch.rand(5, 16)
-    q = vae.posterior(vae.encoder, x)
+    q = vae.q(vae.encoder, x)
     z = q.rsample((4,))  # particles in front, as IWAE draws them
-    eps = vae.posterior.noise(vae.encoder, x, z)
+    eps = vae.q.noise(vae.encoder, x, z)
     assert eps.shape == z.shape
     ref = reference_sample(vae, x, eps)
     torch.testing.assert_close(ref.z, z, rtol=1e-9, atol=1e-10)
@@ -42,8 +41,8 @@ def test_noise_is_recovered_and_replays_the_sample(float64, guide):
 def test_low_rank_covariance_is_the_low_rank_part_plus_the_diagonal(float64):
     vae = _vae("low-rank", rank=2)
     x = torch.rand(3, 16)
-    loc, scale, w = vae.posterior.parameters_of(vae.encoder, x)
-    q = vae.posterior(vae.encoder, x)
+    loc, scale, w = vae.q.parameters_of(vae.encoder, x)
+    q = vae.q(vae.encoder, x)
     assert w.shape == (3, 3, 2)
     torch.testing.assert_close(
         q.covariance_matrix, w @ w.transpose(-1, -2) + torch.diag_embed(scale**2)
@@ -51,14 +50,14 @@ def test_low_rank_covariance_is_the_low_rank_part_plus_the_diagonal(float64):
     torch.testing.assert_close(q.mean, loc)
     # and it starts near the diagonal family (the factor head starts small)
     fresh = build_vae((1, 4, 4), guide="low-rank", z_dim=3, hidden=(8,))
-    _, s0, w0 = fresh.posterior.parameters_of(fresh.encoder, x)
+    _, s0, w0 = fresh.q.parameters_of(fresh.encoder, x)
     assert float(w0.detach().abs().max()) < 0.2 * float(s0.detach().min())
 
 
 def test_iaf_density_integrates_to_one(float64):
     """log q of the flow, on a dense 2-D grid: the change of variables is right."""
     vae = _vae("iaf", z_dim=2, flows=3)
-    q = vae.posterior(vae.encoder, torch.rand(1, 16))
+    q = vae.q(vae.encoder, torch.rand(1, 16))
     grid = torch.linspace(-12, 12, 801)
     zz = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 1, 2)
     with torch.no_grad():
@@ -92,11 +91,12 @@ def _correlated_posterior(z_dim: int = 3, data_dim: int = 5, sigma: float = 0.3)
 
 def _fit_guide(guide: str, x, posterior, steps: int = 1500) -> float:
     """min over the guide's parameters of KL(q(z|x) || p(z|x)), in closed form."""
-    vae = build_vae((5,), guide=guide, z_dim=3, hidden=(16,), likelihood="gaussian", rank=1)
+    rank = {"rank": 1} if guide == "low-rank" else {}
+    vae = build_vae((5,), guide=guide, z_dim=3, hidden=(16,), likelihood="gaussian", **rank)
     vae.double()
     opt = torch.optim.Adam(vae.guide_parameters(), lr=0.02)
     for _ in range(steps):
-        q = vae.posterior(vae.encoder, x)
+        q = vae.q(vae.encoder, x)
         if guide == "diagonal":
             base = q.base_dist
             q = dist.MultivariateNormal(base.loc, scale_tril=torch.diag_embed(base.scale))

@@ -13,10 +13,9 @@ from linear_gaussian import LinearGaussian
 from pyro.infer import RenyiELBO, Trace_ELBO
 from test_reference import FAMILY_CASES, loss_and_eps, make_data, make_vae
 
-from pyro_vae import make_estimator
-from pyro_vae.hierarchical import build_two_layer_vae
-from pyro_vae.iwae import IWAE
-from pyro_vae.reference import reference_iwae, reference_iwae_gradients
+from pyro_vae import IWAE, make_estimator
+from pyro_vae.checks.reference_losses import reference_iwae, reference_iwae_gradients
+from pyro_vae.model import build_two_layer_vae
 
 
 def _loss_and_particle_eps(vae, elbo, x):

@@ -9,8 +9,8 @@ import torch
 from test_reference import grads, make_data, make_vae
 
 from pyro_vae import make_estimator
-from pyro_vae.kl_shaping import CapacityELBO, FreeBitsELBO
-from pyro_vae.reference import pyro_and_reference_loss
+from pyro_vae.checks import pyro_and_reference_loss
+from pyro_vae.inference import CapacityELBO, FreeBitsELBO, LinearRamp
 
 
 @pytest.mark.parametrize(
@@ -71,19 +71,28 @@ def test_dimensions_under_the_floor_feel_no_kl_gradient(float64):
 
 
 def test_capacity_rises_linearly():
-    elbo = make_estimator("capacity", capacity=20.0, capacity_gamma=5.0, capacity_steps=10)
-    elbo.update(0)
-    assert elbo.capacity == 0.0
-    elbo.update(5)
-    assert elbo.capacity == 10.0
-    elbo.update(50)
-    assert elbo.capacity == 20.0
-    assert make_estimator("capacity", capacity=7.0).capacity == 7.0  # no annealing
+    """--capacity-epochs: the trainer's schedule raises C from 0 to C_max, then holds it."""
+    from pyro_vae import TrainConfig
+    from pyro_vae.training.assemble import _schedules
+
+    config = TrainConfig(estimator="capacity", capacity=20.0, capacity_gamma=5.0,
+                         capacity_epochs=2.0, z_dim=3, hidden=(8,))  # fmt: skip
+    elbo = make_estimator("capacity", **config.estimator_options())
+    vae = make_vae("bernoulli", "normal")
+    schedules = _schedules(config, vae, elbo, steps_per_epoch=5)  # 10 steps to C_max
+    seen = []
+    for step in (0, 5, 50):
+        for schedule in schedules:
+            schedule.update(step)
+        seen.append(elbo.capacity)
+    assert seen == [0.0, 10.0, 20.0]
+    assert make_estimator("capacity", capacity=7.0).capacity == 7.0  # no schedule: C throughout
+    assert LinearRamp(7.0)(0) == 7.0
 
 
 def test_shaping_needs_a_factorised_prior():
     vae = make_vae("bernoulli", "mixture")
     with pytest.raises(ValueError, match="closed form"):
         FreeBitsELBO(0.5).loss(vae.model, vae.guide, make_data("bernoulli"))
-    with pytest.raises(ValueError, match="one particle"):
-        make_estimator("free-bits", num_particles=3)
+    with pytest.raises(ValueError, match="takes no option 'num_particles'"):
+        make_estimator("free-bits", num_particles=3)  # one particle, by construction

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from pyro_vae import LIKELIHOODS
-from pyro_vae.likelihoods import DataSupportError, GaussianLearned
-from pyro_vae.reference import LOG_LIKELIHOODS, continuous_bernoulli_log_normalizer
+from pyro_vae.checks.reference_densities import LOG_LIKELIHOODS
+from pyro_vae.densities import continuous_bernoulli_log_normalizer
+from pyro_vae.model.likelihoods import DataSupportError, GaussianLearned
 
 
 @pytest.mark.parametrize("name", LIKELIHOODS.names())

@@ -6,13 +6,15 @@ import torch
 from torch.distributions import kl_divergence
 
 from pyro_vae import PRIORS, build_vae
-from pyro_vae.nets import MLPEncoder
-from pyro_vae.reference import ANALYTIC_KLS, LOG_PRIORS
+from pyro_vae.checks.reference_densities import ANALYTIC_KLS, LOG_PRIORS
+from pyro_vae.model.nets import MLPEncoder
 
 
 def _perturbed(name: str, z_dim: int = 3):
     torch.manual_seed(0)
-    prior = PRIORS.create(name, z_dim, data_dim=6, components=5, pseudo_inputs=4)
+    small = {"components": 5, "pseudo_inputs": 4}  # where the prior has them
+    options = {k: v for k, v in small.items() if k in PRIORS.options(name)}
+    prior = PRIORS.create(name, z_dim, offer={"data_dim": 6}, **options)
     encoder = MLPEncoder(6, z_dim, (8,))  # used by priors built from the encoder (vamp)
     prior.attach(encoder)
     prior.owned_encoder = encoder  # keep it alive and perturbed with the prior
@@ -112,7 +114,7 @@ def test_vamp_needs_an_encoder():
 def test_mixture_log_prob_by_matrix_products_equals_torch(float64):
     """DiagonalGaussianMixture's log_prob (three matrix products, no (..., K, D) tensor) is
     MixtureSameFamily's, for shared and for batched components, expanded or not."""
-    from pyro_vae.priors import DiagonalGaussianMixture
+    from pyro_vae.model.priors import DiagonalGaussianMixture
 
     g = torch.Generator().manual_seed(0)
     for batch in [(), (3,)]:

@@ -11,9 +11,9 @@ import tempfile
 import pytest
 import torch
 
-from pyro_vae import runs
 from pyro_vae.cli import main
 from pyro_vae.report import FIGURES, REPORT
+from pyro_vae.training import run_dir as runs
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +48,8 @@ def test_figures_show_what_their_captions_say(z2_run, tmp_path, monkeypatch):
     """The tensors handed to each plot are the model's: reconstructions decode the posterior
     mean, samples decode prior draws, the map shows the posterior means, the traversal decodes
     the 5%-95% quantile grid, the interpolation runs between two encoded test images."""
-    from pyro_vae import plots, report
-    from pyro_vae.evaluation import active_units, posterior_means
-    from pyro_vae.run_evaluation import load_run
+    from pyro_vae import active_units, load_run, posterior_means
+    from pyro_vae.report import make_figures, plots
 
     shown: dict[str, list] = {}
     for name in ("reconstructions", "samples", "latent_map", "image_grid", "kl_per_dimension"):
@@ -64,7 +63,7 @@ def test_figures_show_what_their_captions_say(z2_run, tmp_path, monkeypatch):
     run = load_run(z2_run, "cpu")
     vae, x, y = run.vae, run.test_x, run.data.test_y
     metrics = runs.read_metrics(z2_run / runs.METRICS)
-    report.make_figures(vae, x, y, run.data.shape, metrics, tmp_path)
+    make_figures(vae, x, y, run.data.shape, metrics, tmp_path)
 
     def decode(z):
         return vae.likelihood.mean(vae.decoder(z))

@@ -9,10 +9,10 @@ import pytest
 import torch
 from linear_gaussian import LinearGaussian
 
-from pyro_vae import runs
 from pyro_vae.cli import main
-from pyro_vae.compare import ESTIMATOR_SET, compare
-from pyro_vae.gradient_snr import gradient_snr
+from pyro_vae.studies.estimators import ESTIMATOR_SET, compare
+from pyro_vae.studies.gradient_snr import gradient_snr
+from pyro_vae.training import run_dir as runs
 
 
 def test_gradient_snr_trends_follow_rainforth_and_tucker():
@@ -110,10 +110,10 @@ def test_compare_trains_evaluates_and_reuses(tmp_path):
     ]
     for r in rows:
         assert r["test_log_likelihood"] > -r["test_neg_elbo"]  # IWAE_20 above the ELBO
-    table = (tmp_path / "compare.md").read_text()
+    table = (tmp_path / "estimators.md").read_text()
     assert "| IWAE k=5 DReG | 4 |" in table
-    assert (tmp_path / "compare.png").stat().st_size > 10_000
-    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert (tmp_path / "estimators.png").stat().st_size > 10_000
+    saved = json.loads((tmp_path / "estimators.json").read_text())
     assert len(saved["rows"]) == 4
     # a second call reuses the finished runs
     checkpoint = tmp_path / "iwae-k5-dreg-beta4" / runs.CHECKPOINT
@@ -156,7 +156,7 @@ def test_iwae_training_from_the_cli(tmp_path):
 
 
 def test_latent_coverage_measures_overlap_with_the_prior():
-    from pyro_vae.studies import latent_coverage
+    from pyro_vae.studies.ae_vs_vae import latent_coverage
 
     g = torch.Generator().manual_seed(0)
     like_prior = torch.randn(1000, 3, generator=g)
@@ -169,8 +169,10 @@ def test_latent_coverage_measures_overlap_with_the_prior():
 
 
 def test_small_studies_write_their_tables(tmp_path):
-    from pyro_vae.config import TrainConfig
-    from pyro_vae.studies import ae_vs_vae, beta_sweep, posterior_collapse
+    from pyro_vae import TrainConfig
+    from pyro_vae.studies.ae_vs_vae import ae_vs_vae
+    from pyro_vae.studies.beta_sweep import beta_sweep
+    from pyro_vae.studies.posterior_collapse import posterior_collapse
 
     base = TrainConfig(epochs=1, hidden=(32,), z_dim=4, progress=False)
     rows = beta_sweep(tmp_path / "sweep", [0.0, 4.0], base)
@@ -187,7 +189,7 @@ def test_small_studies_write_their_tables(tmp_path):
 
 
 def test_pixel_frechet_distance():
-    from pyro_vae.studies import pixel_frechet_distance
+    from pyro_vae.studies.ae_vs_vae import pixel_frechet_distance
 
     g = torch.Generator().manual_seed(0)
     a = torch.rand(2000, 16, generator=g)
@@ -201,7 +203,7 @@ def test_pixel_frechet_distance():
 
 
 def test_model_comparison_trains_measures_and_tabulates(tmp_path):
-    from pyro_vae.model_comparison import VARIANTS, compare_models
+    from pyro_vae.studies.models import VARIANTS, compare_models
 
     chosen = [v for v in VARIANTS if v.slug in ("vae", "iaf", "two-layer-iwae5")]
     rows = compare_models(

@@ -6,12 +6,11 @@ import math
 import pytest
 import torch
 
-from pyro_vae import build_vae, reference, runs
+from pyro_vae import TrainConfig, build_vae, evaluate_elbo, train
+from pyro_vae.checks import ReferenceMismatch, reference_densities
 from pyro_vae.cli import main
 from pyro_vae.data import ImageData
-from pyro_vae.evaluation import evaluate_elbo
-from pyro_vae.reference import ReferenceMismatch
-from pyro_vae.training import TrainConfig, train
+from pyro_vae.training import run_dir as runs
 
 
 @pytest.fixture
@@ -109,7 +108,7 @@ def test_a_reference_mismatch_stops_the_run_before_training(tmp_path, small_data
     def wrong(lik, out, x):
         return 1.001 * (x * out - torch.nn.functional.softplus(out)).sum(-1)
 
-    monkeypatch.setitem(reference.LOG_LIKELIHOODS, "bernoulli", wrong)
+    monkeypatch.setitem(reference_densities.LOG_LIKELIHOODS, "bernoulli", wrong)
     with pytest.raises(ReferenceMismatch):
         train(_config(tmp_path), small_data)
     assert not (tmp_path / "run" / runs.METRICS).exists()

@@ -1,0 +1,89 @@
+"""Pyro's loss against the hand-written one, for the same z: the test suite's assertion and
+the trainer's check on the first batch of every run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .reference_densities import LOG_LIKELIHOODS, LOG_PRIORS
+from .reference_guides import GUIDE_SAMPLES
+from .reference_losses import MissingReference, reference_loss
+
+
+class _KeepSample(nn.Module):
+    """``guide`` is the VAE's guide, keeping the z it returns (a module method, so that
+    estimators which re-run the guide with constant parameters can)."""
+
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+        self.z: torch.Tensor | tuple | None = None
+
+    def guide(self, x: torch.Tensor):
+        self.z = self.vae.guide(x)
+        return self.z
+
+
+def pyro_and_reference_loss(
+    vae: nn.Module, elbo: object, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pyro's differentiable loss and the hand-written one, for the same z (the guide is
+    wrapped to keep the z it sampled, so no random-number stream has to line up)."""
+    keeper = _KeepSample(vae)
+    pyro_loss = elbo.differentiable_loss(vae.model, keeper.guide, x)
+    return pyro_loss, reference_loss(vae, elbo, x, keeper.z)
+
+
+class ReferenceMismatch(RuntimeError):
+    """Pyro's loss and the hand-written loss disagree."""
+
+
+def _require_reference(vae: nn.Module) -> None:
+    for kind, module, table, where in [
+        ("likelihood", vae.likelihood, LOG_LIKELIHOODS, "reference_densities.LOG_LIKELIHOODS"),
+        ("prior", vae.prior, LOG_PRIORS, "reference_densities.LOG_PRIORS"),
+        ("guide", vae.q, GUIDE_SAMPLES, "reference_guides.GUIDE_SAMPLES"),
+    ]:
+        name = getattr(type(module), "registry_name", type(module).__name__)
+        if name not in table:
+            raise MissingReference(
+                f"no hand-written reference for the {kind} {name!r}: add one to "
+                f"pyro_vae.checks.{where} or skip the check (--skip-reference-check)"
+            )
+
+
+def check_against_reference(
+    vae: nn.Module,
+    elbo: object,
+    x: torch.Tensor,
+    rtol: float | None = None,
+    step: Callable | None = None,
+) -> tuple[float, float]:
+    """Raise :class:`ReferenceMismatch` unless the two losses agree to ``rtol``.
+
+    ``step`` checks a compiled step instead (:class:`pyro_vae.train.compiled.CompiledStep`, which
+    returns its loss and the z it sampled) against the reference of ``elbo``.
+
+    The default tolerance is 1e-4 in float32 (summation order differs) and 1e-9 in float64.
+    """
+    _require_reference(vae)
+    if rtol is None:
+        rtol = 1e-9 if x.dtype == torch.float64 else 1e-4
+    with torch.no_grad():
+        if step is None:
+            pyro_loss, ref_loss = pyro_and_reference_loss(vae, elbo, x)
+        else:
+            pyro_loss, z = step(x, vae.beta)
+            ref_loss = reference_loss(vae, elbo, x, z)
+    p, r = float(pyro_loss), float(ref_loss)
+    if not (math.isfinite(p) and math.isfinite(r)) or abs(p - r) > rtol * max(abs(r), 1.0):
+        raise ReferenceMismatch(
+            f"Pyro's loss {p:.6f} differs from the hand-written loss {r:.6f} "
+            f"(relative {abs(p - r) / max(abs(r), 1.0):.2e} > {rtol:.0e}) on the first batch: "
+            "the objective being optimised is not the one the model describes"
+        )
+    return p, r

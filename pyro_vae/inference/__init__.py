@@ -1,0 +1,38 @@
+"""Objectives and measures: the estimators registry (Pyro's ELBOs, IWAE with standard, STL and
+DReG gradients, KL shaping, sync-free twins), schedules, and what a trained model is measured
+by (ELBO terms, importance-sampled log p(x), active units, KL per dimension).
+
+Nothing here knows the ``VAE`` class: objectives and measures read Pyro traces, so any
+``model(x)`` / ``guide(x)`` pair whose latent sites live in ``plate("data")`` works."""
+
+from .elbo_terms import ElboTerms, elbo_terms_per_image, evaluate_elbo
+from .estimators import ESTIMATORS, make_estimator
+from .iwae import GRADIENT_ESTIMATORS, IWAE
+from .kl_shaping import CapacityELBO, FreeBitsELBO
+from .latents import active_units, kl_per_dimension, posterior_means
+from .log_likelihood import LogLikelihood, importance_log_weights, log_likelihood
+from .schedules import KLWarmup, LinearRamp
+from .sync_free import MeanFieldELBO, MonteCarloELBO, sync_free
+
+__all__ = [
+    "ESTIMATORS",
+    "GRADIENT_ESTIMATORS",
+    "IWAE",
+    "CapacityELBO",
+    "ElboTerms",
+    "FreeBitsELBO",
+    "KLWarmup",
+    "LinearRamp",
+    "LogLikelihood",
+    "MeanFieldELBO",
+    "MonteCarloELBO",
+    "active_units",
+    "elbo_terms_per_image",
+    "evaluate_elbo",
+    "importance_log_weights",
+    "kl_per_dimension",
+    "log_likelihood",
+    "make_estimator",
+    "posterior_means",
+    "sync_free",
+]

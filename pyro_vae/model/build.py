@@ -1,0 +1,99 @@
+"""Building a model from names: ``build_vae`` assembles the one-layer VAE from its parts, and
+``MODELS`` holds the model structures (``vae``, ``two-layer``) that ``build_model`` picks from.
+
+Every option goes to the parts that take it (:mod:`pyro_vae.model.parts`); one that no part
+takes is an error, so a misspelt ``hiden=(64,)`` is refused rather than ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..registry import Registry, takes
+from .conditional import ConditionalVAE
+from .guides import GUIDES
+from .likelihoods import LIKELIHOODS
+from .nets import NETWORKS, LogInputEncoder
+from .parts import PART_REGISTRIES, route
+from .priors import PRIORS
+from .two_layer import build_two_layer_vae
+from .vae import VAE, Autoencoder
+
+MODELS: Registry[VAE] = Registry("model")
+
+
+@MODELS.register("vae")
+def build_vae(
+    data_shape: Sequence[int],
+    context_dim: int = 0,
+    *,
+    network: str = "mlp",
+    likelihood: str = "bernoulli",
+    prior: str = "normal",
+    guide: str = "diagonal",
+    z_dim: int = 16,
+    beta: float = 1.0,
+    autoencoder: bool = False,
+    context: str = "none",
+    **options: object,
+) -> VAE:
+    """Assemble a VAE from registered names; ``options`` go to whichever parts take them
+    (``hidden`` for the MLP, ``sigma`` / ``sigma_floor`` for Gaussian likelihoods,
+    ``components`` for the mixture prior, ``library`` for the count likelihoods,
+    ``pseudo_inputs`` for the VampPrior, ``rank`` / ``flows`` / ``flow_hidden`` for the
+    guides). ``context`` other than "none" builds a conditional VAE whose data rows carry
+    ``context_dim`` context values after the pixels (:mod:`pyro_vae.model.conditional`);
+    ``autoencoder`` builds the deterministic :class:`Autoencoder` with the same networks."""
+    parts = route("vae", options, network=network, likelihood=likelihood, prior=prior, guide=guide)
+    if autoencoder and guide != "diagonal":
+        raise ValueError("the autoencoder's code is a point: --guide means nothing for it")
+    if autoencoder and beta != 1.0:
+        raise ValueError("the autoencoder has no KL term: --beta means nothing for it")
+    conditional = context != "none"
+    if conditional and not takes(NETWORKS.get(network), "context_dim"):
+        raise ValueError(f"the {network} network cannot read a context: use --network mlp")
+    data_dim = int(torch.Size(data_shape).numel())
+    lik = LIKELIHOODS.create(likelihood, data_dim, **parts["likelihood"])
+    pri = PRIORS.create(prior, z_dim, offer={"data_dim": data_dim + context_dim}, **parts["prior"])
+    net_facts = {"out_per_pixel": lik.params_per_pixel}
+    if conditional:
+        net_facts["context_dim"] = context_dim
+    encoder, decoder = NETWORKS.create(
+        network, data_shape, z_dim, offer=net_facts, **parts["network"]
+    )
+    if lik.log_input:
+        encoder = LogInputEncoder(encoder)
+    pri.attach(encoder)
+    q = GUIDES.create(guide, z_dim, offer={"feature_dim": encoder.feature_dim}, **parts["guide"])
+    if autoencoder:
+        return Autoencoder(encoder, decoder, lik, pri)
+    if conditional:
+        return ConditionalVAE(
+            encoder, decoder, lik, pri, beta=beta, q=q,
+            data_dim=data_dim, context_dim=context_dim, context=context,
+        )  # fmt: skip
+    return VAE(encoder, decoder, lik, pri, beta=beta, q=q)
+
+
+MODELS.register("two-layer")(build_two_layer_vae)
+
+
+def build_model(data_shape: Sequence[int], model: str = "vae", **options: object) -> VAE:
+    """The named model structure, given the options it and its parts take (see each
+    builder); ``context_dim`` reaches the models that read a context."""
+    context_dim = options.pop("context_dim", 0)
+    return MODELS.create(model, data_shape, offer={"context_dim": context_dim}, **options)
+
+
+def takes_option(option: str, model: str = "vae", **chosen: str) -> bool:
+    """Whether a ``model`` assembled from the ``chosen`` parts (``likelihood="gaussian"``, ...)
+    takes ``option``: its builder does, or a part it is assembled from does. (A builder's
+    parts are the registries it names among its options: ``network``, ``likelihood``, ...)"""
+    own = MODELS.options(model)
+    return option in own or any(
+        option in PART_REGISTRIES[part].options(name)
+        for part, name in chosen.items()
+        if part in own
+    )

@@ -1,0 +1,167 @@
+"""The VAE as a Pyro program: ``model`` is the generative story, ``guide`` the encoder.
+
+    model:  z ~ p(z),  x ~ p(x | z) = likelihood(decoder(z))       (in plate "data")
+    guide:  z ~ q(z | x), by default N(loc(x), diag scale(x)^2)     (in plate "data")
+
+Both are plain Pyro programs: ``SVI(vae.model, vae.guide, optim, Trace_ELBO())`` trains them.
+
+beta-VAE (Higgins et al., 2017) weights the KL term: the objective is
+``E_q[log p(x|z)] - beta * KL(q(z|x) || p(z))``. The weight has to reach the latent site in
+*both* programs: ``Trace_ELBO`` scales log p(z) (model) and log q(z|x) (guide) separately, and
+``TraceMeanField_ELBO`` scales the analytic KL by the guide site's scale alone, so scaling one
+side only gives a silently wrong objective. ``poutine.scale(0)`` raises, so beta = 0 masks
+the latent site instead (``poutine.mask(False)``): its log-densities drop out, z is still
+reparameterised, and the objective is the reconstruction term alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import nn
+
+from .. import param_store
+from .guides import DiagonalGaussian, Guide
+from .likelihoods import Likelihood
+from .priors import Prior
+
+
+def kl_weight(beta: float | torch.Tensor) -> contextlib.AbstractContextManager:
+    """The handler that weights the latent site by ``beta`` (beta = 0 masks it out).
+
+    A tensor ``beta`` (a compiled graph's input, so that a warm-up schedule does not retrace it)
+    always scales; at 0 the weighted terms are multiplied by 0, which is the mask's value.
+    """
+    if torch.is_tensor(beta):
+        return poutine.scale(scale=beta)
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if beta == 0:
+        return poutine.mask(mask=False)
+    if beta == 1:
+        return contextlib.nullcontext()
+    return poutine.scale(scale=beta)
+
+
+class VAE(nn.Module):
+    """A variational autoencoder written as a Pyro model/guide pair.
+
+    Args:
+        encoder: x -> (loc, scale) of q(z|x) (and ``features``/``head`` for richer guides).
+        decoder: z -> the likelihood's parameters (for ``bernoulli``: logits).
+        likelihood: decoder output -> p(x|z).
+        prior: p(z).
+        beta: weight of the KL term; may be changed between steps (KL warm-up).
+        q: the guide's family (:mod:`pyro_vae.model.guides`); diagonal Gaussian if None.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        likelihood: Likelihood,
+        prior: Prior,
+        beta: float = 1.0,
+        q: Guide | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.prior = prior
+        self.q = DiagonalGaussian(prior.z_dim) if q is None else q
+        self.beta = beta
+        self._beta_override: torch.Tensor | None = None
+        self._register_load_state_dict_pre_hook(_rename_posterior)
+
+    @property
+    def beta(self) -> float:
+        return self._beta
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        kl_weight(value)  # validates
+        self._beta = float(value)
+
+    @property
+    def z_dim(self) -> int:
+        return self.prior.z_dim
+
+    @contextlib.contextmanager
+    def beta_tensor(self, beta: torch.Tensor):
+        """Within this block model and guide weight the latent site by the tensor ``beta``."""
+        self._beta_override = beta
+        try:
+            yield
+        finally:
+            self._beta_override = None
+
+    def _kl_weight(self) -> contextlib.AbstractContextManager:
+        return kl_weight(self.beta if self._beta_override is None else self._beta_override)
+
+    def model(self, x: torch.Tensor) -> torch.Tensor:
+        """p(x, z) = p(z) p(x | z), one z per image."""
+        for name in ("decoder", "prior", "likelihood"):
+            param_store.register(name, getattr(self, name))
+        with pyro.plate("data", x.shape[0]):
+            with self._kl_weight():
+                z = pyro.sample("z", self.prior())
+            pyro.sample("x", self.likelihood(self.decoder(z), x), obs=x)
+        return z
+
+    def guide(self, x: torch.Tensor) -> torch.Tensor:
+        """q(z | x), amortised by the encoder (diagonal Gaussian unless another guide)."""
+        param_store.register("encoder", self.encoder)
+        param_store.register("q", self.q)
+        q = self.q(self.encoder, x)
+        with pyro.plate("data", x.shape[0]):
+            with self._kl_weight():
+                return pyro.sample("z", q)
+
+    def guide_parameters(self) -> list[nn.Parameter]:
+        """The variational parameters phi: the encoder's and the guide family's own."""
+        return [*self.encoder.parameters(), *self.q.parameters()]
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """E[x | z = loc(x)]: the decoded posterior mean."""
+        loc, _ = self.encoder(x)
+        return self.likelihood.mean(self.decoder(loc), x)
+
+    @torch.no_grad()
+    def sample(self, n: int, like: torch.Tensor | None = None) -> torch.Tensor:
+        """E[x | z] for n draws z ~ p(z) (``like``: rows giving a conditional model's context)."""
+        z = self.prior().sample((n,))
+        return self.likelihood.mean(self.decoder(z))
+
+
+def _rename_posterior(state_dict, prefix, *args) -> None:
+    """Checkpoints written before 0.2 kept the guide family under ``posterior.``."""
+    for key in [k for k in state_dict if k.startswith(prefix + "posterior.")]:
+        state_dict[prefix + "q." + key[len(prefix + "posterior.") :]] = state_dict.pop(key)
+
+
+class Autoencoder(VAE):
+    """The same networks made deterministic: z = loc(x), and the objective is the
+    reconstruction term -log p(x | z = loc(x)) alone.
+
+    As a Pyro program the guide puts a point mass (``Delta``) at the encoder's mean and the
+    model's prior is masked out (beta is fixed at 0), so every estimator's loss is the
+    reconstruction term. Decoding random codes z ~ p(z) shows what a plain autoencoder lacks.
+    """
+
+    beta = property(lambda self: 0.0, lambda self, value: None)  # no KL term, ever
+
+    def _kl_weight(self) -> contextlib.AbstractContextManager:
+        return kl_weight(0.0)
+
+    def guide(self, x: torch.Tensor) -> torch.Tensor:
+        param_store.register("encoder", self.encoder)
+        loc, _ = self.encoder(x)
+        with pyro.plate("data", x.shape[0]):
+            with self._kl_weight():
+                return pyro.sample("z", dist.Delta(loc).to_event(1))

@@ -1,0 +1,150 @@
+"""The one-page HTML report of a run: RUN_DIR/report.html, a single self-contained file with
+the key numbers, the figures (embedded), the per-epoch metrics and the config."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+
+from ..training.run_dir import (
+    CONFIG,
+    EVALUATION,
+    FIGURES,
+    METRICS,
+    SUMMARY,
+    read_metrics,
+    write_text,
+)
+from .figures import FIGURES as FIGURE_CAPTIONS
+
+REPORT = "report.html"
+
+
+def _image(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return html.escape(str(value))
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_fmt(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.9em; color: #555; }
+.numbers { display: flex; flex-wrap: wrap; gap: 1em; }
+.numbers div { background: #f6f8fa; padding: 0.6em 1em; border-radius: 6px; }
+.numbers b { display: block; font-size: 1.3em; }
+.scroll { max-height: 28em; overflow-y: auto; display: inline-block; }
+"""
+
+
+METRIC_COLUMNS = [
+    "epoch",
+    "beta",
+    "train_loss",
+    "train_neg_elbo",
+    "test_neg_elbo",
+    "test_distortion",
+    "test_rate",
+    "train_seconds",
+]
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _cards(config: dict, summary: dict, evaluation: dict) -> str:
+    """The key numbers, each a card; those the run has not measured are left out."""
+    numbers = [
+        ("test -ELBO", summary.get("test_neg_elbo"), "nats"),
+        ("test distortion", summary.get("test_distortion"), "nats"),
+        ("test rate (KL)", summary.get("test_rate"), "nats"),
+        (
+            f"test log p(x), K={evaluation.get('num_samples')}",
+            evaluation.get("test_log_likelihood"),
+            "nats",
+        ),
+        ("active units", evaluation.get("active_units"), f"of {config.get('z_dim')}"),
+        ("seconds per epoch", summary.get("seconds_per_epoch"), summary.get("device", "")),
+    ]
+    return "".join(
+        f"<div>{html.escape(label)}<b>{_fmt(value)}</b>{html.escape(str(unit))}</div>"
+        for label, value, unit in numbers
+        if value is not None
+    )
+
+
+def _title(config: dict) -> str:
+    if config.get("autoencoder"):
+        return f"{config['dataset']}: deterministic autoencoder, z={config['z_dim']}"
+    return (
+        f"{config['dataset']}: {config['likelihood']} likelihood, {config['prior']} prior, "
+        f"{config['estimator']} estimator, beta={config['beta']}, z={config['z_dim']}"
+    )
+
+
+def _reference_check(summary: dict) -> str:
+    reference = summary.get("reference_check")
+    if not reference:
+        return ""
+    return (
+        f"<p>Reference check on the first batch: Pyro's loss {reference['pyro_loss']:.4f},"
+        f" hand-written loss {reference['reference_loss']:.4f}.</p>"
+    )
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """RUN_DIR/report.html: key numbers, figures (embedded), config and per-epoch metrics."""
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / CONFIG).read_text())
+    metrics = read_metrics(run_dir / METRICS) if (run_dir / METRICS).exists() else []
+    summary = _read_json(run_dir / SUMMARY)
+    figures = "".join(
+        f"<figure>{_image(run_dir / FIGURES / name)}"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for name, caption in FIGURE_CAPTIONS
+        if (run_dir / FIGURES / name).exists()
+    )
+    columns = [c for c in METRIC_COLUMNS if metrics and c in metrics[0]]
+    used = [{"option": k, "value": v} for k, v in config.items() if v is not None]
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>pyro-vae run {html.escape(run_dir.name)}</title><style>{STYLE}</style></head>
+<body>
+<h1>pyro-vae run <code>{html.escape(str(run_dir))}</code></h1>
+<p>{html.escape(_title(config))}; {len(metrics)} epochs.</p>
+<div class="numbers">{_cards(config, summary, _read_json(run_dir / EVALUATION))}</div>
+{_reference_check(summary)}
+<h2>Figures</h2>
+{figures}
+<h2>Metrics per epoch (nats per image)</h2>
+<div class="scroll">{_table(metrics, columns)}</div>
+<h2>Configuration (the options this run used)</h2>
+{_table(used, ["option", "value"])}
+</body></html>
+"""
+    path = run_dir / REPORT
+    write_text(path, page)
+    return path

@@ -1,0 +1,21 @@
+"""Studies: each one command, ``pyro-vae study NAME``, and one module here, built on one
+harness (:mod:`pyro_vae.studies.harness`) and one table writer (:mod:`pyro_vae.studies.tables`).
+
+Importing this package registers every study in :data:`STUDIES`.
+"""
+
+from . import (  # noqa: F401  (each registers its study)
+    ae_vs_vae,
+    bench,
+    beta_sweep,
+    count_recovery,
+    estimators,
+    fault_injection,
+    gradient_snr,
+    handwritten,
+    models,
+    posterior_collapse,
+)
+from .harness import STUDIES, study, train_and_measure, train_or_reuse
+
+__all__ = ["STUDIES", "study", "train_and_measure", "train_or_reuse"]

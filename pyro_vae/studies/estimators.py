@@ -1,0 +1,208 @@
+"""Estimator comparison: one architecture trained with each objective and beta, then measured.
+
+    pyro-vae study estimators --dataset mnist-sample --epochs 100 --out runs/estimators
+
+For each estimator (Trace_ELBO, TraceMeanField_ELBO, IWAE k=5 and k=50, standard and DReG
+gradients) and each beta it trains a run (``OUT/<estimator>-beta<b>``), evaluates its test
+log p(x) with K importance samples, and writes ``estimators.json``, ``estimators.md`` and
+``estimators.png``. Finished runs are reused and stopped ones resumed, so a long study that is
+killed picks up where it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..data import load_dataset
+from ..report.plots import plt
+from ..training import TrainConfig
+from .harness import (
+    measure_arguments,
+    run_arguments,
+    study,
+    study_metadata,
+    train_and_measure,
+)
+from .tables import of_total, plus_minus, write_tables
+
+
+@dataclass(frozen=True)
+class Estimator:
+    label: str
+    name: str
+    particles: int = 1
+    grad: str = "standard"
+
+    @property
+    def slug(self) -> str:
+        return self.label.lower().replace(" ", "-").replace("=", "")
+
+
+ESTIMATOR_SET = [
+    Estimator("Trace_ELBO", "trace"),
+    Estimator("TraceMeanField_ELBO", "mean-field"),
+    Estimator("IWAE k=5", "iwae", 5),
+    Estimator("IWAE k=5 DReG", "iwae", 5, "dreg"),
+    Estimator("IWAE k=50", "iwae", 50),
+    Estimator("IWAE k=50 DReG", "iwae", 50, "dreg"),
+]
+
+
+def compare(
+    dataset: str = "mnist-sample",
+    epochs: int = 100,
+    betas: Sequence[float] = (0.5, 1.0, 4.0),
+    estimators: Sequence[Estimator] = tuple(ESTIMATOR_SET),
+    out: str | Path = "runs/estimators",
+    num_samples: int = 5000,
+    max_images: int | None = None,
+    **train_options: Any,
+) -> list[dict[str, Any]]:
+    """Train and evaluate every estimator x beta; returns the table rows (also written)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(dataset, train_options.get("data_dir"))
+    rows = []
+    for beta in betas:
+        for est in estimators:
+            config = TrainConfig(
+                dataset=dataset,
+                epochs=epochs,
+                beta=beta,
+                estimator=est.name,
+                particles=est.particles,
+                grad=est.grad,
+                out=str(out / f"{est.slug}-beta{beta:g}"),
+                **train_options,
+            )
+            measured = train_and_measure(config, data, num_samples, max_images)
+            rows.append({"estimator": est.label, "beta": beta, **measured})
+            _write(out, rows, dataset, epochs, num_samples, max_images, train_options)
+    _figure(rows, out / "estimators.png", dataset)
+    return rows
+
+
+def _write(
+    out: Path,
+    rows: list[dict],
+    dataset: str,
+    epochs: int,
+    num_samples: int,
+    max_images: int | None,
+    options: dict,
+) -> None:
+    meta = {
+        **study_metadata(dataset, epochs, num_samples, max_images),
+        **{k: v for k, v in options.items() if k != "progress"},
+    }
+    write_tables(
+        out,
+        "estimators",
+        meta,
+        rows,
+        f"{dataset}, {epochs} epochs, "
+        + ", ".join(f"{k}={v}" for k, v in meta.items() if k not in ("dataset", "epochs")),
+        [
+            ("estimator", "estimator", ""),
+            ("beta", "beta", "g"),
+            ("test_neg_elbo", "test -ELBO", ".2f"),
+            ("", f"test log p(x) (K={num_samples})", plus_minus(
+                "test_log_likelihood", "test_log_likelihood_stderr"
+            )),
+            ("", "active units", of_total("active_units", "z_dim")),
+            ("seconds_per_epoch", "s/epoch", ".2f"),
+        ],
+    )  # fmt: skip
+
+
+def _figure(rows: list[dict], path: Path, dataset: str) -> None:
+    """Test log p(x) and test -ELBO per estimator, a bar per beta."""
+    labels = list(dict.fromkeys(r["estimator"] for r in rows))
+    betas = list(dict.fromkeys(r["beta"] for r in rows))
+    width = 0.8 / len(betas)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for ax, key, title in [
+        (axes[0], "test_log_likelihood", "test log p(x) (K importance samples), higher is better"),
+        (axes[1], "test_neg_elbo", "test -ELBO, lower is better"),
+    ]:
+        for j, beta in enumerate(betas):
+            vals = [
+                next(
+                    (r[key] for r in rows if r["estimator"] == lab and r["beta"] == beta), math.nan
+                )
+                for lab in labels
+            ]
+            ax.bar(
+                [i + (j - (len(betas) - 1) / 2) * width for i in range(len(labels))],
+                vals,
+                width,
+                label=f"beta={beta:g}",
+            )
+        finite = [r[key] for r in rows if math.isfinite(r[key])]
+        lo, hi = min(finite), max(finite)
+        ax.set_ylim(lo - 0.15 * (hi - lo) - 1, hi + 0.15 * (hi - lo) + 1)
+        ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("nats per image")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"estimator comparison on {dataset}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    run_arguments(p, "runs/estimators", epochs=100, z_dim=50, hidden=(200, 200))
+    measure_arguments(p)
+    p.add_argument(
+        "--betas", type=float, nargs="+", default=[0.5, 1.0, 4.0], help="(default: %(default)s)"
+    )
+    p.add_argument(
+        "--estimators",
+        nargs="+",
+        default=None,
+        metavar="SLUG",
+        help="a subset of: " + ", ".join(e.slug for e in ESTIMATOR_SET),
+    )
+    p.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-3, help="(default: %(default)s)")
+
+
+@study(
+    "estimators",
+    "one architecture trained with each estimator and beta, compared by test log p(x)",
+    _arguments,
+)
+def run(args: argparse.Namespace) -> int:
+    chosen = ESTIMATOR_SET
+    if args.estimators:
+        known = {e.slug: e for e in ESTIMATOR_SET}
+        unknown = [slug for slug in args.estimators if slug not in known]
+        if unknown:
+            raise ValueError(f"unknown estimator(s) {unknown}; choose from {list(known)}")
+        chosen = [known[slug] for slug in args.estimators]
+    compare(
+        dataset=args.dataset,
+        epochs=args.epochs,
+        betas=args.betas,
+        estimators=chosen,
+        out=args.out,
+        num_samples=args.num_samples,
+        max_images=args.max_eval_images,
+        data_dir=args.data_dir,
+        hidden=tuple(args.hidden),
+        z_dim=args.z_dim,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=args.device,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print((Path(args.out) / "estimators.md").read_text())
+    return 0

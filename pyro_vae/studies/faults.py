@@ -1,0 +1,171 @@
+"""Running the real command line under faults: in a subprocess (or, where no fault is injected
+inside the process, in this one), stopped mid-epoch by a signal, and compared bit for bit with
+an unbroken run. The cases themselves are :mod:`pyro_vae.studies.fault_cases`."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+# the directory that holds this pyro_vae package: subprocesses import the same code
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+# A small, quick configuration: 125 steps per epoch on the 4,000-image sample.
+SMALL = [
+    "--hidden",
+    "64",
+    "--z-dim",
+    "4",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "2",
+    "--checkpoint-every",
+    "10",
+    "--no-progress",
+]
+TIMING = {"train_seconds", "eval_seconds"}
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Case:
+    name: str
+    expected: str
+    run: Callable[[Workspace], tuple[str, bool]]  # -> (what happened, as expected?)
+
+
+class Workspace:
+    """A scratch directory, plus one unbroken run that resumed runs are compared against."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._baseline: Path | None = None
+        self._n = 0
+
+    def new_dir(self, label: str) -> Path:
+        self._n += 1
+        return self.root / f"{self._n:02d}-{label}"
+
+    def baseline(self) -> Path:
+        if self._baseline is None:
+            self._baseline = self.new_dir("unbroken")
+            done = cli(["--out", str(self._baseline), *SMALL])
+            assert done.code == 0, done.stderr
+        return self._baseline
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(PACKAGE_PARENT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _command(args: list[str], inject: str = "") -> list[str]:
+    code = f"import sys\n{inject}\nfrom pyro_vae.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", code, *args]
+
+
+# Cases that need no fault injected inside the process may run pyro_vae.cli.main in this
+# process instead of a subprocess (the test suite does, to save the start-up of each one).
+# Cases that need no fault injected inside the process may run the command line's main() in
+# this process instead of a subprocess: the test suite sets this to pyro_vae.cli.main, to save
+# the start-up of each case. (Studies sit below the command line and do not import it.)
+IN_PROCESS: Callable[[list[str]], int] | None = None
+
+
+def _in_process(main: Callable[[list[str]], int], args: list[str]) -> Outcome:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(args)
+        except SystemExit as exit_:  # argparse
+            code = int(exit_.code or 0)
+    return Outcome(code, out.getvalue(), err.getvalue())
+
+
+def cli(args: list[str], inject: str = "", timeout: float = 300) -> Outcome:
+    """``pyro-vae ARGS`` in a subprocess (``train`` is implied unless --debug leads)."""
+    args = args if args[:1] == ["--debug"] else ["train", *args]
+    if IN_PROCESS is not None and not inject and args[:1] != ["--debug"]:
+        return _in_process(IN_PROCESS, args)
+    done = subprocess.run(
+        _command(args, inject),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+    )
+    return Outcome(done.returncode, done.stdout, done.stderr)
+
+
+def checkpoint_position(run_dir: Path) -> dict | None:
+    try:
+        state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+        return state["position"]
+    except Exception:  # not there yet, or being replaced this instant
+        return None
+
+
+def stop_mid_epoch(run_dir: Path, args: list[str], sig: signal.Signals) -> tuple[Outcome, dict]:
+    """Start a run, freeze it once it has checkpointed mid-epoch, then deliver ``sig``."""
+    proc = subprocess.Popen(
+        _command(["train", *args]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    position = None
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        pos = checkpoint_position(run_dir)
+        if pos and pos["batch"] > 0 and pos["epoch"] >= 1:
+            proc.send_signal(signal.SIGSTOP)
+            position = checkpoint_position(run_dir)  # the process is frozen: this is final
+            if position and position["batch"] > 0:
+                break
+            proc.send_signal(signal.SIGCONT)
+        time.sleep(0.005)
+    if position is None:
+        proc.kill()
+        raise RuntimeError(f"the run ended before it could be stopped mid-epoch: {proc.stderr}")
+    proc.send_signal(sig)
+    if sig != signal.SIGKILL:
+        proc.send_signal(signal.SIGCONT)
+    stdout, stderr = proc.communicate(timeout=120)
+    return Outcome(proc.returncode, stdout, stderr), position
+
+
+def same_as_baseline(ws: Workspace, run_dir: Path) -> tuple[bool, str]:
+    """Final parameters bit for bit, and every metric but the timings."""
+    a = torch.load(ws.baseline() / "checkpoint.pt", map_location="cpu", weights_only=False)
+    b = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    same_params = a["model"].keys() == b["model"].keys() and all(
+        torch.equal(a["model"][k], b["model"][k]) for k in a["model"]
+    )
+    strip = [{k: v for k, v in r.items() if k not in TIMING} for r in a["metrics"]]
+    same_metrics = strip == [{k: v for k, v in r.items() if k not in TIMING} for r in b["metrics"]]
+    csv_a = [ln.split(",")[:-2] for ln in (ws.baseline() / "metrics.csv").read_text().splitlines()]
+    csv_b = [ln.split(",")[:-2] for ln in (run_dir / "metrics.csv").read_text().splitlines()]
+    ok = same_params and same_metrics and csv_a == csv_b
+    return ok, (
+        f"params {'identical' if same_params else 'DIFFER'}, metrics "
+        f"{'identical' if same_metrics and csv_a == csv_b else 'DIFFER'}"
+    )

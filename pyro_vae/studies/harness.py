@@ -1,0 +1,161 @@
+"""What every study shares: the registry that makes it ``pyro-vae study NAME``, training or
+reusing its runs, measuring them the same way, and the options most studies take.
+
+A study trains its runs under its ``--out`` directory; a finished run is reused and a stopped
+one resumed, so a long study that is killed picks up where it was. A new study is one module
+with a function decorated by :func:`study`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import ImageData
+from ..registry import Registry
+from ..training import TrainConfig, evaluate_run
+from ..training.run_dir import CHECKPOINT, CONFIG, EVALUATION, SUMMARY
+from ..workflow import train
+
+# name -> run(args) -> exit status; each has .summary (one line) and .arguments(parser)
+STUDIES: Registry[int] = Registry("study")
+
+
+def study(
+    name: str, summary: str, arguments: Callable[[argparse.ArgumentParser], None]
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Register ``run(args)`` as ``pyro-vae study NAME``, with the options ``arguments`` adds."""
+
+    def decorate(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        run.summary = summary  # type: ignore[attr-defined]
+        run.arguments = arguments  # type: ignore[attr-defined]
+        return STUDIES.register(name)(run)
+
+    return decorate
+
+
+def train_or_reuse(config: TrainConfig, data: ImageData | None = None) -> dict[str, Any]:
+    """The summary of the run in ``config.out``: reused if finished, resumed if stopped,
+    trained otherwise. A directory holding a run with other options is an error."""
+    out = Path(config.out)
+    if (out / CONFIG).exists():
+        earlier = TrainConfig.from_dict(json.loads((out / CONFIG).read_text()))
+        changed = config.differences(earlier)
+        if config.epochs != earlier.epochs:
+            changed.append(f"epochs: {config.epochs} != {earlier.epochs}")
+        if changed:
+            raise ValueError(
+                f"{str(out)!r} holds a run with other options ({'; '.join(changed)})"
+                ": choose another --out"
+            )
+    if (out / SUMMARY).exists():
+        return json.loads((out / SUMMARY).read_text())
+    return train(config, data, resume=(out / CHECKPOINT).exists()).summary
+
+
+def evaluate_or_reuse(
+    run_dir: Path,
+    num_samples: int,
+    data: ImageData | None = None,
+    max_images: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The run's evaluation.json if it was made with these settings, else a new one."""
+    path = Path(run_dir) / EVALUATION
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved["num_samples"] == num_samples and saved.get("max_images") == max_images:
+            return saved
+    return evaluate_run(run_dir, num_samples, "auto", max_images, data=data, progress=progress)
+
+
+def train_and_measure(
+    config: TrainConfig,
+    data: ImageData,
+    num_samples: int,
+    max_images: int | None = None,
+) -> dict[str, Any]:
+    """Train (or reuse) the run ``config`` describes and measure it: the table fields every
+    comparison shares (test log p(x) with K = ``num_samples`` and its SE, test -ELBO on the same
+    images, active units, seconds per epoch, rate, distortion, the run directory)."""
+    summary = train_or_reuse(config, data)
+    e = evaluate_or_reuse(Path(config.out), num_samples, data, max_images, config.progress)
+    return {
+        "test_neg_elbo": e["test_neg_elbo"],  # on the images log p(x) was measured on
+        "test_log_likelihood": e["test_log_likelihood"],
+        "test_log_likelihood_stderr": e["test_log_likelihood_stderr"],
+        "active_units": e["active_units"],
+        "z_dim": e["z_dim"],
+        "seconds_per_epoch": summary["seconds_per_epoch"],
+        "test_rate": summary["test_rate"],
+        "test_distortion": summary["test_distortion"],
+        "run": config.out,
+    }
+
+
+def study_metadata(
+    dataset: str, epochs: int, num_samples: int, max_images: int | None
+) -> dict[str, Any]:
+    """What a comparison table was measured with (the header of its JSON and Markdown)."""
+    return {
+        "dataset": dataset,
+        "epochs": epochs,
+        "num_samples": num_samples,
+        "eval_images": max_images or "all",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+# --- the options most studies take ------------------------------------------------------------
+
+
+def run_arguments(
+    p: argparse.ArgumentParser,
+    out: str,
+    epochs: int,
+    z_dim: int,
+    hidden: Sequence[int] = (400,),
+) -> None:
+    """The data, the network's size, the length of training, where runs go."""
+    p.add_argument("--dataset", default="mnist-sample", help="(default: %(default)s)")
+    p.add_argument("--data-dir", default=None, help="for datasets read from files")
+    p.add_argument("--epochs", type=int, default=epochs, help="per run (default: %(default)s)")
+    p.add_argument("--z-dim", type=int, default=z_dim, help="latent size (default: %(default)s)")
+    p.add_argument("--hidden", type=int, nargs="+", default=list(hidden), help="MLP hidden sizes")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--out", default=out, help="where the runs and tables go (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def measure_arguments(p: argparse.ArgumentParser) -> None:
+    """How test log p(x) is measured."""
+    p.add_argument(
+        "--num-samples", type=int, default=5000, help="K for test log p(x) (default: %(default)s)"
+    )
+    p.add_argument(
+        "--max-eval-images",
+        type=int,
+        default=None,
+        help="measure log p(x) on a fixed random subset of this many test images (default: all)",
+    )
+
+
+def base_config(args: argparse.Namespace) -> TrainConfig:
+    """The run every setting of a study starts from, as ``run_arguments`` gave it."""
+    return TrainConfig(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        z_dim=args.z_dim,
+        hidden=tuple(args.hidden),
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )

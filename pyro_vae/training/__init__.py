@@ -1,0 +1,40 @@
+"""Running training: the options of a run, assembling its parts, the SVI loop and its
+observers, the run directory (files, checkpoints, resume), the compiled step, several
+processes, and reading a trained run back."""
+
+from .assemble import Assembly, assemble, make_optimizer
+from .compiled import CompiledStep
+from .devices import DeviceError, resolve_device
+from .evaluate import evaluate_run
+from .load import LoadedRun, load_run
+from .loop import Trainer
+from .observers import MetricsCSV, Observer, ProgressBar
+from .options import ConfigError, TrainConfig, options
+from .run import TrainResult, fit
+from .run_dir import RunDirectory, RunDirectoryError
+from .stops import NonFiniteLoss, TrainingInterrupted
+
+__all__ = [
+    "Assembly",
+    "CompiledStep",
+    "ConfigError",
+    "DeviceError",
+    "LoadedRun",
+    "MetricsCSV",
+    "NonFiniteLoss",
+    "Observer",
+    "ProgressBar",
+    "RunDirectory",
+    "RunDirectoryError",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingInterrupted",
+    "assemble",
+    "evaluate_run",
+    "fit",
+    "load_run",
+    "make_optimizer",
+    "options",
+    "resolve_device",
+]

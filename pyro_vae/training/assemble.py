@@ -1,0 +1,142 @@
+"""Assembling a run from its options: the device and processes, the data, the model, the
+estimator, the step, the optimizer and the schedules. Nothing here trains or writes a file."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import pyro
+import torch
+from pyro.infer import ELBO
+
+from ..data import Binarizer, ImageData, load_dataset, with_context
+from ..inference import ESTIMATORS, KLWarmup, LinearRamp, sync_free
+from ..model import VAE, build_model
+from .compiled import CompiledStep
+from .devices import resolve_device
+from .distributed import Cluster, join
+from .options import ConfigError, TrainConfig
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A value raised over the first steps (a :class:`LinearRamp`) and where it is set."""
+
+    ramp: LinearRamp
+    apply: Callable[[float], None]
+
+    def update(self, step: int) -> None:
+        self.apply(self.ramp(step))
+
+
+@dataclass
+class Assembly:
+    """The parts of a run, ready for the loop."""
+
+    config: TrainConfig
+    device: torch.device
+    cluster: Cluster
+    data: ImageData
+    binarizer: Binarizer
+    vae: VAE
+    elbo: ELBO  # sync-free: no host synchronisation inside the step
+    compiled: CompiledStep | None
+    optimizer: torch.optim.Optimizer
+    schedules: list[Schedule]
+    steps_per_epoch: int
+    global_batch: int  # images per step over every process
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Adam with the fused implementation (one kernel for all parameters), where available."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):  # an older torch, or a device without the fused kernel
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+def load_data(config: TrainConfig, device: torch.device, data: ImageData | None) -> ImageData:
+    """The run's data on ``device``, each row with its context when the model reads one."""
+    if data is None:
+        data = load_dataset(config.dataset, config.data_dir)
+    return with_context(data, config.context or "none").to(device)
+
+
+def assemble(config: TrainConfig, data: ImageData | None = None) -> Assembly:
+    """Every part of the run ``config`` describes (``data``: the dataset, if already loaded).
+
+    The order fixes the random streams: the seed is set before the model is built, so a run
+    is the same every time for the same options."""
+    device = resolve_device(config.device)
+    cluster = join(device)
+    pyro.set_rng_seed(config.seed)
+    pyro.enable_validation(False)  # inputs are checked up front; keep the step lean
+    data = load_data(config, device, data)
+    binarizer = Binarizer(config.binarize, data, seed=config.seed)
+    vae = build_model(data.shape, context_dim=data.context_dim, **config.model_options())
+    vae = vae.to(device)
+    vae.likelihood.check_data(binarizer.test_x)
+    vae.likelihood.check_data(binarizer.train_x())
+
+    n_train = data.train_x.shape[0]
+    global_batch = config.batch_size * cluster.world_size
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    if cluster.distributed:  # every process needs a slice of every global batch
+        steps_per_epoch = n_train // global_batch
+        if steps_per_epoch == 0:
+            raise ConfigError(
+                f"{n_train} training images cannot fill one global batch "
+                f"of {global_batch}: lower --batch-size"
+            )
+    _set_precision(config, device)
+    elbo = sync_free(ESTIMATORS.create(config.estimator, **config.estimator_options()))
+    if config.cuda_graphs and device.type != "cuda":
+        raise ConfigError(f"--cuda-graphs needs a CUDA device; this run is on {device}")
+    compiled = (
+        CompiledStep(vae, elbo, cuda_graphs=bool(config.cuda_graphs)) if config.compile else None
+    )
+    return Assembly(
+        config=config,
+        device=device,
+        cluster=cluster,
+        data=data,
+        binarizer=binarizer,
+        vae=vae,
+        elbo=elbo,
+        compiled=compiled,
+        optimizer=make_optimizer(vae.parameters(), config.lr),
+        schedules=_schedules(config, vae, elbo, steps_per_epoch),
+        steps_per_epoch=steps_per_epoch,
+        global_batch=global_batch,
+    )
+
+
+def _set_precision(config: TrainConfig, device: torch.device) -> None:
+    if config.precision == "tf32":
+        if device.type != "cuda":
+            raise ConfigError("--precision tf32 applies to CUDA devices")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def _schedules(config: TrainConfig, vae: VAE, elbo: ELBO, steps_per_epoch: int) -> list[Schedule]:
+    """KL warm-up sets beta; capacity annealing sets the capacity objective's C."""
+
+    def steps(epochs: float | None) -> int:
+        return round((epochs or 0.0) * steps_per_epoch)
+
+    def set_beta(value: float) -> None:
+        vae.beta = value
+
+    schedules = [Schedule(KLWarmup(config.beta, steps(config.kl_warmup_epochs)), set_beta)]
+    if config.capacity_epochs is not None:
+
+        def set_capacity(value: float) -> None:
+            elbo.capacity = value
+
+        ramp = LinearRamp(config.capacity, steps(config.capacity_epochs))
+        schedules.append(Schedule(ramp, set_capacity))
+    return schedules

@@ -1,0 +1,77 @@
+"""What a run records: the bound on test and training images after each epoch, and the
+summary at its end. All quantities are nats per image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyro
+import torch
+
+from ..inference import evaluate_elbo
+from ..model import VAE
+
+# Training -ELBO is measured on at most this many training images per epoch (a fixed subset).
+TRAIN_EVAL_IMAGES = 10_000
+
+METRIC_FIELDS = [
+    "epoch",
+    "beta",
+    "train_loss",
+    "train_neg_elbo",
+    "train_distortion",
+    "train_rate",
+    "test_neg_elbo",
+    "test_distortion",
+    "test_rate",
+    "train_seconds",
+    "eval_seconds",
+]
+TIMING_FIELDS = ("train_seconds", "eval_seconds")
+
+
+class EpochEvaluation:
+    """The plain (beta = 1) bound, its distortion and rate, on the test images and on a fixed
+    random subset of the training images as drawn this epoch."""
+
+    def __init__(self, test_x: torch.Tensor, n_train: int, seed: int, batch_size: int) -> None:
+        self.test_x = test_x
+        self.batch_size = batch_size
+        generator = torch.Generator().manual_seed(seed)
+        self.train_idx = torch.randperm(n_train, generator=generator)[:TRAIN_EVAL_IMAGES].to(
+            test_x.device
+        )
+
+    def __call__(self, vae: VAE, x_epoch: torch.Tensor) -> dict[str, float]:
+        vae.eval()
+        model, guide, batch = vae.model, vae.guide, self.batch_size
+        test = evaluate_elbo(model, guide, self.test_x, batch)
+        train = evaluate_elbo(model, guide, x_epoch[self.train_idx], batch)
+        return {**train.as_dict("train_"), **test.as_dict("test_")}
+
+
+def summarize(
+    metrics: list[dict[str, float]], num_train: int, num_test: int, device: torch.device
+) -> dict[str, Any]:
+    """Final numbers of a run (the first epoch, which carries one-off start-up costs, is left
+    out of the timing when there is more than one)."""
+    last = metrics[-1]
+    timed = metrics[1:] or metrics
+    seconds = sum(r["train_seconds"] for r in timed)
+    return {
+        "test_neg_elbo": last["test_neg_elbo"],
+        "test_distortion": last["test_distortion"],
+        "test_rate": last["test_rate"],
+        "train_neg_elbo": last["train_neg_elbo"],
+        "best_test_neg_elbo": min(r["test_neg_elbo"] for r in metrics),
+        "seconds_per_epoch": seconds / len(timed),
+        "images_per_second": num_train * len(timed) / seconds,
+        "epochs": int(last["epoch"]),
+        "num_train": num_train,
+        "num_test": num_test,
+        "device": str(device),
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "threads": torch.get_num_threads(),
+        "units": "nats per image",
+    }

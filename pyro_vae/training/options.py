@@ -1,0 +1,364 @@
+"""Every option of a training run, declared once, and the configuration they make.
+
+Each field of :class:`TrainConfig` is one option: its name, type and default are the field's,
+and :func:`~pyro_vae.training.schema.option` adds the rest: the help text, the group it belongs
+to (data, model, estimator, schedule, run), where it applies and its check. The command line
+(``pyro-vae train``'s flags), config.json, ``--resume``'s comparison and the builders all read
+these declarations (:func:`options`); nothing about an option is written anywhere else.
+
+Where an option applies:
+- ``part=True``: where a chosen part takes it. A model option applies when the model builder
+  or one of the parts it is assembled from (network, likelihood, prior, guide) has it as an
+  option (``--sigma`` with ``--likelihood gaussian``, ``--rank`` with ``--guide low-rank``,
+  ``--z2-dim`` with ``--model two-layer``); an estimator option when the chosen estimator
+  takes it (``--free-bits`` with ``--estimator free-bits``); a data option when the dataset
+  does (``--data-dir`` for the datasets read from files). A new family with a new option
+  therefore needs one declaration here and nothing else.
+- ``applies=``: an explicit condition (``--cuda-graphs`` needs ``--compile``).
+An option that does not apply is ``None`` in the config. Set to anything but its default where
+it does not apply, it is refused with a message that says where it does.
+
+Checks that concern one part (a positive ``--sigma``, ``--rank`` >= 1, the VampPrior on a
+two-layer model) are the parts' own: the config builds the model once on the side, before any
+data is read, so they fail here, each written once, in the part. The rules that tie two
+groups together (an estimator that needs a kind of model) are :data:`RULES`, below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..data import BINARIZATIONS, CONTEXTS, DATASETS
+from ..inference import ESTIMATORS, GRADIENT_ESTIMATORS
+from ..model import GUIDES, LIKELIHOODS, MODELS, NETWORKS, PRIORS, build_model
+from ..model.build import takes_option
+from ..model.likelihoods import LIBRARY_OPTIONS
+from ..model.parts import PART_REGISTRIES, takers
+from ..registry import Registry
+from .schema import (
+    POSITIVE,
+    POSITIVE_SIZES,
+    Check,
+    ConfigError,
+    Option,
+    at_least,
+    flag_of,
+    option,
+)
+
+# fp32: full precision. tf32: CUDA matrix products in TensorFloat-32 (float32 storage).
+# bf16: the step's forward pass under bfloat16 autocast (matrix products in bfloat16).
+PRECISIONS = ("fp32", "tf32", "bf16")
+NOMINAL_SHAPE = (1, 28, 28)  # the shape the config's trial build uses before data is read
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved as config.json. See the module doc."""
+
+    # --- data ----------------------------------------------------------------------------------
+    dataset: str = option("mnist-sample", "the data", "data", choices=DATASETS)
+    data_dir: str | None = option(
+        None, "IDX directory (mnist, fashion-mnist) or the .npz file (npz)", "data", part=True
+    )
+    binarize: str = option(
+        "auto",
+        "auto: dynamic for binary likelihoods, none otherwise; dynamic: a fresh Bernoulli draw "
+        "each epoch; static: one fixed draw",
+        "data",
+        choices=("auto", *BINARIZATIONS),
+    )
+    # --- model -----------------------------------------------------------------------------------
+    model: str = option(
+        "vae", "vae, or two-layer (two stochastic layers, Burda et al. 2016)", "model",
+        choices=MODELS,
+    )  # fmt: skip
+    context: str | None = option(
+        "none", "a conditional VAE given the label or the top half of the image", "model",
+        choices=CONTEXTS, part=True,
+    )  # fmt: skip
+    network: str | None = option("mlp", "encoder and decoder", "model", choices=NETWORKS, part=True)
+    hidden: tuple[int, ...] | None = option(
+        (400,), "MLP hidden sizes", "model", check=POSITIVE_SIZES, part=True
+    )
+    z_dim: int = option(16, "latent dimensions (z1 for two-layer)", "model", check=at_least(1))
+    z2_dim: int | None = option(50, "two-layer: size of z2", "model", check=at_least(1), part=True)
+    upper_hidden: tuple[int, ...] | None = option(
+        (100, 100), "two-layer: hidden sizes between z1 and z2", "model",
+        check=POSITIVE_SIZES, part=True,
+    )  # fmt: skip
+    likelihood: str = option("bernoulli", "p(x|z)", "model", choices=LIKELIHOODS)
+    sigma: float | None = option(0.1, "fixed sigma of gaussian", "model", part=True)
+    sigma_floor: float | None = option(
+        0.01, "lower bound on the learned scale of gaussian-learned, laplace", "model", part=True
+    )
+    library: str | None = option(
+        "none", "count likelihoods: none (mean = exp(decoder)) or observed (library size x "
+        "softmax(decoder))", "model", choices=LIBRARY_OPTIONS, part=True,
+    )  # fmt: skip
+    beta_squeeze: float | None = option(
+        1e-3, "beta models x' = eps + (1 - 2 eps) x; this is eps", "model", part=True
+    )
+    prior: str = option("normal", "p(z)", "model", choices=PRIORS)
+    components: int | None = option(10, "mixture prior: components", "model", part=True)
+    pseudo_inputs: int | None = option(500, "VampPrior: learned pseudo-inputs", "model", part=True)
+    guide: str | None = option("diagonal", "q(z|x)", "model", choices=GUIDES, part=True)
+    rank: int | None = option(2, "low-rank guide: rank of the low-rank part", "model", part=True)
+    flows: int | None = option(2, "iaf guide: flow steps", "model", part=True)
+    flow_hidden: int | None = option(
+        0, "iaf guide: hidden units per MADE (0: twice z_dim)", "model", part=True
+    )
+    beta: float = option(1.0, "KL weight (beta-VAE); 0 allowed", "model", check=at_least(0))
+    autoencoder: bool | None = option(
+        False, "the deterministic autoencoder with the same networks", "model", part=True
+    )
+    # --- estimator ---------------------------------------------------------------------------
+    estimator: str = option(
+        "mean-field", "the objective (trace: Trace_ELBO, mean-field: TraceMeanField_ELBO)",
+        "estimator", choices=ESTIMATORS,
+    )  # fmt: skip
+    particles: int | None = option(
+        None, "samples per image, K (default: the estimator's, 5 for iwae, else 1)",
+        "estimator", check=at_least(1), part=True, param="num_particles", type=int,
+    )  # fmt: skip
+    grad: str | None = option(
+        "standard", "iwae's gradient estimator", "estimator",
+        choices=GRADIENT_ESTIMATORS, part=True,
+    )  # fmt: skip
+    free_bits: float | None = option(
+        0.5, "free-bits: KL floor per dimension, nats", "estimator", part=True
+    )
+    capacity: float | None = option(25.0, "capacity: target KL C, nats", "estimator", part=True)
+    capacity_gamma: float | None = option(
+        100.0, "capacity: weight gamma of |KL - C|", "estimator", part=True
+    )
+    # --- schedules: values raised linearly over the first epochs --------------------------------
+    capacity_epochs: float | None = option(
+        0.0, "capacity: epochs to raise C from 0", "schedule", check=at_least(0),
+        applies=lambda c: "capacity" in ESTIMATORS.options(c.estimator),
+        when="--estimator capacity",
+    )  # fmt: skip
+    kl_warmup_epochs: float | None = option(
+        0.0, "raise beta linearly from 0 over this many epochs", "schedule",
+        check=at_least(0), applies=lambda c: not c.autoencoder, when="a VAE (not --autoencoder)",
+    )  # fmt: skip
+    # --- run ---------------------------------------------------------------------------------
+    epochs: int = option(100, "passes over the training set", "run", check=at_least(1),
+                         resumable=True)  # fmt: skip
+    batch_size: int = option(128, "images per SVI step", "run", check=at_least(1))
+    lr: float = option(1e-3, "Adam learning rate", "run", check=POSITIVE)
+    device: str = option(
+        "auto", "auto, cpu or cuda[:N]", "run", resumable=True,
+        check=Check(lambda d: d in ("auto", "cpu") or d.startswith("cuda"), "auto, cpu or cuda"),
+    )  # fmt: skip
+    precision: str = option(
+        "fp32", "fp32, tf32 (CUDA matrix products) or bf16 (autocast)", "run", choices=PRECISIONS
+    )
+    compile: bool = option(
+        False, "trace the Pyro step once and run it as a compiled graph (TorchInductor)", "run"
+    )
+    cuda_graphs: bool | None = option(
+        False, "with --compile on CUDA: replay the compiled step as a CUDA graph", "run",
+        applies=lambda c: c.compile, when="--compile",
+    )  # fmt: skip
+    seed: int = option(0, "seeds Pyro, torch and the batches", "run")
+    out: str = option("runs/latest", "run directory", "run", resumable=True)
+    checkpoint_every: int = option(
+        0, "also checkpoint every this many steps (0: at epoch ends only)", "run",
+        check=at_least(0), resumable=True,
+    )  # fmt: skip
+    eval_batch_size: int = option(1000, "images per batch when measuring", "run",
+                                  check=at_least(1))  # fmt: skip
+    check_reference: bool = option(
+        True, "compare Pyro's loss with the hand-written loss on the first batch", "run",
+        flag="--skip-reference-check", resumable=True,
+    )  # fmt: skip
+    progress: bool = option(True, "show progress", "run", flag="--no-progress", resumable=True)
+
+    def __post_init__(self) -> None:
+        for name, opt in options().items():
+            self._settle(name, opt)
+        for rule in RULES:
+            rule(self)
+        self._try_building()
+
+    # --- checking ------------------------------------------------------------------------------
+
+    def _settle(self, name: str, opt: Option) -> None:
+        """Coerce the value, drop it where it does not apply, check it where it does."""
+        default = _default(name)
+        value = _coerce(getattr(self, name), default)
+        if not self.applies(name):
+            if value is not None and value != default:
+                raise ConfigError(self.why_not(name))
+            value = None
+        elif value is None:
+            value = default  # (particles: None, the estimator's own default)
+        setattr(self, name, value)
+        if value is None:
+            return
+        names = opt.choice_names()
+        if names and value not in names:
+            kind = opt.choices.kind if isinstance(opt.choices, Registry) else name
+            raise ConfigError(f"unknown {kind} {value!r}; choose one of: {', '.join(names)}")
+        if opt.check is not None and not opt.check.holds(value):
+            raise ConfigError(f"{flag_of(name)} must be {opt.check.rule}, got {value}")
+
+    def applies(self, name: str) -> bool:
+        """Whether option ``name`` means something for this run (see the module doc)."""
+        opt = options()[name]
+        if opt.applies is not None:
+            return bool(opt.applies(self))
+        if not opt.part:
+            return True
+        param = opt.param or name
+        if opt.group == "data":
+            return param in DATASETS.options(self.dataset)
+        if opt.group == "estimator":
+            return param in ESTIMATORS.options(self.estimator)
+        chosen = {p: getattr(self, p) for p in PART_REGISTRIES}
+        return takes_option(param, self.model, **{p: v for p, v in chosen.items() if v})
+
+    def why_not(self, name: str) -> str:
+        """The message for option ``name`` set where it does not apply."""
+        opt = options()[name]
+        flag = flag_of(name)
+        if opt.applies is not None:
+            return f"{flag} applies only with {opt.when}"
+        param = opt.param or name
+        if opt.group in ("data", "estimator"):
+            registry = DATASETS if opt.group == "data" else ESTIMATORS
+            owners = {registry.kind: [e for e in registry if param in registry.options(e)]}
+            here = f"--{registry.kind} {getattr(self, registry.kind)}"
+        else:
+            owners = {"model": [m for m in MODELS if param in MODELS.options(m)]} | takers(param)
+            parts = [p for p in PART_REGISTRIES if p in MODELS.options(self.model)]
+            here = f"--model {self.model} ({', '.join(f'{p} {getattr(self, p)}' for p in parts)})"
+        where = "; ".join(f"{kind} {', '.join(names)}" for kind, names in owners.items() if names)
+        return f"{flag} does not apply to {here}: it is an option of {where}"
+
+    def _try_building(self) -> None:
+        """Build the model and the estimator once, on the side: every check a part makes of
+        its options fails here, before any data is read (the random streams are untouched)."""
+        context_dim = {"none": 0, "label": 10}.get(self.context or "none", 392)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                build_model(NOMINAL_SHAPE, context_dim=context_dim, **self.model_options())
+            ESTIMATORS.create(self.estimator, **self.estimator_options())
+        except (ValueError, TypeError) as err:
+            raise ConfigError(str(err)) from None
+
+    # --- what the builders read -----------------------------------------------------------------
+
+    def group(self, group: str) -> dict[str, Any]:
+        """The options of ``group`` that apply to this run, under the builders' names."""
+        return {
+            opt.param or name: getattr(self, name)
+            for name, opt in options().items()
+            if opt.group == group and getattr(self, name) is not None
+        }
+
+    def model_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`pyro_vae.model.build_model`."""
+        return self.group("model")
+
+    def estimator_options(self) -> dict[str, Any]:
+        """Keyword arguments of the estimator (``num_particles`` only where given: otherwise
+        the estimator's own default, 5 for iwae, 1 for the others)."""
+        return {k: v for k, v in self.group("estimator").items() if k != "estimator"}
+
+    # --- config.json and resume -------------------------------------------------------------------
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config a config.json records. Options that do not apply are dropped whatever
+        their value: earlier versions recorded every option, used or not."""
+        unknown = set(d) - set(options())
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        values = {name: d.get(name, _default(name)) for name in options()}
+        record = object.__new__(cls)
+        record.__dict__.update(values)
+        for name in options():
+            if not record.applies(name):
+                values[name] = record.__dict__[name] = None
+        return cls(**values)
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Options (other than the resumable ones) whose values differ, as 'name: a != b'."""
+        mine, theirs = self.as_dict(), other.as_dict()
+        return [
+            f"{k}: {mine[k]!r} != {theirs[k]!r}"
+            for k, opt in options().items()
+            if not opt.resumable and mine[k] != theirs[k]
+        ]
+
+
+def options() -> dict[str, Option]:
+    """Every option of a run, in declaration order."""
+    return {f.name: f.metadata["option"] for f in dataclasses.fields(TrainConfig)}
+
+
+def _default(name: str) -> Any:
+    return TrainConfig.__dataclass_fields__[name].default
+
+
+def _coerce(value: Any, default: Any) -> Any:
+    """JSON and command-line values as the option's type (lists of sizes as tuples)."""
+    if isinstance(value, list):
+        return tuple(int(v) for v in value)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+# --- rules that tie two groups together -----------------------------------------------------------
+
+
+def _binarization_fits_the_likelihood(c: TrainConfig) -> None:
+    data_kind = LIKELIHOODS.get(c.likelihood).data_kind
+    if c.binarize == "auto":
+        c.binarize = "dynamic" if data_kind == "binary" else "none"
+    if data_kind == "counts" and c.binarize != "none":
+        raise ConfigError(f"--likelihood {c.likelihood} models counts: use --binarize none")
+
+
+def _estimator_fits_the_model(c: TrainConfig) -> None:
+    if c.model == "two-layer" and c.estimator not in ("trace", "iwae"):
+        raise ConfigError(
+            "--model two-layer needs --estimator trace or iwae (z2 depends on z1 in the guide, "
+            "which TraceMeanField_ELBO's analytic KLs cannot take)"
+        )
+    if c.estimator in ("free-bits", "capacity"):
+        if c.guide != "diagonal":
+            raise ConfigError(
+                f"--estimator {c.estimator} needs the KL per dimension: --guide diagonal"
+            )
+        if c.prior not in ("normal", "learned-normal"):
+            raise ConfigError(
+                f"--estimator {c.estimator} needs the KL per dimension in closed form: "
+                "--prior normal or learned-normal"
+            )
+
+
+def _precision_fits_the_step(c: TrainConfig) -> None:
+    if c.precision == "bf16" and c.compile:
+        raise ConfigError("--precision bf16 runs the eager step; drop --compile")
+    if c.cuda_graphs and c.device == "cpu":
+        raise ConfigError("--cuda-graphs needs a CUDA device, not --device cpu")
+
+
+RULES: list[Callable[[TrainConfig], None]] = [
+    _binarization_fits_the_likelihood,
+    _estimator_fits_the_model,
+    _precision_fits_the_step,
+]

@@ -1,0 +1,79 @@
+"""A training run from its options: check the directory, assemble the parts, train with the
+standard observers (metrics.csv, progress), and keep the record.
+
+Nothing in the run directory changes until every option, the data and the model have been
+checked and the first batch has passed the reference check: a bad ``--seed`` or grey data for
+a Bernoulli likelihood leaves an old run untouched even with ``overwrite``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..data import ImageData
+from ..model import VAE
+from .assemble import assemble
+from .loop import Trainer
+from .metrics import METRIC_FIELDS
+from .observers import MetricsCSV, Observer, ProgressBar
+from .options import ConfigError, TrainConfig
+from .run_dir import RunDirectory, RunDirectoryError
+
+
+@dataclass
+class TrainResult:
+    vae: VAE
+    summary: dict[str, Any]  # empty on processes other than rank 0
+    metrics: list[dict[str, float]] = field(default_factory=list)
+
+
+def check_resumable(config: TrainConfig, state: dict[str, Any]) -> None:
+    """A run continues only with the options it was started with (``epochs`` may grow)."""
+    try:
+        saved = TrainConfig.from_dict(state["config"])
+    except (ValueError, TypeError) as err:
+        raise RunDirectoryError(f"the checkpoint's config is unreadable ({err})") from None
+    differences = config.differences(saved)
+    if differences:
+        raise RunDirectoryError(
+            "the checkpoint was made with another config ("
+            + "; ".join(differences)
+            + "): resume with the run's own options, or start a new run"
+        )
+    done = state["position"]["epoch"]
+    if done > config.epochs:
+        raise ConfigError(f"--epochs {config.epochs} is less than the {done} epochs done")
+
+
+def fit(
+    config: TrainConfig,
+    data: ImageData | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    observers: Sequence[Observer] = (),
+) -> TrainResult:
+    """Train a VAE as ``config`` says and leave a complete run directory in ``config.out``
+    (figures come from an observer: :func:`pyro_vae.train` adds them).
+
+    ``resume`` continues the run in ``config.out`` from its checkpoint; ``overwrite`` replaces
+    a run already there (without either, an existing run is an error, so nothing is lost).
+    """
+    run_dir = RunDirectory(config.out)
+    saved = None
+    if resume:
+        saved = run_dir.saved_state()
+        check_resumable(config, saved)
+    elif not overwrite:
+        run_dir.refuse_to_clobber()
+    parts = assemble(config, data)
+    run_dir.writes = parts.cluster.is_main  # only rank 0 writes the run directory
+    standard = [MetricsCSV(run_dir)] + ([ProgressBar()] if config.progress else [])
+    trainer = Trainer(parts, run_dir, [*standard, *observers], saved)
+    if overwrite and not resume:
+        run_dir.clear()
+    run_dir.start(config.as_dict(), METRIC_FIELDS, trainer.metrics)
+    summary = trainer.fit()
+    return TrainResult(parts.vae, summary, trainer.metrics)

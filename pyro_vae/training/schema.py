@@ -1,0 +1,63 @@
+"""How an option of a training run is declared: a dataclass field whose metadata is an
+:class:`Option` (help, group, choices, check, where it applies). The declarations themselves
+are :mod:`pyro_vae.training.options`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..registry import Registry
+
+GROUPS = ("data", "model", "estimator", "schedule", "run")
+
+
+class ConfigError(ValueError):
+    """An option with a value the run cannot use; the message names the option."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """A condition on one value, and the same condition in words (">= 1")."""
+
+    holds: Callable[[Any], bool]
+    rule: str
+
+
+def at_least(bound: float) -> Check:
+    return Check(lambda v: math.isfinite(v) and v >= bound, f">= {bound:g}")
+
+
+POSITIVE = Check(lambda v: math.isfinite(v) and v > 0, "> 0")
+POSITIVE_SIZES = Check(lambda v: len(v) > 0 and all(h >= 1 for h in v), "positive sizes")
+
+
+@dataclass(frozen=True)
+class Option:
+    """What the field of an option does not say itself (see the module doc)."""
+
+    help: str
+    group: str
+    choices: Registry | Sequence[str] | None = None
+    check: Check | None = None
+    part: bool = False
+    applies: Callable[[Any], bool] | None = None  # of the config being checked
+    when: str = ""  # the ``applies`` condition in words, for messages
+    resumable: bool = False  # may differ when a run is resumed (it does not change the result)
+    flag: str = ""  # the command-line flag, if not --name (a store-false switch then)
+    param: str = ""  # the builder's keyword, if not the option's name
+    type: type | None = None  # the type of a value, where the default (None) does not say
+
+    def choice_names(self) -> list[str]:
+        return list(self.choices) if self.choices is not None else []
+
+
+def option(default: Any, help: str, group: str, **declared: Any) -> Any:
+    """A field of :class:`TrainConfig`: its default and its :class:`Option` declaration."""
+    return field(default=default, metadata={"option": Option(help, group, **declared)})
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
