@@ -1,0 +1,154 @@
+"""One options schema: each option declared once, read by the command line, config.json,
+resume and the builders; an option that does not apply is refused, never dropped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pyro_vae import LIKELIHOODS, TrainConfig, build_vae, make_estimator
+from pyro_vae.cli import main
+from pyro_vae.model.likelihoods import Likelihood
+from pyro_vae.registry import OptionError
+from pyro_vae.training import ConfigError, assemble, options
+from pyro_vae.training.options import flag_of
+
+
+@pytest.mark.parametrize(
+    "argv,where",
+    [
+        (["--free-bits", "0.5"], "estimator free-bits"),  # its default value: still refused
+        (["--grad", "dreg"], "estimator iwae"),
+        (["--estimator", "free-bits", "--particles", "3"], "estimator trace, mean-field, iwae"),
+        (["--sigma", "0.2"], "likelihood gaussian"),
+        (["--z2-dim", "8"], "model two-layer"),
+        (["--rank", "3"], "guide low-rank"),
+        (["--data-dir", "/tmp"], "dataset fashion-mnist, mnist, npz"),
+        (["--cuda-graphs"], "applies only with --compile"),
+        (["--capacity-epochs", "2"], "applies only with --estimator capacity"),
+        (["--network", "conv", "--hidden", "64"], "network mlp"),
+    ],
+)
+def test_an_option_that_does_not_apply_is_refused_in_one_line(tmp_path, capsys, argv, where):
+    out = tmp_path / "run"
+    assert main(["train", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and where in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_config_refuses_a_value_set_where_it_does_not_apply():
+    """From Python too: an inapplicable option at anything but its default is refused, and a
+    config varied with ``dataclasses.replace`` cannot carry one into a part that ignores it."""
+    import dataclasses
+
+    with pytest.raises(ConfigError, match="--sigma does not apply .* likelihood gaussian"):
+        TrainConfig(sigma=0.3)
+    gaussian = TrainConfig(likelihood="gaussian", sigma=0.3)
+    with pytest.raises(ConfigError, match="--sigma does not apply"):
+        dataclasses.replace(gaussian, likelihood="bernoulli")
+    at_default = TrainConfig(free_bits=0.5)  # the default: nothing was asked for
+    assert at_default.free_bits is None
+    switched = dataclasses.replace(at_default, estimator="free-bits")
+    assert switched.free_bits == 0.5 and switched.particles is None
+
+
+def test_options_reach_the_parts_that_take_them_and_no_others():
+    vae = build_vae((1, 28, 28), likelihood="gaussian", sigma=0.3, hidden=(32,), z_dim=3)
+    assert vae.likelihood.sigma == 0.3 and vae.encoder.body[0][0].out_features == 32
+    with pytest.raises(TypeError, match="'hiden'"):
+        build_vae((1, 28, 28), hiden=(64,))
+    with pytest.raises(TypeError, match="likelihood 'bernoulli': -"):
+        build_vae((1, 28, 28), sigma=0.3)  # an option of another likelihood
+    with pytest.raises(TypeError, match="'grad' is an option of iwae"):
+        make_estimator("trace", grad="dreg")
+    with pytest.raises(OptionError):
+        LIKELIHOODS.create("gaussian", 4, sigmaa=0.1)
+
+
+def test_a_new_family_brings_its_option_along():
+    """A likelihood with a keyword-only option of its own: build_vae routes it there."""
+
+    class Tempered(Likelihood):
+        def __init__(self, data_dim: int, *, temperature: float = 1.0) -> None:
+            super().__init__(data_dim)
+            self.temperature = temperature
+
+        def forward(self, out, x=None):
+            import pyro.distributions as dist
+
+            return dist.Bernoulli(logits=out / self.temperature).to_event(1)
+
+    LIKELIHOODS.register("tempered-test")(Tempered)
+    try:
+        vae = build_vae((4,), likelihood="tempered-test", temperature=2.0, hidden=(8,), z_dim=2)
+        assert vae.likelihood.temperature == 2.0
+    finally:
+        LIKELIHOODS._entries.pop("tempered-test")
+
+
+def test_iwae_without_particles_takes_its_own_default(tmp_path, mnist_sample):
+    """--estimator iwae alone is the 5-particle bound (the estimator's default), not K = 1."""
+    config = TrainConfig(estimator="iwae", epochs=1, hidden=(8,), z_dim=2, out=str(tmp_path))
+    assert config.particles is None and config.grad == "standard"
+    parts = assemble(config, mnist_sample)
+    assert parts.elbo.num_particles == 5
+    explicit = TrainConfig(estimator="iwae", particles=1, out=str(tmp_path))
+    assert explicit.particles == 1  # K = 1 when asked for
+
+
+def test_every_option_is_a_flag_and_reaches_the_config():
+    """The command line is made from the declarations: each option has its flag, and the
+    value given on the command line is the value in the config."""
+    from pyro_vae.cli import parser, train_config
+
+    train = parser()._subparsers._group_actions[0].choices["train"]
+    flags = {a.option_strings[0] for a in train._actions if a.option_strings}
+    assert {o.flag or flag_of(n) for n, o in options().items()} <= flags
+    args = parser().parse_args(["train", "--likelihood", "gaussian", "--sigma", "0.25",
+                                "--z-dim", "3", "--hidden", "16", "8", "--no-progress",
+                                "--skip-reference-check"])  # fmt: skip
+    config = train_config(args)
+    assert (config.sigma, config.z_dim, config.hidden) == (0.25, 3, (16, 8))
+    assert config.progress is False and config.check_reference is False
+
+
+def test_config_json_records_the_options_the_run_used(tmp_path):
+    config = TrainConfig(likelihood="gaussian", sigma=0.2, out=str(tmp_path))
+    record = config.as_dict()
+    assert record["sigma"] == 0.2 and record["free_bits"] is None and record["rank"] is None
+    assert TrainConfig.from_dict(json.loads(json.dumps(record))) == config
+
+
+def test_a_config_json_that_recorded_every_option_still_loads():
+    """Earlier versions wrote every option, used or not: those that do not apply are dropped."""
+    old = TrainConfig().as_dict() | {"free_bits": 0.5, "rank": 2, "sigma": 0.1, "particles": 1}
+    old |= {"grad": "standard", "z2_dim": 50, "upper_hidden": [100, 100], "cuda_graphs": False}
+    loaded = TrainConfig.from_dict(old)
+    assert loaded.free_bits is None and loaded.rank is None and loaded.particles == 1
+    with pytest.raises(ConfigError, match="unknown config keys: colour"):
+        TrainConfig.from_dict(old | {"colour": "red"})
+
+
+def test_resume_compares_every_option_but_the_resumable_ones():
+    a = TrainConfig(epochs=2, out="x")
+    assert a.differences(TrainConfig(epochs=5, out="y", device="cpu", progress=False)) == []
+    assert a.differences(TrainConfig(epochs=2, out="x", lr=0.01)) == ["lr: 0.001 != 0.01"]
+    resumable = {n for n, o in options().items() if o.resumable}
+    assert resumable == {"epochs", "device", "out", "checkpoint_every", "check_reference",
+                         "progress"}  # fmt: skip
+
+
+def test_a_parts_own_check_fails_before_any_data_is_read():
+    """The config builds the model once on the side: the parts' own checks (written once, in
+    the parts) stop a bad value at once, without touching the random streams."""
+    state = torch.get_rng_state()
+    with pytest.raises(ConfigError, match="gaussian needs sigma > 0"):
+        TrainConfig(likelihood="gaussian", sigma=0.0)
+    with pytest.raises(ConfigError, match="low-rank needs rank >= 1"):
+        TrainConfig(guide="low-rank", rank=0)
+    with pytest.raises(ConfigError, match="use it with one layer"):
+        TrainConfig(model="two-layer", estimator="trace", prior="vamp")
+    assert torch.equal(torch.get_rng_state(), state)
