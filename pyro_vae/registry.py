@@ -19,8 +19,6 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-NO_DEFAULT = inspect.Parameter.empty
-
 
 class UnknownNameError(ValueError):
     """A name that is not in a registry; the message lists the valid names."""
@@ -43,11 +41,6 @@ def _keywords(factory: Callable) -> dict[str, inspect.Parameter]:
 def takes(factory: Callable, option: str) -> bool:
     """Whether ``factory`` has a keyword parameter named ``option``."""
     return option in _keywords(factory)
-
-
-def default_of(factory: Callable, option: str) -> Any:
-    """The default of ``factory``'s keyword parameter ``option`` (``NO_DEFAULT`` if none)."""
-    return _keywords(factory)[option].default
 
 
 class Registry(Generic[T]):

@@ -65,7 +65,7 @@ def check_against_reference(
 ) -> tuple[float, float]:
     """Raise :class:`ReferenceMismatch` unless the two losses agree to ``rtol``.
 
-    ``step`` checks a compiled step instead (:class:`pyro_vae.train.compiled.CompiledStep`, which
+    ``step`` checks a compiled step instead (:class:`pyro_vae.training.compiled.CompiledStep`, which
     returns its loss and the z it sampled) against the reference of ``elbo``.
 
     The default tolerance is 1e-4 in float32 (summation order differs) and 1e-9 in float64.

@@ -3,7 +3,7 @@ behind KL warm-up (beta) and capacity annealing (C).
 
     value_t = target * min(1, t / steps),   value_0 = 0;   steps = 0: value_t = target.
 
-The trainer applies each schedule before every step (``pyro_vae.train.assemble``); in a
+The trainer applies each schedule before every step (``pyro_vae.training.assemble``); in a
 hand-written SVI loop, set the value yourself: ``vae.beta = warmup(step)``.
 """
 

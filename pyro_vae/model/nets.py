@@ -48,7 +48,7 @@ class GaussianHead(nn.Module):
 class MLPEncoder(nn.Module):
     """Encoders share one shape: ``features(x)`` (the body's output, ``feature_dim`` wide) and
     ``head(features) -> (loc, scale)``; guides that need more than (loc, scale) read the
-    features (see :mod:`pyro_vae.guides`)."""
+    features (see :mod:`pyro_vae.model.guides`)."""
 
     def __init__(self, data_dim: int, z_dim: int, hidden: Sequence[int] = (400,)) -> None:
         super().__init__()

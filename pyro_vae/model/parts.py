@@ -5,7 +5,7 @@ family in a registry whose options are its keyword-only constructor parameters. 
 goes to every chosen part that takes it (``hidden`` to the MLP, ``sigma`` to the Gaussian
 likelihood, ``rank`` to the low-rank guide); one that no chosen part takes is refused, never
 dropped. This is the one rule by which ``build_vae``, the two-layer builder and the training
-options (``pyro_vae.train.options``) decide where an option applies.
+options (``pyro_vae.training.options``) decide where an option applies.
 """
 
 from __future__ import annotations

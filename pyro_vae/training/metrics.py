@@ -27,7 +27,6 @@ METRIC_FIELDS = [
     "train_seconds",
     "eval_seconds",
 ]
-TIMING_FIELDS = ("train_seconds", "eval_seconds")
 
 
 class EpochEvaluation:

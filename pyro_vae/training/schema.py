@@ -11,8 +11,6 @@ from typing import Any
 
 from ..registry import Registry
 
-GROUPS = ("data", "model", "estimator", "schedule", "run")
-
 
 class ConfigError(ValueError):
     """An option with a value the run cannot use; the message names the option."""
