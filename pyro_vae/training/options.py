@@ -245,7 +245,8 @@ class TrainConfig:
     def _try_building(self) -> None:
         """Build the model and the estimator once, on the side: every check a part makes of
         its options fails here, before any data is read (the random streams are untouched)."""
-        context_dim = {"none": 0, "label": 10}.get(self.context or "none", 392)
+        c, h, w = NOMINAL_SHAPE  # a context of nominal width: ten classes, or the top half
+        context_dim = {"none": 0, "label": 10, "top-half": c * (h // 2) * w}[self.context or "none"]
         try:
             with torch.random.fork_rng(devices=[]):
                 build_model(NOMINAL_SHAPE, context_dim=context_dim, **self.model_options())
