@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import importlib.resources
 import os
 import shutil
+import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +60,31 @@ class ImageData:
     name: str = ""
     context: str = "none"
     context_dim: int = 0
+
+    def validate(self) -> ImageData:
+        """Check what every model needs of a dataset; raise :class:`DataError` (one line)."""
+        name = self.name or "the data"
+        for split in ("train", "test"):
+            x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+            if x.ndim != 2:
+                raise DataError(f"{name}: {split} images must be rows, got shape {tuple(x.shape)}")
+            if x.shape[0] == 0:
+                raise DataError(f"{name}: the {split} split holds no images")
+            if x.shape[1] == 0:
+                raise DataError(f"{name}: the {split} images have no pixels")
+            if y.ndim != 1 or y.shape[0] != x.shape[0]:
+                raise DataError(
+                    f"{name}: {x.shape[0]} {split} images but {tuple(y.shape)} labels: "
+                    "give one label per image (or none)"
+                )
+            if not torch.isfinite(x).all():
+                raise DataError(f"{name}: the {split} images contain NaN or infinite values")
+        if self.train_x.shape[1] != self.test_x.shape[1]:
+            raise DataError(
+                f"{name}: train and test images differ in size: {self.train_x.shape[1]} "
+                f"vs {self.test_x.shape[1]} values"
+            )
+        return self
 
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> ImageData:
         return dataclasses.replace(
@@ -109,11 +137,35 @@ def _cache_dir() -> Path:
     return Path(root) / "pyro-vae"
 
 
+def _unpacked(packed: Path, stem: str) -> Path:
+    """The plain copy of a gzipped IDX file in the user's cache, under a key made of the
+    source's full path, size and modification time: another directory, or a file replaced in
+    place, gets its own copy. Unpacked to a temporary name and renamed when whole."""
+    stat = packed.stat()
+    stamp = f"{packed.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    unpacked = _cache_dir() / "idx" / hashlib.sha256(stamp.encode()).hexdigest()[:20] / stem
+    if unpacked.is_file():
+        return unpacked
+    unpacked.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=unpacked.parent, prefix=f".{stem}.", suffix=".tmp")
+    try:
+        with gzip.open(packed, "rb") as src, os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, unpacked)
+    except (OSError, EOFError, zlib.error) as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise DataError(f"cannot unpack {str(packed)!r} ({err}): is the file whole?") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return unpacked
+
+
 def read_idx_dir(directory: str | Path, name: str) -> ImageData:
     """Read the four MNIST-format IDX files (plain or .gz) from ``directory``.
 
     Parsing is torchvision's ``read_image_file`` / ``read_label_file``; they read plain files
-    only, so gzipped ones are unpacked once into the user's cache.
+    only, so gzipped ones are unpacked once into the user's cache (:func:`_unpacked`).
     """
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
@@ -126,14 +178,7 @@ def read_idx_dir(directory: str | Path, name: str) -> ImageData:
         if plain.is_file():
             paths[key] = plain
         elif packed.is_file():
-            unpacked = _cache_dir() / "idx" / name / stem
-            if not unpacked.is_file() or unpacked.stat().st_mtime < packed.stat().st_mtime:
-                unpacked.parent.mkdir(parents=True, exist_ok=True)
-                tmp = unpacked.with_suffix(".tmp")
-                with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                os.replace(tmp, unpacked)
-            paths[key] = unpacked
+            paths[key] = _unpacked(packed, stem)
         else:
             raise DataError(f"{name}: {stem}[.gz] not found in {str(directory)!r}")
     try:
@@ -205,8 +250,15 @@ def npz_file(*, data_dir: str | None = None) -> ImageData:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError) as err:
-        raise DataError(f"npz: cannot read {str(path)!r}: {err}") from None
+    except Exception as err:  # a damaged archive fails zipfile, zlib or numpy in many ways
+        raise DataError(f"npz: cannot read {str(path)!r} ({type(err).__name__}: {err})") from None
+    if not isinstance(arrays, dict):  # np.load of a plain .npy gives one array
+        raise DataError(f"npz: {str(path)!r} is not a .npz archive")
+    for key, array in arrays.items():
+        if array.dtype.kind not in "buif":
+            raise DataError(
+                f"npz: {key} has dtype {array.dtype}; images and labels must be numbers"
+            )
     missing = {"train_x", "test_x"} - set(arrays)
     if missing:
         raise DataError(f"npz: {str(path)!r} has no {' or '.join(sorted(missing))} array")
@@ -215,6 +267,8 @@ def npz_file(*, data_dir: str | None = None) -> ImageData:
         a = torch.from_numpy(arrays[key])
         if a.ndim < 2:
             raise DataError(f"npz: {key} must have one row per image, got shape {tuple(a.shape)}")
+        if a.shape[0] == 0 or a[0].numel() == 0:
+            raise DataError(f"npz: {key} holds no images (shape {tuple(a.shape)})")
         return _from_uint8(a) if a.dtype == torch.uint8 else a.reshape(a.shape[0], -1).float()
 
     train_x, test_x = images("train_x"), images("test_x")
@@ -227,7 +281,14 @@ def npz_file(*, data_dir: str | None = None) -> ImageData:
     shape = (1, *shape) if len(shape) == 2 else shape
 
     def labels(key: str, n: int) -> torch.Tensor:
-        return torch.from_numpy(arrays[key]).long() if key in arrays else torch.zeros(n).long()
+        if key not in arrays:
+            return torch.zeros(n).long()
+        y = arrays[key]
+        if y.shape != (n,):
+            raise DataError(f"npz: {n} images but {key} has shape {y.shape}: one label per image")
+        if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y))):
+            raise DataError(f"npz: {key} must hold whole numbers (class labels)")
+        return torch.from_numpy(y).long()
 
     return ImageData(
         train_x,
@@ -236,14 +297,11 @@ def npz_file(*, data_dir: str | None = None) -> ImageData:
         labels("test_y", len(test_x)),
         shape=shape,
         name="npz",
-    )
+    ).validate()
 
 
 def load_dataset(name: str, data_dir: str | None = None) -> ImageData:
     """The named dataset (``data_dir``: where the datasets read from files find them),
-    checked for values that are not finite."""
+    checked (:meth:`ImageData.validate`)."""
     data = DATASETS.create(name, **({} if data_dir is None else {"data_dir": data_dir}))
-    for split in ("train_x", "test_x"):
-        if not torch.isfinite(getattr(data, split)).all():
-            raise DataError(f"{name}: the {split[:-2]} images contain NaN or infinite values")
-    return data
+    return data.validate()

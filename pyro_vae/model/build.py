@@ -24,6 +24,15 @@ from .vae import VAE, Autoencoder
 MODELS: Registry[VAE] = Registry("model")
 
 
+def check_shape(data_shape: Sequence[int]) -> None:
+    """A data shape is a non-empty tuple of positive sizes, (C, H, W) for images or (D,)."""
+    shape = tuple(data_shape) if isinstance(data_shape, Sequence) else ()
+    if not shape or not all(isinstance(d, int) and d >= 1 for d in shape):
+        raise ValueError(
+            f"a data shape is a tuple of positive sizes such as (1, 28, 28); got {data_shape!r}"
+        )
+
+
 @MODELS.register("vae")
 def build_vae(
     data_shape: Sequence[int],
@@ -46,6 +55,7 @@ def build_vae(
     guides). ``context`` other than "none" builds a conditional VAE whose data rows carry
     ``context_dim`` context values after the pixels (:mod:`pyro_vae.model.conditional`);
     ``autoencoder`` builds the deterministic :class:`Autoencoder` with the same networks."""
+    check_shape(data_shape)
     parts = route("vae", options, network=network, likelihood=likelihood, prior=prior, guide=guide)
     if autoencoder and guide != "diagonal":
         raise ValueError("the autoencoder's code is a point: --guide means nothing for it")
@@ -84,6 +94,7 @@ def build_model(data_shape: Sequence[int], model: str = "vae", **options: object
     """The named model structure, given the options it and its parts take (see each
     builder); ``context_dim`` reaches the models that read a context."""
     context_dim = options.pop("context_dim", 0)
+    check_shape(data_shape)
     return MODELS.create(model, data_shape, offer={"context_dim": context_dim}, **options)
 
 

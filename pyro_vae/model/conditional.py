@@ -28,6 +28,10 @@ class ConditionalVAE(VAE):
         super().__init__(*args, **kwargs)
         self.data_dim, self.context_dim, self.context = data_dim, context_dim, context
 
+    @property
+    def row_width(self) -> int:
+        return self.data_dim + self.context_dim
+
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(observed pixels, context) of each row."""
         return x[..., : self.data_dim], x[..., self.data_dim :]
@@ -41,7 +45,7 @@ class ConditionalVAE(VAE):
         for name in ("decoder", "prior", "likelihood"):
             param_store.register(name, getattr(self, name))
         pixels, context = self.split(x)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             with self._kl_weight():
                 z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(self.decode(z, context), pixels), obs=pixels)

@@ -47,7 +47,7 @@ class TwoLayerVAE(VAE):
         """p(x, z1, z2) = p(z2) p(z1 | z2) p(x | z1)."""
         for name in ("decoder", "upper_decoder", "prior", "likelihood"):
             param_store.register(name, getattr(self, name))
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             with self._kl_weight():
                 z2 = pyro.sample("z2", self.prior())
                 loc, scale = self.upper_decoder(z2)
@@ -60,7 +60,7 @@ class TwoLayerVAE(VAE):
         param_store.register("encoder", self.encoder)
         param_store.register("upper_encoder", self.upper_encoder)
         loc, scale = self.encoder(x)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             with self._kl_weight():
                 z1 = pyro.sample("z1", dist.Normal(loc, scale).to_event(1))
                 loc2, scale2 = self.upper_encoder(z1)

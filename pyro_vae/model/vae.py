@@ -100,6 +100,23 @@ class VAE(nn.Module):
         finally:
             self._beta_override = None
 
+    @property
+    def row_width(self) -> int:
+        """Values per data row: the pixels (and a conditional model's context after them)."""
+        return self.likelihood.data_dim
+
+    def data_plate(self, x: torch.Tensor) -> pyro.plate:
+        """``pyro.plate("data")`` over the rows of ``x``, checked to be a batch of this model's
+        rows: a single image, or images of another size, is a clear error, not a wrong
+        plate."""
+        if x.dim() != 2 or x.shape[1] != self.row_width:
+            hint = " (one image? give x.reshape(1, -1))" if x.dim() == 1 else ""
+            raise ValueError(
+                f"the model takes a batch of rows of shape (N, {self.row_width}); "
+                f"got shape {tuple(x.shape)}{hint}"
+            )
+        return pyro.plate("data", x.shape[0])
+
     def _kl_weight(self) -> contextlib.AbstractContextManager:
         return kl_weight(self.beta if self._beta_override is None else self._beta_override)
 
@@ -107,7 +124,7 @@ class VAE(nn.Module):
         """p(x, z) = p(z) p(x | z), one z per image."""
         for name in ("decoder", "prior", "likelihood"):
             param_store.register(name, getattr(self, name))
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             with self._kl_weight():
                 z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(self.decoder(z), x), obs=x)
@@ -118,7 +135,7 @@ class VAE(nn.Module):
         param_store.register("encoder", self.encoder)
         param_store.register("q", self.q)
         q = self.q(self.encoder, x)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             with self._kl_weight():
                 return pyro.sample("z", q)
 
@@ -156,12 +173,29 @@ class Autoencoder(VAE):
 
     beta = property(lambda self: 0.0, lambda self, value: None)  # no KL term, ever
 
+    @property
+    def row_width(self) -> int:
+        """Values per data row: the pixels (and a conditional model's context after them)."""
+        return self.likelihood.data_dim
+
+    def data_plate(self, x: torch.Tensor) -> pyro.plate:
+        """``pyro.plate("data")`` over the rows of ``x``, checked to be a batch of this model's
+        rows: a single image, or images of another size, is a clear error, not a wrong
+        plate."""
+        if x.dim() != 2 or x.shape[1] != self.row_width:
+            hint = " (one image? give x.reshape(1, -1))" if x.dim() == 1 else ""
+            raise ValueError(
+                f"the model takes a batch of rows of shape (N, {self.row_width}); "
+                f"got shape {tuple(x.shape)}{hint}"
+            )
+        return pyro.plate("data", x.shape[0])
+
     def _kl_weight(self) -> contextlib.AbstractContextManager:
         return kl_weight(0.0)
 
     def guide(self, x: torch.Tensor) -> torch.Tensor:
         param_store.register("encoder", self.encoder)
         loc, _ = self.encoder(x)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             with self._kl_weight():
                 return pyro.sample("z", dist.Delta(loc).to_event(1))
