@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,13 +24,24 @@ from . import __version__
 from .checks import ReferenceMismatch
 from .training import (
     NonFiniteLoss,
+    RunDirectory,
+    Terminated,
     TrainConfig,
     TrainingInterrupted,
     evaluate_run,
     load_run,
     options,
+    read_config,
+    terminate_on_sigterm,
 )
-from .training.run_dir import CONFIG, EVALUATION, FIGURES, METRICS, read_metrics
+from .training.files import atomic_write
+from .training.run_dir import (
+    EVALUATION,
+    FIGURES,
+    METRICS,
+    SAMPLES,
+    read_metrics,
+)
 from .training.schema import ConfigError, Option, flag_of
 
 EXIT_USAGE, EXIT_NON_FINITE = 2, 3
@@ -92,9 +105,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         return config
     out = Path(given.get("out", TrainConfig.out))
     try:
-        saved = TrainConfig.from_dict(json.loads((out / CONFIG).read_text()))
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot resume {str(out)!r}: no readable {CONFIG} ({err})") from None
+        saved = read_config(out)
+    except ValueError as err:
+        raise ValueError(f"cannot resume: {err}") from None
     changed = [
         k for k in given if not options()[k].resumable and _as_saved(given[k]) != getattr(saved, k)
     ]
@@ -152,6 +165,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.max_images is not None and args.max_images < 1:
+        raise ValueError(f"--max-images must be >= 1 (or left out for all), got {args.max_images}")
     r = evaluate_run(
         args.run_dir,
         args.num_samples,
@@ -196,19 +211,31 @@ def _add_sample_and_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
 
 
+MAX_SAMPLES = 10_000  # a 100 x 100 grid; more is a job for the Python API
+
+
 def _sample(args: argparse.Namespace) -> int:
     import torch
 
     from .report import plots
 
-    if args.num < 1:
-        raise ValueError(f"--num must be >= 1, got {args.num}")
-    run = load_run(args.run_dir, args.device)
-    torch.manual_seed(args.seed)
-    images = run.vae.sample(args.num)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
-    plots.samples(images, run.data.shape, out, per_row=min(10, args.num))
-    torch.save(images.cpu(), out.with_suffix(".pt"))
+    if not 1 <= args.num <= MAX_SAMPLES:
+        raise ValueError(f"--num must be in [1, {MAX_SAMPLES}], got {args.num}")
+    if not 0 <= args.seed < 2**63:
+        raise ValueError(f"--seed must be in [0, 2**63), got {args.seed}")
+    run_dir = Path(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / SAMPLES
+    if not out.parent.is_dir():
+        raise ValueError(f"cannot write {str(out)!r}: {str(out.parent)!r} is not a directory")
+    read_config(run_dir)
+    inside = out.parent.resolve() == run_dir.resolve()
+    # writing into the run directory takes its lock; elsewhere only reads it
+    with RunDirectory(run_dir, writes=inside).lock("sample"):
+        run = load_run(run_dir, args.device)
+        torch.manual_seed(args.seed)
+        images = run.vae.sample(args.num).cpu()
+        plots.samples(images, run.data.shape, out, per_row=min(10, args.num))
+        atomic_write(out.with_suffix(".pt"), lambda f: torch.save(images, f))
     print(f"{args.num} samples from epoch {run.epoch}: {out} (tensor: {out.with_suffix('.pt')})")
     return 0
 
@@ -217,26 +244,29 @@ def _report(args: argparse.Namespace) -> int:
     from .model import ConditionalVAE
     from .report import figure_names, make_figures, write_report
 
-    run_dir = Path(args.run_dir)
-    if not (run_dir / CONFIG).exists():
-        raise ValueError(f"{str(run_dir)!r} is not a run directory (no {CONFIG})")
-    run = None
-    figures = run_dir / FIGURES
-    missing = ["all"]
-    if not args.refresh_figures and figures.is_dir():
-        # a run with its image figures is complete; one without checks its data's shape
-        missing = [n for n in figure_names((1, 1, 1)) if not (figures / n).exists()]
-        if missing:
-            run = load_run(run_dir, args.device)
-            shown = figure_names(run.data.shape, isinstance(run.vae, ConditionalVAE))
-            missing = [n for n in shown if not (figures / n).exists()]
-    if args.refresh_figures or missing:
-        run = run or load_run(run_dir, args.device)
-        metrics = read_metrics(run_dir / METRICS)
-        make_figures(
-            run.vae, run.test_x, run.data.test_y, run.data.shape, metrics, figures, str(run_dir)
-        )
-    print(f"report: {write_report(run_dir)}")
+    run_dir = RunDirectory(args.run_dir)
+    read_config(run_dir.path)
+    with run_dir.lock("report"):
+        figures = run_dir / FIGURES
+        run = None
+        missing = ["all"]
+        if not args.refresh_figures and figures.is_dir():
+            # a run with its image figures is complete; one without checks its data's shape
+            missing = [n for n in figure_names((1, 1, 1)) if not (figures / n).exists()]
+            if missing:
+                run = load_run(run_dir.path, args.device)
+                shown = figure_names(run.data.shape, isinstance(run.vae, ConditionalVAE))
+                missing = [n for n in shown if not (figures / n).exists()]
+        if args.refresh_figures or missing:
+            run = run or load_run(run_dir.path, args.device)
+            metrics = read_metrics(run_dir / METRICS)
+            data = run.data
+            run_dir.replace_figures(
+                lambda d: make_figures(
+                    run.vae, run.test_x, data.test_y, data.shape, metrics, d, str(run_dir.path)
+                )
+            )
+        print(f"report: {write_report(run_dir.path)}")
     return 0
 
 
@@ -283,10 +313,35 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stopped(args: argparse.Namespace, signum: int) -> str:
+    """What a signal outside the training loop leaves: every file whole."""
+    where = getattr(args, "run_dir", None) or getattr(args, "out", None)
+    kept = f"; every file in {where!r} is whole (a file being written was not replaced)"
+    return f"stopped by {signal.Signals(signum).name} during {args.command}" + (
+        kept if where else ""
+    )
+
+
+class _ToStderr(logging.Handler):
+    """The package's warnings as 'pyro-vae: ...' lines on the stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"pyro-vae: {record.getMessage()}", file=sys.stderr)
+
+
+def _log_to_stderr() -> None:
+    log = logging.getLogger("pyro_vae")
+    if not any(isinstance(h, _ToStderr) for h in log.handlers):
+        log.addHandler(_ToStderr(logging.WARNING))
+        log.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    _log_to_stderr()
     try:
-        return COMMANDS[args.command](args)
+        with terminate_on_sigterm():
+            return COMMANDS[args.command](args)
     except NonFiniteLoss as err:
         if args.debug:
             raise
@@ -300,8 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"pyro-vae: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated as stop:
+        print(f"pyro-vae: {_stopped(args, stop.signum)}", file=sys.stderr)
+        return 128 + stop.signum
     except KeyboardInterrupt:
-        print("pyro-vae: interrupted", file=sys.stderr)
+        print(f"pyro-vae: {_stopped(args, signal.SIGINT)}", file=sys.stderr)
         return 130
 
 

@@ -9,18 +9,17 @@ import json
 import math
 from pathlib import Path
 
+from ..training import RunDirectoryError, read_config
 from ..training.run_dir import (
-    CONFIG,
     EVALUATION,
     FIGURES,
     METRICS,
+    REPORT,
     SUMMARY,
     read_metrics,
     write_text,
 )
 from .figures import FIGURES as FIGURE_CAPTIONS
-
-REPORT = "report.html"
 
 
 def _image(path: Path) -> str:
@@ -72,7 +71,28 @@ METRIC_COLUMNS = [
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+    """A JSON object from the run directory ({} if absent); one line if it is not one."""
+    if not path.exists():
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RunDirectoryError(f"{str(path)!r} is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise RunDirectoryError(f"{str(path)!r} holds a {type(value).__name__}, not an object")
+    return value
+
+
+def _evaluation(run_dir: Path, epochs: int) -> tuple[dict, str]:
+    """evaluation.json if it measured the model the run now holds, else ({}, a note)."""
+    evaluation = _read_json(run_dir / EVALUATION)
+    if evaluation and evaluation.get("epoch") != epochs:
+        note = (
+            f"<p>evaluation.json measured the model of epoch {_fmt(evaluation.get('epoch'))}; "
+            f"the run is at epoch {epochs}: run <code>pyro-vae evaluate</code> again.</p>"
+        )
+        return {}, note
+    return evaluation, ""
 
 
 def _cards(config: dict, summary: dict, evaluation: dict) -> str:
@@ -107,20 +127,21 @@ def _title(config: dict) -> str:
 
 def _reference_check(summary: dict) -> str:
     reference = summary.get("reference_check")
-    if not reference:
+    if not isinstance(reference, dict):
         return ""
     return (
-        f"<p>Reference check on the first batch: Pyro's loss {reference['pyro_loss']:.4f},"
-        f" hand-written loss {reference['reference_loss']:.4f}.</p>"
+        f"<p>Reference check on the first batch: Pyro's loss {_fmt(reference.get('pyro_loss'))},"
+        f" hand-written loss {_fmt(reference.get('reference_loss'))}.</p>"
     )
 
 
 def write_report(run_dir: str | Path) -> Path:
     """RUN_DIR/report.html: key numbers, figures (embedded), config and per-epoch metrics."""
     run_dir = Path(run_dir)
-    config = json.loads((run_dir / CONFIG).read_text())
+    config = read_config(run_dir).as_dict()  # parsed against the options schema
     metrics = read_metrics(run_dir / METRICS) if (run_dir / METRICS).exists() else []
     summary = _read_json(run_dir / SUMMARY)
+    evaluation, stale = _evaluation(run_dir, len(metrics))
     figures = "".join(
         f"<figure>{_image(run_dir / FIGURES / name)}"
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
@@ -135,8 +156,8 @@ def write_report(run_dir: str | Path) -> Path:
 <body>
 <h1>pyro-vae run <code>{html.escape(str(run_dir))}</code></h1>
 <p>{html.escape(_title(config))}; {len(metrics)} epochs.</p>
-<div class="numbers">{_cards(config, summary, _read_json(run_dir / EVALUATION))}</div>
-{_reference_check(summary)}
+<div class="numbers">{_cards(config, summary, evaluation)}</div>
+{stale}{_reference_check(summary)}
 <h2>Figures</h2>
 {figures}
 <h2>Metrics per epoch (nats per image)</h2>

@@ -13,6 +13,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
+from ..training.files import atomic_write  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    """Write the PNG atomically (a kill mid-write leaves the old file or none, never half)."""
+    try:
+        atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=110))
+    finally:
+        plt.close(fig)
+
 
 def _grid(images: torch.Tensor, shape: Sequence[int], nrow: int) -> np.ndarray:
     images = images.detach().float().cpu().clamp(0, 1).reshape(-1, *shape)
@@ -43,8 +53,7 @@ def loss_curves(rows: list[dict[str, float]], path: Path, title: str = "") -> No
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def reconstructions(
@@ -64,8 +73,7 @@ def reconstructions(
     ax.set_axis_off()
     ax.set_title("test inputs (odd rows) and reconstructions (even rows)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def feature_heatmaps(panels: dict[str, torch.Tensor], path: Path, title: str = "") -> None:
@@ -82,8 +90,7 @@ def feature_heatmaps(panels: dict[str, torch.Tensor], path: Path, title: str = "
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def samples(images: torch.Tensor, shape: Sequence[int], path: Path, per_row: int = 10) -> None:
@@ -94,8 +101,7 @@ def samples(images: torch.Tensor, shape: Sequence[int], path: Path, per_row: int
     ax.set_axis_off()
     ax.set_title("samples: E[x | z], z ~ p(z)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _project_2d(codes: torch.Tensor) -> tuple[torch.Tensor, tuple[str, str]]:
@@ -129,8 +135,7 @@ def latent_map(codes: torch.Tensor, labels: torch.Tensor, path: Path, title: str
     ax.legend(markerscale=3, fontsize=8, loc="best", title="label")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def image_grid(
@@ -155,8 +160,7 @@ def image_grid(
         spine.set_visible(False)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def kl_per_dimension(
@@ -191,8 +195,7 @@ def kl_per_dimension(
             title=f"KL(q(z_j|x) || p(z_j)), mean over test images; total {float(kl.sum()):.2f}",
         )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def rate_distortion(rows: list[dict], path: Path, title: str) -> None:
@@ -230,8 +233,7 @@ def rate_distortion(rows: list[dict], path: Path, title: str) -> None:
     )
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def side_by_side(
@@ -246,8 +248,7 @@ def side_by_side(
         ax.set_title(name)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def activity_profiles(rows: list[dict], path: Path, title: str, threshold: float = 0.01) -> None:
@@ -268,5 +269,4 @@ def activity_profiles(rows: list[dict], path: Path, title: str, threshold: float
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)

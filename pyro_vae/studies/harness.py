@@ -18,7 +18,7 @@ import torch
 
 from ..data import ImageData
 from ..registry import Registry
-from ..training import TrainConfig, evaluate_run
+from ..training import TrainConfig, evaluate_run, read_config
 from ..training.run_dir import CHECKPOINT, CONFIG, EVALUATION, SUMMARY
 from ..workflow import train
 
@@ -44,7 +44,7 @@ def train_or_reuse(config: TrainConfig, data: ImageData | None = None) -> dict[s
     trained otherwise. A directory holding a run with other options is an error."""
     out = Path(config.out)
     if (out / CONFIG).exists():
-        earlier = TrainConfig.from_dict(json.loads((out / CONFIG).read_text()))
+        earlier = read_config(out)
         changed = config.differences(earlier)
         if config.epochs != earlier.epochs:
             changed.append(f"epochs: {config.epochs} != {earlier.epochs}")
@@ -55,7 +55,9 @@ def train_or_reuse(config: TrainConfig, data: ImageData | None = None) -> dict[s
             )
     if (out / SUMMARY).exists():
         return json.loads((out / SUMMARY).read_text())
-    return train(config, data, resume=(out / CHECKPOINT).exists()).summary
+    # stopped after a checkpoint: resume; before the first one: start that run again
+    started, resumable = (out / CONFIG).exists(), (out / CHECKPOINT).exists()
+    return train(config, data, resume=resumable, overwrite=started and not resumable).summary
 
 
 def evaluate_or_reuse(

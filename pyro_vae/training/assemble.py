@@ -60,8 +60,7 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float) -> torch.opt
 
 def load_data(config: TrainConfig, device: torch.device, data: ImageData | None) -> ImageData:
     """The run's data on ``device``, each row with its context when the model reads one."""
-    if data is None:
-        data = load_dataset(config.dataset, config.data_dir)
+    data = load_dataset(config.dataset, config.data_dir) if data is None else data.validate()
     return with_context(data, config.context or "none").to(device)
 
 

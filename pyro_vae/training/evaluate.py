@@ -12,8 +12,8 @@ import torch
 
 from ..data import ImageData
 from ..inference import active_units, evaluate_elbo, kl_per_dimension, log_likelihood
-from .load import load_run
-from .run_dir import EVALUATION, write_json
+from .load import LoadedRun, load_run, read_config
+from .run_dir import EVALUATION, RunDirectory, write_json
 
 
 def evaluate_run(
@@ -26,8 +26,23 @@ def evaluate_run(
     data: ImageData | None = None,
 ) -> dict[str, Any]:
     """Test log p(x) (K = ``num_samples``; 0 skips it), -ELBO, rate, distortion and active
-    units; written to RUN_DIR/evaluation.json and returned."""
-    run = load_run(run_dir, device, data)
+    units; written to RUN_DIR/evaluation.json and returned. Holds the run directory's lock
+    throughout (a run still training is refused)."""
+    if num_samples < 0:
+        raise ValueError(f"the number of importance samples must be >= 0, got {num_samples}")
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"--max-images must be >= 1 (or left out for all), got {max_images}")
+    read_config(run_dir)  # a directory that holds no run gets no lock file
+    with RunDirectory(run_dir).lock("evaluate"):
+        run = load_run(run_dir, device, data)
+        result = {"run": str(run_dir), **_evaluate(run, num_samples, max_images, seed, progress)}
+        write_json(Path(run_dir) / EVALUATION, result)
+    return result
+
+
+def _evaluate(
+    run: LoadedRun, num_samples: int, max_images: int | None, seed: int, progress: bool
+) -> dict[str, Any]:
     x = run.test_x
     if max_images is not None and max_images < x.shape[0]:
         # a fixed random subset: test sets are often ordered by class
@@ -45,8 +60,7 @@ def evaluate_run(
     bound = evaluate_elbo(model, guide, x)
     units, activity = active_units(guide, x)
     kl_dims = kl_per_dimension(model, guide, x)
-    result = {
-        "run": str(run_dir),
+    return {
         "epoch": run.epoch,
         "num_images": int(x.shape[0]),
         "images": "all test images" if x is run.test_x else "a fixed random subset (seed 0)",
@@ -65,5 +79,3 @@ def evaluate_run(
         "device": str(x.device),
         "units": "nats per image",
     }
-    write_json(Path(run_dir) / EVALUATION, result)
-    return result

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 import signal
 import time
 import warnings
@@ -69,6 +70,7 @@ class Trainer:
         )
         self.check_every = 1 if parts.device.type == "cpu" else GPU_FINITE_CHECK_EVERY
         self.reference_check = self._check_reference() if self.config.check_reference else None
+        self.saved_step: int | None = None  # the step of the last checkpoint on disk
         if saved is None:
             # the check above must not shift the random streams; each process draws its own
             pyro.set_rng_seed(self.config.seed + self.cluster.rank)
@@ -114,6 +116,7 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as err:
             raise RunDirectoryError(f"the checkpoint does not fit this model ({err})") from None
         self.pos = Position(**saved["position"])
+        self.saved_step = self.pos.step
         self.metrics = saved["metrics"]
         self.reference_check = saved.get("reference_check") or self.reference_check
         cluster, ranks, device = self.cluster, saved.get("rank_rng"), self.parts.device
@@ -134,6 +137,7 @@ class Trainer:
             if self.cluster.distributed:
                 state["rank_rng"] = rank_rng
             self.run_dir.save_checkpoint(state)
+            self.saved_step = self.pos.step
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -262,7 +266,9 @@ class Trainer:
         if not math.isfinite(value):
             c = self.config
             raise NonFiniteLoss(
-                non_finite_message(self.vae, value, self.pos.where(), c.likelihood, c.lr, c.out)
+                non_finite_message(
+                    self.vae, value, self.pos.where(), c.likelihood, c.lr, c.out, self.saved_step
+                )
             )
         if not signals:
             return 0
@@ -280,7 +286,8 @@ class Trainer:
         return TrainingInterrupted(
             signum,
             f"stopped by {signal.Signals(signum).name} {where} (step {pos.step}); "
-            f"checkpoint saved; continue with: pyro-vae train --resume --out {self.config.out}",
+            "checkpoint saved; continue with: pyro-vae train --resume --out "
+            + shlex.quote(self.config.out),
         )
 
     def summary(self) -> dict[str, Any]:

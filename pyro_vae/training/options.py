@@ -27,6 +27,7 @@ groups together (an estimator that needs a kind of model) are :data:`RULES`, bel
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -166,8 +167,10 @@ class TrainConfig:
         False, "with --compile on CUDA: replay the compiled step as a CUDA graph", "run",
         applies=lambda c: c.compile, when="--compile",
     )  # fmt: skip
-    seed: int = option(0, "seeds Pyro, torch and the batches", "run")
-    out: str = option("runs/latest", "run directory", "run", resumable=True)
+    seed: int = option(0, "seeds Pyro, torch and the batches", "run",
+                       check=Check(lambda s: 0 <= s < 2**63, "in [0, 2**63)"))  # fmt: skip
+    out: str = option("runs/latest", "run directory", "run", resumable=True,
+                      check=Check(lambda p: bool(p.strip()), "a directory path"))  # fmt: skip
     checkpoint_every: int = option(
         0, "also checkpoint every this many steps (0: at epoch ends only)", "run",
         check=at_least(0), resumable=True,
@@ -202,12 +205,14 @@ class TrainConfig:
         setattr(self, name, value)
         if value is None:
             return
+        _check_type(name, value, opt.type or (str if default is None else type(default)))
         names = opt.choice_names()
         if names and value not in names:
             kind = opt.choices.kind if isinstance(opt.choices, Registry) else name
             raise ConfigError(f"unknown {kind} {value!r}; choose one of: {', '.join(names)}")
         if opt.check is not None and not opt.check.holds(value):
-            raise ConfigError(f"{flag_of(name)} must be {opt.check.rule}, got {value}")
+            shown = repr(value) if isinstance(value, str) else value
+            raise ConfigError(f"{flag_of(name)} must be {opt.check.rule}, got {shown}")
 
     def applies(self, name: str) -> bool:
         """Whether option ``name`` means something for this run (see the module doc)."""
@@ -283,6 +288,8 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """The config a config.json records. Options that do not apply are dropped whatever
         their value: earlier versions recorded every option, used or not."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config is an object of options, not a {type(d).__name__}")
         unknown = set(d) - set(options())
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
@@ -316,10 +323,33 @@ def _default(name: str) -> Any:
 def _coerce(value: Any, default: Any) -> Any:
     """JSON and command-line values as the option's type (lists of sizes as tuples)."""
     if isinstance(value, list):
-        return tuple(int(v) for v in value)
+        return tuple(value)
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+def _check_type(name: str, value: Any, kind: type) -> None:
+    """A value of the option's type (a config.json is checked as strictly as the flags); a
+    number finite."""
+    if kind is tuple:
+        ok = isinstance(value, tuple) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        )
+        words = "a list of whole numbers"
+    elif kind is float:
+        ok = isinstance(value, float)
+        words = "a number"
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        words = "a whole number"
+    else:
+        ok = isinstance(value, kind)
+        words = {bool: "true or false", str: "a string"}.get(kind, kind.__name__)
+    if not ok:
+        raise ConfigError(f"{flag_of(name)} must be {words}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{flag_of(name)} must be a finite number, got {value}")
 
 
 # --- rules that tie two groups together -----------------------------------------------------------

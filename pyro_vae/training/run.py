@@ -3,7 +3,8 @@ standard observers (metrics.csv, progress), and keep the record.
 
 Nothing in the run directory changes until every option, the data and the model have been
 checked and the first batch has passed the reference check: a bad ``--seed`` or grey data for
-a Bernoulli likelihood leaves an old run untouched even with ``overwrite``.
+a Bernoulli likelihood leaves an old run untouched even with ``overwrite``. From then on the
+run holds the directory's lock (:meth:`RunDirectory.lock`) to its last file, figures included.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from ..data import ImageData
 from ..model import VAE
 from .assemble import assemble
+from .checkpoint import content_digest
 from .loop import Trainer
 from .metrics import METRIC_FIELDS
 from .observers import MetricsCSV, Observer, ProgressBar
@@ -67,13 +69,23 @@ def fit(
         saved = run_dir.saved_state()
         check_resumable(config, saved)
     elif not overwrite:
-        run_dir.refuse_to_clobber()
+        run_dir.refuse_to_clobber()  # early, before the work of assembling
     parts = assemble(config, data)
     run_dir.writes = parts.cluster.is_main  # only rank 0 writes the run directory
     standard = [MetricsCSV(run_dir)] + ([ProgressBar()] if config.progress else [])
     trainer = Trainer(parts, run_dir, [*standard, *observers], saved)
-    if overwrite and not resume:
-        run_dir.clear()
-    run_dir.start(config.as_dict(), METRIC_FIELDS, trainer.metrics)
-    summary = trainer.fit()
+    with run_dir.lock("train"):
+        # decided again under the lock: another writer may have come and gone meanwhile
+        if saved is not None and run_dir.writes:
+            if content_digest(run_dir.saved_state()) != content_digest(saved):
+                raise RunDirectoryError(
+                    f"the run in {str(run_dir.path)!r} changed while this one was starting: "
+                    "run the command again"
+                )
+        elif overwrite:
+            run_dir.clear()
+        elif run_dir.writes:
+            run_dir.refuse_to_clobber()
+        run_dir.start(config.as_dict(), METRIC_FIELDS, trainer.metrics)
+        summary = trainer.fit()
     return TrainResult(parts.vae, summary, trainer.metrics)

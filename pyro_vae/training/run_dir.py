@@ -1,30 +1,50 @@
-"""A run directory on disk, the one lasting record of a run:
+"""A run directory on disk, the one lasting record of a run, and its contract:
 
-    RUN_DIR/config.json      the options the run was started with
-    RUN_DIR/metrics.csv      one row per epoch, appended and flushed as each epoch ends
-    RUN_DIR/summary.json     final numbers
-    RUN_DIR/checkpoint.pt    model, optimizer, random-number states and position
-    RUN_DIR/figures/*.png    (drawn by pyro_vae.report)
-    RUN_DIR/evaluation.json  (after ``pyro-vae evaluate``)
+    RUN_DIR/config.json         the options the run was started with
+    RUN_DIR/metrics.csv         one row per epoch, appended and flushed as each epoch ends
+    RUN_DIR/summary.json        final numbers
+    RUN_DIR/checkpoint.pt       model, optimizer, random-number states, position; checksummed
+    RUN_DIR/checkpoint.prev.pt  the checkpoint before it
+    RUN_DIR/figures/*.png       (drawn by pyro_vae.report, swapped in as one set)
+    RUN_DIR/evaluation.json     (``pyro-vae evaluate``)
+    RUN_DIR/report.html         (``pyro-vae report``)
+    RUN_DIR/samples.png, .pt    (``pyro-vae sample``)
 
-Every file is written to a temporary name in the same directory, fsync'ed and renamed over the
-old one, so a crash at any moment leaves either the previous file or the new one, whole.
-:class:`RunDirectory` decides what a run may do with a directory: start afresh, replace a run
-(``overwrite``, only once everything else has been checked) or continue one (``resume``).
+- **One writer.** Every command that writes holds :meth:`RunDirectory.lock` for its whole life
+  (:mod:`pyro_vae.training.run_lock`); a second one is refused, naming the holder.
+- **Nothing half-written.** Every file is written atomically (:mod:`pyro_vae.training.files`).
+- **Nothing lost.** A new run goes only into a missing or empty directory; a directory that
+  holds a run needs ``--resume`` or ``--overwrite``, and one holding other files needs
+  ``--overwrite``. ``--overwrite`` removes every artifact above (and only those), once the
+  new run's options, data and model have all been checked.
+- **Nothing stale.** Training removes the evaluation, report, samples and figures of the model
+  it is about to change, so no file describes a model the checkpoint no longer holds.
+- **Nothing executed.** Checkpoints are read by PyTorch's weights-only unpickler and verified
+  against their checksum (:mod:`pyro_vae.training.checkpoint`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
-import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+import shlex
+import shutil
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import torch
+from .checkpoint import CheckpointError, load_checkpoint, previous_path, save_checkpoint
+from .files import (
+    atomic_write,
+    recover_directory,
+    remove_temporaries,
+    replace_directory,
+    write_json,
+    write_text,
+)
+from .run_lock import LOCK_NAME, RunInUse, RunLock
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT, FIGURES, EVALUATION = (
     "config.json",
@@ -34,53 +54,36 @@ CONFIG, METRICS, SUMMARY, CHECKPOINT, FIGURES, EVALUATION = (
     "figures",
     "evaluation.json",
 )
+PREVIOUS_CHECKPOINT = previous_path(Path(CHECKPOINT)).name
+REPORT, SAMPLES, SAMPLES_TENSOR = "report.html", "samples.png", "samples.pt"
+# the training record, and what is derived from the model it holds
+RECORD = (CONFIG, METRICS, SUMMARY, CHECKPOINT, PREVIOUS_CHECKPOINT)
+DERIVED = (EVALUATION, REPORT, SAMPLES, SAMPLES_TENSOR, FIGURES)
 # what a checkpoint must hold to continue a run
 CHECKPOINT_KEYS = {"model", "optimizer", "position", "config", "rng", "metrics"}
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+__all__ = [
+    "CHECKPOINT",
+    "CONFIG",
+    "EVALUATION",
+    "FIGURES",
+    "METRICS",
+    "REPORT",
+    "SUMMARY",
+    "RunDirectory",
+    "RunDirectoryError",
+    "RunInUse",
+    "atomic_write",
+    "load_checkpoint",
+    "read_metrics",
+    "save_checkpoint",
+    "write_json",
+    "write_text",
+]
 
 
 class RunDirectoryError(ValueError):
     """The run directory cannot be used as asked (exists, empty, corrupt, other config)."""
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through ``write(file)`` so that readers never see a partial file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_json(path: Path, obj: Any, sort_keys: bool = True) -> None:
-    data = (json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n").encode()
-    atomic_write(path, lambda f: f.write(data))
-
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save(dict(state), f))
-
-
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=map_location, weights_only=False)
 
 
 class MetricsLog:
@@ -115,62 +118,134 @@ def write_metrics(path: Path, fields: list[str], rows: list[Mapping[str, Any]]) 
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+    """The rows of a metrics.csv as numbers; one clear line if it is not one."""
+    try:
+        with open(path, newline="") as f:
+            return [
+                {str(k): float(v) for k, v in row.items() if k is not None and v not in ("", None)}
+                for row in csv.DictReader(f)
+            ]
+    except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as err:
+        raise RunDirectoryError(f"{str(path)!r} is not a metrics table ({err})") from None
 
 
 class RunDirectory:
     """One run's directory. Only a process that ``writes`` (rank 0 of several) changes it."""
 
     def __init__(self, path: str | Path, writes: bool = True) -> None:
+        if not str(path).strip():
+            raise RunDirectoryError("a run directory needs a path; got an empty one")
         self.path = Path(path)
         self.writes = writes
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirectoryError(f"{str(self.path)!r} is a file, not a directory")
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
+    # --- what is there --------------------------------------------------------------------------
+
     def holds_a_run(self) -> bool:
-        return any((self.path / name).exists() for name in (CHECKPOINT, METRICS))
+        """A checkpoint or a metrics table is there (a config.json alone may be anyone's)."""
+        return any(
+            (self.path / name).exists() for name in (CHECKPOINT, PREVIOUS_CHECKPOINT, METRICS)
+        )
+
+    def foreign_files(self) -> list[str]:
+        """Names in the directory that are not a pyro-vae run's (all of them, but the lock,
+        where there is no run: a lone config.json or summary.json may be anyone's)."""
+        if not self.path.is_dir():
+            return []
+        ours = {*RECORD, *DERIVED, LOCK_NAME} if self.holds_a_run() else {LOCK_NAME}
+        return sorted(
+            p.name
+            for p in self.path.iterdir()
+            if p.name not in ours and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+        )
+
+    def refuse_to_clobber(self) -> None:
+        """A new run goes only into a missing or empty directory unless told (``overwrite``)."""
+        if self.holds_a_run():
+            raise RunDirectoryError(
+                f"{str(self.path)!r} already holds a run: continue it with --resume, "
+                "replace it with --overwrite, or choose another --out"
+            )
+        foreign = self.foreign_files()
+        if foreign:
+            shown = ", ".join(foreign[:4]) + (", ..." if len(foreign) > 4 else "")
+            raise RunDirectoryError(
+                f"{str(self.path)!r} holds files pyro-vae did not write ({shown}): choose "
+                "another --out, or pass --overwrite to write the run beside them"
+            )
 
     def saved_state(self) -> dict[str, Any]:
-        """The checkpoint a resumed run continues from, checked to be whole."""
+        """The checkpoint a resumed run continues from, checked to be whole; if it is not and
+        the one before it is, the message says how to go back to that one."""
         checkpoint = self.path / CHECKPOINT
-        if not checkpoint.exists():
-            raise RunDirectoryError(f"nothing to resume: {str(checkpoint)!r} does not exist")
         try:
             state = load_checkpoint(checkpoint)
-            missing = CHECKPOINT_KEYS - set(state)
-        except Exception as err:  # torch.load raises many types on a damaged file
-            raise RunDirectoryError(f"checkpoint {str(checkpoint)!r} is corrupt ({err})") from None
+        except FileNotFoundError:
+            raise RunDirectoryError(
+                f"nothing to resume: {str(checkpoint)!r} does not exist"
+            ) from None
+        except CheckpointError as err:
+            raise RunDirectoryError(f"{err}{self.offer_previous()}") from None
+        missing = CHECKPOINT_KEYS - set(state)
         if missing:
             raise RunDirectoryError(
                 f"checkpoint {str(checkpoint)!r} is incomplete (no {', '.join(sorted(missing))})"
             )
         return state
 
-    def refuse_to_clobber(self) -> None:
-        """A new run may not land on an old one unless told to (``overwrite``)."""
-        if self.holds_a_run():
-            raise RunDirectoryError(
-                f"{str(self.path)!r} already holds a run: continue it with --resume, "
-                "replace it with --overwrite, or choose another --out"
-            )
+    def offer_previous(self) -> str:
+        """'; the checkpoint before it is whole ...: run mv ...', or '' if it is not."""
+        previous = self.path / PREVIOUS_CHECKPOINT
+        try:
+            position = load_checkpoint(previous)["position"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
+        return (
+            f"; the checkpoint before it is whole (step {position['step']}): to continue from "
+            f"there, run: mv {shlex.quote(str(previous))} "
+            f"{shlex.quote(str(self.path / CHECKPOINT))}"
+        )
+
+    # --- changing it ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[RunDirectory]:
+        """Hold the directory (made if missing) for ``command``; undo what a killed writer
+        left half-done. A process that does not write takes no lock."""
+        if not self.writes:
+            yield self
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        with RunLock(self.path, command):
+            remove_temporaries(self.path)
+            recover_directory(self.path / FIGURES)
+            yield self
 
     def clear(self) -> None:
-        """Remove a previous run's record (``--overwrite``; call it once all else is checked)."""
+        """Remove every artifact of a previous run (``--overwrite``; under the lock, once all
+        else is checked). Files pyro-vae did not write stay."""
         if self.writes:
-            for name in (CHECKPOINT, METRICS, SUMMARY, CONFIG):
-                (self.path / name).unlink(missing_ok=True)
+            self._remove(RECORD + DERIVED)
+
+    def _remove(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            target = self.path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
 
     def start(self, config: Mapping[str, Any], fields: list[str], rows: list[dict]) -> None:
         """Lay out the directory for training: config.json, and metrics.csv holding ``rows``
-        (a resumed run drops any rows written after its checkpoint)."""
+        (a resumed run drops any rows written after its checkpoint); what was derived from
+        the model before (evaluation, report, samples, figures) is removed."""
         if not self.writes:
             return
-        self.path.mkdir(parents=True, exist_ok=True)
-        for stale in self.path.glob(".*.tmp"):  # temp files of writes that a kill interrupted
-            stale.unlink()
-        (self.path / FIGURES).mkdir(exist_ok=True)
+        self._remove(DERIVED)
         write_json(self.path / CONFIG, dict(config))
         write_metrics(self.path / METRICS, fields, rows)
 
@@ -184,3 +259,9 @@ class RunDirectory:
 
     def metrics_log(self, fields: list[str]) -> MetricsLog:
         return MetricsLog(self.path / METRICS, fields)
+
+    def replace_figures(self, draw: Callable[[Path], None]) -> Path:
+        """Draw a new set of figures (``draw(directory)``) and swap it in for the old one."""
+        if self.writes:
+            replace_directory(self.path / FIGURES, draw)
+        return self.path / FIGURES

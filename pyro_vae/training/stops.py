@@ -29,6 +29,34 @@ class TrainingInterrupted(Exception):
         self.signum = signum
 
 
+class Terminated(BaseException):
+    """SIGTERM outside the training loop (figures, evaluation, a report): raised where the
+    process is, so that files being written are abandoned whole (a BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def terminate_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (the training loop installs its
+    own handler while it runs, and restores this one after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextlib.contextmanager
 def stop_requests() -> Iterator[list[int]]:
     """Turn SIGINT/SIGTERM into a request the loop honours between steps.
@@ -55,7 +83,13 @@ def stop_requests() -> Iterator[list[int]]:
 
 
 def non_finite_message(
-    module: nn.Module, loss: float, where: str, likelihood: str, lr: float, out: str
+    module: nn.Module,
+    loss: float,
+    where: str,
+    likelihood: str,
+    lr: float,
+    out: str,
+    saved_step: int | None,
 ) -> str:
     """What went non-finite, where, and the likely cause."""
     bad = [
@@ -70,7 +104,9 @@ def non_finite_message(
     else:
         cause = "an exploding gradient; lower --lr"
     params = f"parameters now non-finite: {', '.join(bad[:4])}" if bad else "parameters finite"
-    return (
-        f"the loss became {loss} at {where}; {params}; likely cause: {cause}; "
-        f"the last good checkpoint in {out!r} is kept"
+    kept = (
+        "no checkpoint had been written yet"
+        if saved_step is None
+        else f"the last good checkpoint (step {saved_step}) in {out!r} is kept"
     )
+    return f"the loss became {loss} at {where}; {params}; likely cause: {cause}; {kept}"

@@ -1,0 +1,117 @@
+"""One writer per run directory: an exclusive lock held for the whole of a command.
+
+The lock is ``flock(2)`` on RUN_DIR/.pyro-vae.lock: the kernel releases it when its holder
+exits, however it exits, so a lock left by a killed process is never in the way. The file
+records the holder (pid, command, start time) for the message a second writer gets, and is
+emptied on a clean release: a record found on taking the lock is one a killed process left,
+and is reported as taken over. (``fcntl`` is POSIX; this module needs Linux or macOS.)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+
+LOCK_NAME = ".pyro-vae.lock"
+log = logging.getLogger("pyro_vae")
+
+
+class RunInUse(ValueError):
+    """Another process holds the run directory."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+class RunLock:
+    """``with RunLock(directory, "train"):`` — the directory must exist."""
+
+    def __init__(self, directory: str | Path, command: str) -> None:
+        self.path = Path(directory) / LOCK_NAME
+        self.command = command
+        self._fd: int | None = None
+        self.took_over: dict | None = None  # the record a killed holder left, if any
+
+    def _record(self, fd: int) -> dict:
+        os.lseek(fd, 0, os.SEEK_SET)
+        raw = os.read(fd, 4096)
+        try:
+            record = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            record = {}
+        return record if isinstance(record, dict) else {}
+
+    def acquire(self) -> RunLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._record(fd)
+            os.close(fd)
+            who = (
+                f"pid {holder.get('pid')}, pyro-vae {holder.get('command')}, since "
+                f"{holder.get('since')}"
+                if holder
+                else "another process"
+            )
+            raise RunInUse(
+                f"{str(self.path.parent)!r} is in use by another pyro-vae process ({who}): "
+                "wait for it to finish, or choose another directory"
+            ) from None
+        stale = self._record(fd)
+        if stale and stale.get("pid") != os.getpid():
+            self.took_over = stale
+            pid = stale.get("pid")
+            alive = isinstance(pid, int) and pid > 0 and _alive(pid)
+            state = "unlocked (it may still be running)" if alive else "no longer running"
+            log.warning(
+                "took over the lock of %s: pid %s (pyro-vae %s) is %s",
+                self.path.parent,
+                stale.get("pid"),
+                stale.get("command"),
+                state,
+            )
+        record = {
+            "pid": os.getpid(),
+            "command": self.command,
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(record).encode())
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)  # an empty record: released cleanly
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        err: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
