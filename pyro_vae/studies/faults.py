@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,11 +57,25 @@ class Workspace:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._baseline: Path | None = None
+        self._trained: Path | None = None
         self._n = 0
 
     def new_dir(self, label: str) -> Path:
         self._n += 1
         return self.root / f"{self._n:02d}-{label}"
+
+    def trained(self) -> Path:
+        """A finished one-epoch run that cases read (those that change it copy it first)."""
+        if self._trained is None:
+            self._trained = self.new_dir("trained")
+            done = cli(["--out", str(self._trained), *SMALL, "--epochs", "1"])
+            assert done.code == 0, done.stderr
+        return self._trained
+
+    def copy_of_trained(self, label: str) -> Path:
+        out = self.new_dir(label)
+        shutil.copytree(self.trained(), out)
+        return out
 
     def baseline(self) -> Path:
         if self._baseline is None:
@@ -100,9 +115,12 @@ def _in_process(main: Callable[[list[str]], int], args: list[str]) -> Outcome:
     return Outcome(code, out.getvalue(), err.getvalue())
 
 
+COMMANDS = ("train", "evaluate", "sample", "report", "--debug")
+
+
 def cli(args: list[str], inject: str = "", timeout: float = 300) -> Outcome:
-    """``pyro-vae ARGS`` in a subprocess (``train`` is implied unless --debug leads)."""
-    args = args if args[:1] == ["--debug"] else ["train", *args]
+    """``pyro-vae ARGS`` in a subprocess (``train`` is implied unless a command leads)."""
+    args = args if args[:1] and args[0] in COMMANDS else ["train", *args]
     if IN_PROCESS is not None and not inject and args[:1] != ["--debug"]:
         return _in_process(IN_PROCESS, args)
     done = subprocess.run(
@@ -115,23 +133,27 @@ def cli(args: list[str], inject: str = "", timeout: float = 300) -> Outcome:
     return Outcome(done.returncode, done.stdout, done.stderr)
 
 
+def start(args: list[str]) -> subprocess.Popen:
+    """``pyro-vae ARGS`` started in a subprocess and left running."""
+    return subprocess.Popen(
+        _command(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    )
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def checkpoint_position(run_dir: Path) -> dict | None:
     try:
-        state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-        return state["position"]
+        return load(run_dir / "checkpoint.pt")["position"]
     except Exception:  # not there yet, or being replaced this instant
         return None
 
 
 def stop_mid_epoch(run_dir: Path, args: list[str], sig: signal.Signals) -> tuple[Outcome, dict]:
     """Start a run, freeze it once it has checkpointed mid-epoch, then deliver ``sig``."""
-    proc = subprocess.Popen(
-        _command(["train", *args]),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-    )
+    proc = start(["train", *args])
     position = None
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
@@ -153,16 +175,33 @@ def stop_mid_epoch(run_dir: Path, args: list[str], sig: signal.Signals) -> tuple
     return Outcome(proc.returncode, stdout, stderr), position
 
 
-def same_as_baseline(ws: Workspace, run_dir: Path) -> tuple[bool, str]:
-    """Final parameters bit for bit, and every metric but the timings."""
-    a = torch.load(ws.baseline() / "checkpoint.pt", map_location="cpu", weights_only=False)
-    b = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` (relative name -> bytes)."""
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def one_line_error(done: Outcome, needle: str, code: int = 2) -> bool:
+    err = done.stderr.strip()
+    return done.code == code and needle in err and "\n" not in err and "Traceback" not in err
+
+
+def same_as_baseline(
+    ws: Workspace, run_dir: Path, reference: Path | None = None
+) -> tuple[bool, str]:
+    """Final parameters bit for bit, and every metric but the timings, against the unbroken
+    run (``reference``: another run of the same options)."""
+    reference = reference or ws.baseline()
+    a, b = load(reference / "checkpoint.pt"), load(run_dir / "checkpoint.pt")
     same_params = a["model"].keys() == b["model"].keys() and all(
         torch.equal(a["model"][k], b["model"][k]) for k in a["model"]
     )
     strip = [{k: v for k, v in r.items() if k not in TIMING} for r in a["metrics"]]
     same_metrics = strip == [{k: v for k, v in r.items() if k not in TIMING} for r in b["metrics"]]
-    csv_a = [ln.split(",")[:-2] for ln in (ws.baseline() / "metrics.csv").read_text().splitlines()]
+    csv_a = [ln.split(",")[:-2] for ln in (reference / "metrics.csv").read_text().splitlines()]
     csv_b = [ln.split(",")[:-2] for ln in (run_dir / "metrics.csv").read_text().splitlines()]
     ok = same_params and same_metrics and csv_a == csv_b
     return ok, (
