@@ -11,7 +11,6 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
 
 from ..training.files import atomic_write  # noqa: E402
 
@@ -26,6 +25,10 @@ def _save(fig: plt.Figure, path: Path) -> None:
 
 def _grid(images: torch.Tensor, shape: Sequence[int], nrow: int) -> np.ndarray:
     images = images.detach().float().cpu().clamp(0, 1).reshape(-1, *shape)
+    # imported here: torchvision's import pulls in torch._dynamo (seconds), which a command
+    # that draws nothing should not wait for
+    from torchvision.utils import make_grid
+
     return make_grid(images, nrow=nrow, padding=2, pad_value=1.0).permute(1, 2, 0).numpy()
 
 
