@@ -167,6 +167,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.max_images is not None and args.max_images < 1:
         raise ValueError(f"--max-images must be >= 1 (or left out for all), got {args.max_images}")
+    _check_seed(args.seed)
     r = evaluate_run(
         args.run_dir,
         args.num_samples,
@@ -211,6 +212,11 @@ def _add_sample_and_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
 
 
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**32:  # numpy's seeds, which Pyro's set_rng_seed also sets
+        raise ValueError(f"--seed must be in [0, 2**32), got {seed}")
+
+
 MAX_SAMPLES = 10_000  # a 100 x 100 grid; more is a job for the Python API
 
 
@@ -221,8 +227,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     if not 1 <= args.num <= MAX_SAMPLES:
         raise ValueError(f"--num must be in [1, {MAX_SAMPLES}], got {args.num}")
-    if not 0 <= args.seed < 2**63:
-        raise ValueError(f"--seed must be in [0, 2**63), got {args.seed}")
+    _check_seed(args.seed)
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir / SAMPLES
     if not out.parent.is_dir():

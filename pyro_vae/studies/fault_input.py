@@ -139,7 +139,7 @@ BAD_INPUT += [
         ["--estimator", "capacity", "--capacity-epochs", "inf"],
         "must be a finite number",
     ),
-    bad_input("seed-negative", ["--seed", "-1"], "--seed must be in [0, 2**63)"),
+    bad_input("seed-negative", ["--seed", "-1"], "--seed must be in [0, 2**32)"),
 ]
 
 

@@ -76,6 +76,12 @@ class Cluster:
             dist.destroy_process_group()
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 for a single process), known before
+    :func:`join`: only rank 0 writes the run directory."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
 def join(device: torch.device) -> Cluster:
     """The process group torchrun described in the environment (WORLD_SIZE, RANK, ...), or a
     single process."""

@@ -73,7 +73,7 @@ class Trainer:
         self.saved_step: int | None = None  # the step of the last checkpoint on disk
         if saved is None:
             # the check above must not shift the random streams; each process draws its own
-            pyro.set_rng_seed(self.config.seed + self.cluster.rank)
+            pyro.set_rng_seed((self.config.seed + self.cluster.rank) % 2**32)
             parts.binarizer.restart()
             self.pos = Position(epoch_rng=self._epoch_rng())
             self.metrics: list[dict[str, float]] = []
@@ -126,7 +126,7 @@ class Trainer:
             set_rng_state(ranks[cluster.rank], device)  # each process its own stream
         else:  # another number of processes: fresh streams, still one per process
             step = self.pos.step + 1
-            pyro.set_rng_seed(self.config.seed + cluster.rank + cluster.world_size * step)
+            pyro.set_rng_seed((self.config.seed + cluster.rank + cluster.world_size * step) % 2**32)
 
     def save(self) -> None:
         """Checkpoint (rank 0 writes; every process must call it: it gathers their random

@@ -168,7 +168,7 @@ class TrainConfig:
         applies=lambda c: c.compile, when="--compile",
     )  # fmt: skip
     seed: int = option(0, "seeds Pyro, torch and the batches", "run",
-                       check=Check(lambda s: 0 <= s < 2**63, "in [0, 2**63)"))  # fmt: skip
+                       check=Check(lambda s: 0 <= s < 2**32, "in [0, 2**32)"))  # fmt: skip
     out: str = option("runs/latest", "run directory", "run", resumable=True,
                       check=Check(lambda p: bool(p.strip()), "a directory path"))  # fmt: skip
     checkpoint_every: int = option(

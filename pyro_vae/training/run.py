@@ -3,8 +3,9 @@ standard observers (metrics.csv, progress), and keep the record.
 
 Nothing in the run directory changes until every option, the data and the model have been
 checked and the first batch has passed the reference check: a bad ``--seed`` or grey data for
-a Bernoulli likelihood leaves an old run untouched even with ``overwrite``. From then on the
-run holds the directory's lock (:meth:`RunDirectory.lock`) to its last file, figures included.
+a Bernoulli likelihood leaves an old run untouched even with ``overwrite`` (and a directory
+made for a run that fails these checks is removed again). The run holds the directory's lock
+(:meth:`RunDirectory.lock`) from its first look at it to its last file, figures included.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from ..data import ImageData
 from ..model import VAE
 from .assemble import assemble
-from .checkpoint import content_digest
+from .distributed import launched_rank
 from .loop import Trainer
 from .metrics import METRIC_FIELDS
 from .observers import MetricsCSV, Observer, ProgressBar
@@ -63,29 +64,21 @@ def fit(
     ``resume`` continues the run in ``config.out`` from its checkpoint; ``overwrite`` replaces
     a run already there (without either, an existing run is an error, so nothing is lost).
     """
-    run_dir = RunDirectory(config.out)
-    saved = None
-    if resume:
-        saved = run_dir.saved_state()
-        check_resumable(config, saved)
-    elif not overwrite:
-        run_dir.refuse_to_clobber()  # early, before the work of assembling
-    parts = assemble(config, data)
-    run_dir.writes = parts.cluster.is_main  # only rank 0 writes the run directory
-    standard = [MetricsCSV(run_dir)] + ([ProgressBar()] if config.progress else [])
-    trainer = Trainer(parts, run_dir, [*standard, *observers], saved)
+    run_dir = RunDirectory(config.out, writes=launched_rank() == 0)
+    # held from the first look at the directory: a second writer is turned away at once, and
+    # nothing can change the run between the checks below and the first write
     with run_dir.lock("train"):
-        # decided again under the lock: another writer may have come and gone meanwhile
-        if saved is not None and run_dir.writes:
-            if content_digest(run_dir.saved_state()) != content_digest(saved):
-                raise RunDirectoryError(
-                    f"the run in {str(run_dir.path)!r} changed while this one was starting: "
-                    "run the command again"
-                )
-        elif overwrite:
-            run_dir.clear()
-        elif run_dir.writes:
+        saved = None
+        if resume:
+            saved = run_dir.saved_state()
+            check_resumable(config, saved)
+        elif not overwrite:
             run_dir.refuse_to_clobber()
+        parts = assemble(config, data)
+        standard = [MetricsCSV(run_dir)] + ([ProgressBar()] if config.progress else [])
+        trainer = Trainer(parts, run_dir, [*standard, *observers], saved)
+        if overwrite and not resume:
+            run_dir.clear()  # only now: options, data, model and first batch have passed
         run_dir.start(config.as_dict(), METRIC_FIELDS, trainer.metrics)
         summary = trainer.fit()
     return TrainResult(parts.vae, summary, trainer.metrics)

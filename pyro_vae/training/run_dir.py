@@ -214,16 +214,22 @@ class RunDirectory:
 
     @contextlib.contextmanager
     def lock(self, command: str) -> Iterator[RunDirectory]:
-        """Hold the directory (made if missing) for ``command``; undo what a killed writer
-        left half-done. A process that does not write takes no lock."""
+        """Hold the directory for ``command``, undoing first what a killed writer left
+        half-done. A directory this call makes is removed again if nothing was written in
+        it. A process that does not write takes no lock."""
         if not self.writes:
             yield self
             return
+        made = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
-        with RunLock(self.path, command):
-            remove_temporaries(self.path)
-            recover_directory(self.path / FIGURES)
-            yield self
+        try:
+            with RunLock(self.path, command):
+                remove_temporaries(self.path)
+                recover_directory(self.path / FIGURES)
+                yield self
+        finally:
+            if made and not any(self.path.iterdir()):
+                self.path.rmdir()  # nothing was written: leave no trace of the attempt
 
     def clear(self) -> None:
         """Remove every artifact of a previous run (``--overwrite``; under the lock, once all

@@ -3,8 +3,11 @@
 The lock is ``flock(2)`` on RUN_DIR/.pyro-vae.lock: the kernel releases it when its holder
 exits, however it exits, so a lock left by a killed process is never in the way. The file
 records the holder (pid, command, start time) for the message a second writer gets, and is
-emptied on a clean release: a record found on taking the lock is one a killed process left,
-and is reported as taken over. (``fcntl`` is POSIX; this module needs Linux or macOS.)
+removed on a clean release: a lock file found on taking the lock is one a killed process
+left, and is reported as taken over. A process that opened the file just before it was
+removed finds, once it holds the lock, that the path names another file (or none) and
+starts again, so two processes never both hold "the" lock. (``fcntl`` is POSIX; this module
+needs Linux or macOS.)
 """
 
 from __future__ import annotations
@@ -54,7 +57,22 @@ class RunLock:
         return record if isinstance(record, dict) else {}
 
     def acquire(self) -> RunLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        for _ in range(5):  # a lock file removed between open and flock: open the new one
+            fd = self._lock_file()
+            if fd is not None:
+                break
+        else:
+            raise RunInUse(f"{str(self.path.parent)!r} keeps changing: another process is at it")
+        self._take(fd)
+        return self
+
+    def _lock_file(self) -> int | None:
+        """An open, locked descriptor of the lock file now at ``path`` (None: it was replaced
+        or removed while we waited; try again)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except FileNotFoundError:  # the directory itself went away meanwhile
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -70,6 +88,16 @@ class RunLock:
                 f"{str(self.path.parent)!r} is in use by another pyro-vae process ({who}): "
                 "wait for it to finish, or choose another directory"
             ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            return None
+        return fd
+
+    def _take(self, fd: int) -> None:
         stale = self._record(fd)
         if stale and stale.get("pid") != os.getpid():
             self.took_over = stale
@@ -93,13 +121,13 @@ class RunLock:
         os.write(fd, json.dumps(record).encode())
         os.fsync(fd)
         self._fd = fd
-        return self
 
     def release(self) -> None:
+        """Remove the lock file (still holding it), then let go."""
         if self._fd is None:
             return
         try:
-            os.ftruncate(self._fd, 0)  # an empty record: released cleanly
+            self.path.unlink(missing_ok=True)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
