@@ -173,3 +173,20 @@ def test_autoencoder_trains_and_reports_no_rate(tmp_path):
     assert rows[-1]["test_distortion"] < rows[0]["test_distortion"]
     assert main(["sample", str(out), "--num", "4"]) == 0
     assert main(["train", "--autoencoder", "--beta", "2", "--out", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.parametrize("num, rows", [(16, 2), (25, 3), (10, 1), (3, 1)])
+def test_sample_draws_every_image_in_the_grid(z2_run, tmp_path, monkeypatch, num, rows):
+    """`pyro-vae sample --num N` shows all N images (the last row partly blank), not the
+    full rows only."""
+    from pyro_vae.cli import main
+    from pyro_vae.report import plots
+
+    drawn = []
+    real = plots._grid
+    monkeypatch.setattr(plots, "_grid", lambda im, *a: drawn.append(im.shape[0]) or real(im, *a))
+    out = tmp_path / "s.png"
+    assert main(["sample", str(z2_run), "--num", str(num), "--out", str(out)]) == 0
+    assert drawn == [num] and torch.load(out.with_suffix(".pt")).shape[0] == num
+    grid = real(torch.zeros(num, 784), (1, 28, 28), min(10, num))
+    assert grid.shape[0] == rows * 30 + 2  # 28-pixel cells, 2-pixel padding

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from ..training.files import atomic_write
 
-from ..training.files import atomic_write  # noqa: E402
+
+class _Pyplot:
+    """``matplotlib.pyplot`` (on the Agg backend: files only, no display), imported on first
+    use: a command that draws nothing does not wait for it."""
+
+    def __getattr__(self, name: str) -> Any:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot
+
+        return getattr(matplotlib.pyplot, name)
+
+
+plt = _Pyplot()
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -97,10 +110,11 @@ def feature_heatmaps(panels: dict[str, torch.Tensor], path: Path, title: str = "
 
 
 def samples(images: torch.Tensor, shape: Sequence[int], path: Path, per_row: int = 10) -> None:
-    """A grid of E[x | z] for z drawn from the prior."""
-    rows = images.shape[0] // per_row
+    """A grid of E[x | z] for z drawn from the prior: every image, the last row as full as
+    it comes (blank cells after it)."""
+    rows = -(-images.shape[0] // per_row)
     fig, ax = plt.subplots(figsize=(per_row * 0.7, rows * 0.7 + 0.5))
-    ax.imshow(_grid(images[: rows * per_row], shape, per_row), cmap="gray")
+    ax.imshow(_grid(images, shape, per_row), cmap="gray")
     ax.set_axis_off()
     ax.set_title("samples: E[x | z], z ~ p(z)", fontsize=9)
     fig.tight_layout()
