@@ -75,6 +75,9 @@ class FreeBitsELBO(KLShapingELBO):
         super().__init__()
         self.free_bits = free_bits
 
+    def __repr__(self) -> str:
+        return f"FreeBitsELBO(free_bits={self.free_bits:g})"
+
     def shape(self, kl: torch.Tensor) -> torch.Tensor:
         return kl.shape[0] * kl.mean(0).clamp(min=self.free_bits).sum()
 
@@ -92,6 +95,9 @@ class CapacityELBO(KLShapingELBO):
         super().__init__()
         self.capacity = capacity
         self.gamma = gamma
+
+    def __repr__(self) -> str:
+        return f"CapacityELBO(capacity={self.capacity:g}, gamma={self.gamma:g})"
 
     def shape(self, kl: torch.Tensor) -> torch.Tensor:
         return kl.shape[0] * self.gamma * (kl.sum(1).mean() - self.capacity).abs()
