@@ -199,6 +199,23 @@ def test_overwrite_removes_every_artifact_and_only_those(tmp_path):
         run.refuse_to_clobber()
 
 
+def test_an_overwrite_killed_part_way_is_finished_by_the_next_writer(tmp_path):
+    for name in (runs.CONFIG, runs.METRICS, "evaluation.json", "notes.txt"):
+        (tmp_path / name).write_text("x")  # the checkpoints were already gone
+    (tmp_path / runs.CLEARING).write_text("")
+    with runs.RunDirectory(tmp_path).lock("train"):
+        assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME, "notes.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_directory_made_for_a_failed_command_is_removed(tmp_path):
+    target = tmp_path / "new" / "run"
+    with pytest.raises(RuntimeError):
+        with runs.RunDirectory(target).lock("train"):
+            raise RuntimeError("bad data")
+    assert not target.exists()
+
+
 def test_a_run_directory_path_must_name_a_directory(tmp_path):
     with pytest.raises(runs.RunDirectoryError, match="empty"):
         runs.RunDirectory("")

@@ -14,7 +14,7 @@ from .assemble import load_data
 from .checkpoint import CheckpointError, load_checkpoint
 from .devices import resolve_device
 from .options import TrainConfig
-from .run_dir import CHECKPOINT, CONFIG, RunDirectory, RunDirectoryError
+from .run_dir import CHECKPOINT, CLEARING, CONFIG, RunDirectory, RunDirectoryError
 
 
 @dataclass
@@ -31,6 +31,11 @@ class LoadedRun:
 def read_config(run_dir: str | Path) -> TrainConfig:
     """RUN_DIR/config.json, parsed against the options schema; one line if it cannot be."""
     path = Path(run_dir) / CONFIG
+    if (Path(run_dir) / CLEARING).exists():
+        raise RunDirectoryError(
+            f"{str(run_dir)!r} was part-way through being replaced (--overwrite) when that "
+            "command stopped: run it again"
+        )
     if not path.is_file():
         raise RunDirectoryError(f"{str(run_dir)!r} is not a run directory (no {CONFIG})")
     try:

@@ -57,8 +57,9 @@ CONFIG, METRICS, SUMMARY, CHECKPOINT, FIGURES, EVALUATION = (
 PREVIOUS_CHECKPOINT = previous_path(Path(CHECKPOINT)).name
 REPORT, SAMPLES, SAMPLES_TENSOR = "report.html", "samples.png", "samples.pt"
 # the training record, and what is derived from the model it holds
-RECORD = (CONFIG, METRICS, SUMMARY, CHECKPOINT, PREVIOUS_CHECKPOINT)
+RECORD = (CHECKPOINT, PREVIOUS_CHECKPOINT, CONFIG, METRICS, SUMMARY)  # the model goes first
 DERIVED = (EVALUATION, REPORT, SAMPLES, SAMPLES_TENSOR, FIGURES)
+CLEARING = ".pyro-vae.clearing"  # there while --overwrite removes a run: a kill is finished next
 # what a checkpoint must hold to continue a run
 CHECKPOINT_KEYS = {"model", "optimizer", "position", "config", "rng", "metrics"}
 
@@ -156,7 +157,7 @@ class RunDirectory:
         where there is no run: a lone config.json or summary.json may be anyone's)."""
         if not self.path.is_dir():
             return []
-        ours = {*RECORD, *DERIVED, LOCK_NAME} if self.holds_a_run() else {LOCK_NAME}
+        ours = {*RECORD, *DERIVED, LOCK_NAME, CLEARING} if self.holds_a_run() else {LOCK_NAME}
         return sorted(
             p.name
             for p in self.path.iterdir()
@@ -186,7 +187,8 @@ class RunDirectory:
             state = load_checkpoint(checkpoint)
         except FileNotFoundError:
             raise RunDirectoryError(
-                f"nothing to resume: {str(checkpoint)!r} does not exist"
+                f"nothing to resume: {str(checkpoint)!r} does not exist (a run stopped before "
+                "its first checkpoint starts again with --overwrite)"
             ) from None
         except CheckpointError as err:
             raise RunDirectoryError(f"{err}{self.offer_previous()}") from None
@@ -226,16 +228,22 @@ class RunDirectory:
             with RunLock(self.path, command):
                 remove_temporaries(self.path)
                 recover_directory(self.path / FIGURES)
+                if (self.path / CLEARING).exists():  # a kill interrupted --overwrite: finish it
+                    self.clear()
                 yield self
         finally:
-            if made and not any(self.path.iterdir()):
+            if made and self.path.is_dir() and not any(self.path.iterdir()):
                 self.path.rmdir()  # nothing was written: leave no trace of the attempt
 
     def clear(self) -> None:
         """Remove every artifact of a previous run (``--overwrite``; under the lock, once all
-        else is checked). Files pyro-vae did not write stay."""
+        else is checked), the checkpoints first, so that no loadable model is left beside
+        another run's config. Files pyro-vae did not write stay. A kill part-way leaves a
+        marker, and the next command that takes the lock finishes the job."""
         if self.writes:
+            write_text(self.path / CLEARING, "")
             self._remove(RECORD + DERIVED)
+            (self.path / CLEARING).unlink()
 
     def _remove(self, names: tuple[str, ...]) -> None:
         for name in names:
