@@ -1,12 +1,16 @@
 """Fault injection, end to end: bad input, faults during training, kills and resumes.
 
     pyro-vae study fault-injection [--out runs/fault-injection] [--only SUBSTRING]
+                                   [--doc docs/reliability.md]
 
 Every case (:mod:`pyro_vae.studies.fault_cases`) runs the real ``pyro-vae train`` command line
 in a subprocess (faults that need a hand inside the process are injected by a short wrapper
 that patches one function, then calls the same entry point) and compares what happened with
 what should. Prints a table (case | expected | got | ok) and writes it as JSON and Markdown;
 exits 1 if any case fails. ``tests/test_fault_injection.py`` runs each case as its own test.
+``--doc FILE`` writes the table into FILE between the two marker comments ``DOC_BEGIN`` and
+``DOC_END`` (the manual's table comes from the tool itself; ``tests/test_docs.py`` fails when
+its cases drift from the code's).
 """
 
 from __future__ import annotations
@@ -16,15 +20,30 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..training.files import write_text
 from .fault_cases import CASES
 from .faults import Workspace
 from .harness import study
 from .tables import markdown_table, write_tables
 
+DOC_BEGIN = "<!-- fault-injection table: begin (pyro-vae study fault-injection --doc) -->"
+DOC_END = "<!-- fault-injection table: end -->"
+
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="where to write fault_injection.json and .md")
     p.add_argument("--only", default="", help="run the cases whose name contains this")
+    p.add_argument("--doc", default=None, help="Markdown file whose marked table to replace")
+
+
+def write_doc_table(path: Path, table: str) -> None:
+    """Replace the text between DOC_BEGIN and DOC_END in ``path`` with ``table``."""
+    text = path.read_text()
+    if DOC_BEGIN not in text or DOC_END not in text:
+        raise ValueError(f"{str(path)!r} has no fault-injection table markers ({DOC_BEGIN})")
+    before, rest = text.split(DOC_BEGIN, 1)
+    after = rest.split(DOC_END, 1)[1]
+    write_text(path, f"{before}{DOC_BEGIN}\n{table}{DOC_END}{after}")
 
 
 @study("fault-injection", "bad input, NaN losses, signals and kills, end to end", _arguments)
@@ -43,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
             rows.append(
                 {
                     "case": case.name,
-                    "expected": case.expected,
-                    "got": got,
+                    "expected": case.expected.replace("|", "\\|"),
+                    "got": got.replace(scratch, "DIR").replace("|", "\\|"),
                     "ok": ok,
                     "seconds": round(time.perf_counter() - t0, 1),
                 }
@@ -57,4 +76,8 @@ def run(args: argparse.Namespace) -> int:
         print(write_tables(Path(args.out), "fault_injection", vars(args), rows, header, columns))
     else:
         print(markdown_table(header, columns, rows))
+    if args.doc:
+        if args.only:
+            raise ValueError("--doc writes the whole table: leave out --only")
+        write_doc_table(Path(args.doc), markdown_table(header, columns, rows))
     return 0 if all(r["ok"] for r in rows) else 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -19,7 +20,6 @@ import torch
 
 from ..training.run_lock import LOCK_NAME, RunLock
 from .faults import (
-    PACKAGE_PARENT,
     SMALL,
     Case,
     Workspace,
@@ -111,10 +111,12 @@ def _second_writer(ws: Workspace) -> tuple[str, bool]:
     return f"train, evaluate, report: exit {[d.code for d in done]}: {done[0].stderr[:110]}", ok
 
 
-_HOLD_LOCK = """
-import sys, time
-from pyro_vae.training.run_lock import RunLock
-RunLock(sys.argv[1], "train").acquire()
+# what RunLock.acquire does, in a process that need not import torch to do it
+_HOLD_LOCK = f"""
+import fcntl, json, os, sys, time
+fd = os.open(os.path.join(sys.argv[1], "{LOCK_NAME}"), os.O_RDWR | os.O_CREAT, 0o666)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+os.write(fd, json.dumps({{"pid": os.getpid(), "command": "train", "since": "now"}}).encode())
 print("held", flush=True)
 time.sleep(600)
 """
@@ -123,9 +125,8 @@ time.sleep(600)
 def _stale_lock(ws: Workspace) -> tuple[str, bool]:
     out = ws.new_dir("stale-lock")
     out.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(PACKAGE_PARENT)}
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", _HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     holder.kill()
@@ -285,15 +286,56 @@ def _sigterm_in_final_figures(ws: Workspace) -> tuple[str, bool]:
     ), ok
 
 
+_KILL_IN_CLEAR = """
+import os, pathlib, signal
+real_unlink = pathlib.Path.unlink
+def unlink(self, *a, **k):
+    if self.name == "metrics.csv":  # the checkpoints and config.json are gone already
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_unlink(self, *a, **k)
+pathlib.Path.unlink = unlink
+"""
+
+
+def _kill_during_overwrite(ws: Workspace) -> tuple[str, bool]:
+    out = ws.copy_of_trained("kill-in-overwrite")
+    (out / "notes.txt").write_text("mine")
+    done = cli(["--out", str(out), "--overwrite", *SMALL, "--epochs", "1"], inject=_KILL_IN_CLEAR)
+    half = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    report = cli(["report", str(out)])  # reads: names the state
+    train = cli(["--out", str(out), *SMALL, "--epochs", "1"])  # writes: finishes the removal
+    left = sorted(p.name for p in out.iterdir())
+    ok = (
+        done.code == -9
+        and one_line_error(report, "part-way through being replaced")
+        and one_line_error(train, "did not write (notes.txt)")
+        and left == ["notes.txt"]
+    )
+    return f"killed with {half} left; report: {report.stderr[17:90]}; then {left}", ok
+
+
+def _with_everything(ws: Workspace) -> Path:
+    """The trained run with its evaluation, report and samples (made once, then copied)."""
+    done = ws.root / "trained-with-everything"
+    if not done.exists():
+        out = ws.copy_of_trained("with-everything")
+        for prepare in (
+            ["evaluate", str(out), *QUICK_EVALUATE],
+            ["report", str(out)],
+            ["sample", str(out), "--num", "4"],
+        ):
+            assert cli(prepare).code == 0
+        os.replace(out, done)
+    return done
+
+
 def _killed_while_writing(label: str, args: list[str], target: str, nth: int = 1) -> Case:
     """Run ``args`` (RUN: a copy of a trained run, whose evaluation, report and samples exist)
     killed while it writes ``target``: every visible file is as it was before."""
 
     def run(ws: Workspace) -> tuple[str, bool]:
-        out = ws.copy_of_trained(label)
-        for prepare in (["evaluate", str(out), *QUICK_EVALUATE], ["report", str(out)]):
-            assert cli(prepare).code == 0
-        assert cli(["sample", str(out), "--num", "4"]).code == 0
+        out = ws.new_dir(label)
+        shutil.copytree(_with_everything(ws), out)
         visible = {k: v for k, v in snapshot(out).items() if not k.startswith(".")}
         done = cli([str(out) if a == "RUN" else a for a in args], inject=stop_at_write(target))
         after = {k: v for k, v in snapshot(out).items() if not k.split("/")[0].startswith(".")}
@@ -316,6 +358,8 @@ RUN_DIR_CASES = [
     Case("folder-of-other-files", "exit 2 'did not write'; their files kept", _foreign_folder),
     Case("overwrite-removes-every-artifact", "evaluation, report, samples gone; notes.txt kept",
          _overwrite_removes_everything),
+    Case("kill-during-overwrite", "readers name it; the next writer finishes the removal",
+         _kill_during_overwrite),
     Case("resume-removes-stale-evaluation", "evaluation.json of the old model removed",
          _resume_removes_stale),
     Case("second-writer-refused", "train, evaluate, report: exit 2 naming the holder's pid",
