@@ -224,3 +224,19 @@ def test_model_comparison_trains_measures_and_tabulates(tmp_path):
     table = (tmp_path / "models.md").read_text()
     assert "| VAE (core) | mean-field |" in table and "+0.00" in table
     assert (tmp_path / "models.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["bench", "--rounds", "0"], "argument --rounds: must be a finite number >= 1, got 0"),
+        (["bench", "--max-other-load", "inf"], "--max-other-load: must be a finite number >= 0"),
+        (["gradient-snr", "--draws", "1"], "argument --draws: must be a finite number >= 2"),
+        (["ae-vs-vae", "--draws", "many"], "argument --draws: not a number: 'many'"),
+        (["models", "--num-samples", "0"], "argument --num-samples: must be a finite number >= 1"),
+    ],
+)
+def test_a_studys_own_counts_are_checked_before_it_starts(args, needle, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["study", *args])
+    assert stop.value.code == 2 and needle in capsys.readouterr().err

@@ -18,7 +18,7 @@ from ..data import load_dataset
 from ..inference import posterior_means
 from ..report import plots
 from ..training import TrainConfig, load_run
-from .harness import base_config, run_arguments, study, train_or_reuse
+from .harness import at_least, base_config, run_arguments, study, train_or_reuse
 from .tables import write_tables
 
 
@@ -120,7 +120,9 @@ def ae_vs_vae(out: str | Path, base: TrainConfig, draws: int = 500) -> list[dict
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     run_arguments(p, "runs/ae-vs-vae", epochs=50, z_dim=16)
-    p.add_argument("--draws", type=int, default=500, help="prior draws (default: %(default)s)")
+    p.add_argument(
+        "--draws", type=at_least(1), default=500, help="prior draws (default: %(default)s)"
+    )
 
 
 @study("ae-vs-vae", "a deterministic autoencoder beside the VAE, same networks", _arguments)

@@ -49,7 +49,7 @@ from ..training import resolve_device
 from ..training.devices import synchronize
 from ..training.run_dir import write_json, write_text
 from .bench_paths import CUDA_ONLY, PATHS
-from .harness import study
+from .harness import at_least, study
 from .machine import LoadMonitor, machine_info, memory_mb, peak_memory_mb, reset_peak_memory
 from .tables import markdown_table
 
@@ -224,7 +224,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         choices=list(PATHS),
         help="default: all (the CUDA-graph path only on CUDA)",
     )
-    p.add_argument("--rounds", type=int, default=5, help="timed epochs per path (default: 5)")
+    p.add_argument(
+        "--rounds", type=at_least(1), default=5, help="timed epochs per path (default: 5)"
+    )
     p.add_argument("--hidden", type=int, nargs="+", default=[400], help="(default: 400)")
     p.add_argument("--z-dim", type=int, default=50, help="(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
@@ -238,14 +240,14 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument(
         "--max-other-load",
-        type=float,
+        type=at_least(0, float),
         default=0.05,
         help="share of the machine's CPU other processes may use in a clean epoch "
         "(default: %(default)s)",
     )
     p.add_argument(
         "--eval-images",
-        type=int,
+        type=at_least(0),
         default=0,
         help="also time log p(x) with K=5000 on this many test images (default: 0, skip)",
     )

@@ -25,7 +25,7 @@ from ..inference import IWAE
 from ..report.plots import plt
 from ..training import TrainConfig, load_run
 from ..workflow import train
-from .harness import study
+from .harness import at_least, study
 from .tables import write_tables
 
 
@@ -111,8 +111,12 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         default=[1, 3, 10, 30, 100, 300],
         help="the values of K (default: %(default)s)",
     )
-    p.add_argument("--draws", type=int, default=100, help="gradient draws per K (default: 100)")
-    p.add_argument("--batch", type=int, default=16, help="images in the fixed batch (default: 16)")
+    p.add_argument(
+        "--draws", type=at_least(2), default=100, help="gradient draws per K (default: 100)"
+    )
+    p.add_argument(
+        "--batch", type=at_least(1), default=16, help="images in the fixed batch (default: 16)"
+    )
     p.add_argument("--out", default="runs/gradient-snr", help="(default: %(default)s)")
 
 

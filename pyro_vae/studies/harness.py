@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -136,14 +137,34 @@ def run_arguments(
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def at_least(minimum: float, kind: type = int) -> Callable[[str], float]:
+    """An argparse type: a finite number of ``kind`` that is at least ``minimum`` (a study's
+    own counts and shares, checked before any work starts)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {minimum:g}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def measure_arguments(p: argparse.ArgumentParser) -> None:
     """How test log p(x) is measured."""
     p.add_argument(
-        "--num-samples", type=int, default=5000, help="K for test log p(x) (default: %(default)s)"
+        "--num-samples",
+        type=at_least(1),
+        default=5000,
+        help="K for test log p(x) (default: %(default)s)",
     )
     p.add_argument(
         "--max-eval-images",
-        type=int,
+        type=at_least(1),
         default=None,
         help="measure log p(x) on a fixed random subset of this many test images (default: all)",
     )
