@@ -173,23 +173,6 @@ class Autoencoder(VAE):
 
     beta = property(lambda self: 0.0, lambda self, value: None)  # no KL term, ever
 
-    @property
-    def row_width(self) -> int:
-        """Values per data row: the pixels (and a conditional model's context after them)."""
-        return self.likelihood.data_dim
-
-    def data_plate(self, x: torch.Tensor) -> pyro.plate:
-        """``pyro.plate("data")`` over the rows of ``x``, checked to be a batch of this model's
-        rows: a single image, or images of another size, is a clear error, not a wrong
-        plate."""
-        if x.dim() != 2 or x.shape[1] != self.row_width:
-            hint = " (one image? give x.reshape(1, -1))" if x.dim() == 1 else ""
-            raise ValueError(
-                f"the model takes a batch of rows of shape (N, {self.row_width}); "
-                f"got shape {tuple(x.shape)}{hint}"
-            )
-        return pyro.plate("data", x.shape[0])
-
     def _kl_weight(self) -> contextlib.AbstractContextManager:
         return kl_weight(0.0)
 

@@ -34,6 +34,17 @@ from .faults import (
 ARTIFACTS = ("evaluation.json", "report.html", "samples.png", "samples.pt")
 QUICK_EVALUATE = ["--num-samples", "2", "--max-images", "20", "--no-progress"]
 
+
+def _hidden(out: Path) -> list[str]:
+    """What a command left hidden in ``out`` (temporaries, staged figures), the lock aside."""
+    return [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != LOCK_NAME]
+
+
+def _visible(out: Path) -> dict[str, bytes]:
+    """Every file under ``out`` but those under hidden names."""
+    return {k: v for k, v in snapshot(out).items() if not k.split("/")[0].startswith(".")}
+
+
 # --- nothing lost --------------------------------------------------------------------------------
 
 
@@ -147,7 +158,7 @@ def _concurrent(n: int) -> Callable[[Workspace], tuple[str, bool]]:
         refused = [err for code, err in results if code == 2]
         reasons = all("in use by" in e or "already holds a run" in e for e in refused)
         same, detail = same_as_baseline(ws, out, reference=ws.trained())
-        hidden = [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != LOCK_NAME]
+        hidden = _hidden(out)
         ok = codes == [0] + [2] * (n - 1) and reasons and same and not hidden
         return f"exit codes {codes}; the one run that proceeded: {detail}", ok
 
@@ -267,7 +278,7 @@ def _sigterm_in_final_figures(ws: Workspace) -> tuple[str, bool]:
         ["--out", str(out), *SMALL, "--epochs", "1"],
         inject=stop_at_write("prior_samples.png", "SIGTERM"),
     )
-    hidden = [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != LOCK_NAME]
+    hidden = _hidden(out)
     whole = (
         load(out / "checkpoint.pt")["position"]["epoch"] == 1 and (out / "summary.json").exists()
     )
@@ -336,11 +347,11 @@ def _killed_while_writing(label: str, args: list[str], target: str, nth: int = 1
     def run(ws: Workspace) -> tuple[str, bool]:
         out = ws.new_dir(label)
         shutil.copytree(_with_everything(ws), out)
-        visible = {k: v for k, v in snapshot(out).items() if not k.startswith(".")}
+        visible = _visible(out)
         done = cli([str(out) if a == "RUN" else a for a in args], inject=stop_at_write(target))
-        after = {k: v for k, v in snapshot(out).items() if not k.split("/")[0].startswith(".")}
+        after = _visible(out)
         again = cli(["report", str(out)])  # the next writer clears what the kill left
-        hidden = [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != LOCK_NAME]
+        hidden = _hidden(out)
         ok = done.code == -9 and after == visible and again.code == 0 and not hidden
         return (
             f"killed (exit {done.code}) writing {target}: every file as before: "
