@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +40,7 @@ from ..model.build import takes_option
 from ..model.likelihoods import LIBRARY_OPTIONS
 from ..model.parts import PART_REGISTRIES, takers
 from ..registry import Registry
+from .rules import RULES, automatic_binarization, automatic_estimator
 from .schema import (
     POSITIVE,
     POSITIVE_SIZES,
@@ -69,10 +69,10 @@ class TrainConfig:
     )
     binarize: str = option(
         "auto",
-        "auto: dynamic for binary likelihoods, none otherwise; dynamic: a fresh Bernoulli draw "
-        "each epoch; static: one fixed draw",
+        "dynamic: a fresh Bernoulli draw each epoch; static: one fixed draw",
         "data",
-        choices=("auto", *BINARIZATIONS),
+        choices=BINARIZATIONS,
+        automatic=automatic_binarization,
     )
     # --- model -----------------------------------------------------------------------------------
     model: str = option(
@@ -120,8 +120,8 @@ class TrainConfig:
     )
     # --- estimator ---------------------------------------------------------------------------
     estimator: str = option(
-        "mean-field", "the objective (trace: Trace_ELBO, mean-field: TraceMeanField_ELBO)",
-        "estimator", choices=ESTIMATORS,
+        "auto", "the objective (trace: Trace_ELBO, mean-field: TraceMeanField_ELBO)",
+        "estimator", choices=ESTIMATORS, automatic=automatic_estimator,
     )  # fmt: skip
     particles: int | None = option(
         None, "samples per image, K (default: the estimator's, 5 for iwae, else 1)",
@@ -181,9 +181,17 @@ class TrainConfig:
         True, "compare Pyro's loss with the hand-written loss on the first batch", "run",
         flag="--skip-reference-check", resumable=True,
     )  # fmt: skip
-    progress: bool = option(True, "show progress", "run", flag="--no-progress", resumable=True)
+    progress: bool = option(
+        True, "the banner, and progress as it trains (a bar on a terminal, else lines)", "run",
+        flag="--no-progress", resumable=True,
+    )  # fmt: skip
+    tensorboard: bool = option(
+        True, "TensorBoard event files in RUN_DIR/tensorboard", "run", flag="--no-tensorboard",
+        resumable=True,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
+        self._choose_automatic()  # first: what applies may depend on it
         for name, opt in options().items():
             self._settle(name, opt)
         for rule in RULES:
@@ -191,6 +199,12 @@ class TrainConfig:
         self._try_building()
 
     # --- checking ------------------------------------------------------------------------------
+
+    def _choose_automatic(self) -> None:
+        """Options given as ``auto`` take the value their rule chooses from the others."""
+        for name, opt in options().items():
+            if opt.automatic is not None and getattr(self, name) == "auto":
+                setattr(self, name, opt.automatic.resolve(self))
 
     def _settle(self, name: str, opt: Option) -> None:
         """Coerce the value, drop it where it does not apply, check it where it does."""
@@ -296,6 +310,8 @@ class TrainConfig:
         values = {name: d.get(name, _default(name)) for name in options()}
         record = object.__new__(cls)
         record.__dict__.update(values)
+        record._choose_automatic()
+        values.update(record.__dict__)
         for name in options():
             if not record.applies(name):
                 values[name] = record.__dict__[name] = None
@@ -350,46 +366,3 @@ def _check_type(name: str, value: Any, kind: type) -> None:
         raise ConfigError(f"{flag_of(name)} must be {words}, got {value!r}")
     if kind is float and not math.isfinite(value):
         raise ConfigError(f"{flag_of(name)} must be a finite number, got {value}")
-
-
-# --- rules that tie two groups together -----------------------------------------------------------
-
-
-def _binarization_fits_the_likelihood(c: TrainConfig) -> None:
-    data_kind = LIKELIHOODS.get(c.likelihood).data_kind
-    if c.binarize == "auto":
-        c.binarize = "dynamic" if data_kind == "binary" else "none"
-    if data_kind == "counts" and c.binarize != "none":
-        raise ConfigError(f"--likelihood {c.likelihood} models counts: use --binarize none")
-
-
-def _estimator_fits_the_model(c: TrainConfig) -> None:
-    if c.model == "two-layer" and c.estimator not in ("trace", "iwae"):
-        raise ConfigError(
-            "--model two-layer needs --estimator trace or iwae (z2 depends on z1 in the guide, "
-            "which TraceMeanField_ELBO's analytic KLs cannot take)"
-        )
-    if c.estimator in ("free-bits", "capacity"):
-        if c.guide != "diagonal":
-            raise ConfigError(
-                f"--estimator {c.estimator} needs the KL per dimension: --guide diagonal"
-            )
-        if c.prior not in ("normal", "learned-normal"):
-            raise ConfigError(
-                f"--estimator {c.estimator} needs the KL per dimension in closed form: "
-                "--prior normal or learned-normal"
-            )
-
-
-def _precision_fits_the_step(c: TrainConfig) -> None:
-    if c.precision == "bf16" and c.compile:
-        raise ConfigError("--precision bf16 runs the eager step; drop --compile")
-    if c.cuda_graphs and c.device == "cpu":
-        raise ConfigError("--cuda-graphs needs a CUDA device, not --device cpu")
-
-
-RULES: list[Callable[[TrainConfig], None]] = [
-    _binarization_fits_the_likelihood,
-    _estimator_fits_the_model,
-    _precision_fits_the_step,
-]

@@ -33,6 +33,15 @@ POSITIVE_SIZES = Check(lambda v: len(v) > 0 and all(h >= 1 for h in v), "positiv
 
 
 @dataclass(frozen=True)
+class Automatic:
+    """How an option given as ``auto`` chooses its value from the rest of the config (before
+    anything is checked), and the choice in words, for the help."""
+
+    resolve: Callable[[Any], str]
+    rule: str
+
+
+@dataclass(frozen=True)
 class Option:
     """What the field of an option does not say itself (see the module doc)."""
 
@@ -47,9 +56,11 @@ class Option:
     flag: str = ""  # the command-line flag, if not --name (a store-false switch then)
     param: str = ""  # the builder's keyword, if not the option's name
     type: type | None = None  # the type of a value, where the default (None) does not say
+    automatic: Automatic | None = None  # the value may be "auto", chosen so
 
     def choice_names(self) -> list[str]:
-        return list(self.choices) if self.choices is not None else []
+        names = list(self.choices) if self.choices is not None else []
+        return ["auto", *names] if self.automatic is not None else names
 
 
 def option(default: Any, help: str, group: str, **declared: Any) -> Any:

@@ -1,0 +1,73 @@
+"""Rules that tie options of two groups together (an estimator that needs a kind of model), and
+how the options that may be ``auto`` choose their value. :class:`TrainConfig
+<pyro_vae.training.options.TrainConfig>` applies them after each option is checked alone."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..model import LIKELIHOODS
+from .schema import Automatic, ConfigError
+
+# the config being checked (pyro_vae.training.options.TrainConfig, which imports this module)
+Config = Any
+
+# models whose guide makes one latent site depend on another: no analytic KL for them
+NEEDS_SAMPLED_KL = ("two-layer",)
+
+
+def _binarization(c: Config) -> str:
+    kind = LIKELIHOODS.get(c.likelihood).data_kind if c.likelihood in LIKELIHOODS else None
+    return "dynamic" if kind == "binary" else "none"
+
+
+def _estimator(c: Config) -> str:
+    return "trace" if c.model in NEEDS_SAMPLED_KL else "mean-field"
+
+
+automatic_binarization = Automatic(
+    _binarization, "dynamic for likelihoods of binary data, none otherwise"
+)
+automatic_estimator = Automatic(
+    _estimator,
+    f"mean-field, or trace for a model whose KL cannot be analytic ({', '.join(NEEDS_SAMPLED_KL)})",
+)
+
+
+def _binarization_fits_the_likelihood(c: Config) -> None:
+    data_kind = LIKELIHOODS.get(c.likelihood).data_kind
+    if data_kind == "counts" and c.binarize != "none":
+        raise ConfigError(f"--likelihood {c.likelihood} models counts: use --binarize none")
+
+
+def _estimator_fits_the_model(c: Config) -> None:
+    if c.model in NEEDS_SAMPLED_KL and c.estimator not in ("trace", "iwae"):
+        raise ConfigError(
+            f"--model {c.model} needs --estimator trace or iwae (z2 depends on z1 in the guide, "
+            "which TraceMeanField_ELBO's analytic KLs cannot take)"
+        )
+    if c.estimator in ("free-bits", "capacity"):
+        if c.guide != "diagonal":
+            raise ConfigError(
+                f"--estimator {c.estimator} needs the KL per dimension: --guide diagonal"
+            )
+        if c.prior not in ("normal", "learned-normal"):
+            raise ConfigError(
+                f"--estimator {c.estimator} needs the KL per dimension in closed form: "
+                "--prior normal or learned-normal"
+            )
+
+
+def _precision_fits_the_step(c: Config) -> None:
+    if c.precision == "bf16" and c.compile:
+        raise ConfigError("--precision bf16 runs the eager step; drop --compile")
+    if c.cuda_graphs and c.device == "cpu":
+        raise ConfigError("--cuda-graphs needs a CUDA device, not --device cpu")
+
+
+RULES: list[Callable[[Config], None]] = [
+    _binarization_fits_the_likelihood,
+    _estimator_fits_the_model,
+    _precision_fits_the_step,
+]
