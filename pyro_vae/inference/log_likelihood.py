@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import pyro
 import torch
 from pyro import poutine
-from tqdm.auto import tqdm
 
+from ..progress import Progress
 from .traces import is_sample
 
 
@@ -91,8 +91,13 @@ def log_likelihood(
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     estimates, stderrs = [], []
-    starts = range(0, x.shape[0], batch_size)
-    for start in tqdm(starts, desc="log p(x)", unit="batch", disable=not progress):
+    shown = Progress(x.shape[0], f"log p(x), K={num_samples}", "image", enabled=progress)
+
+    def running_mean() -> str:
+        done = torch.cat(estimates)
+        return f"mean {done.mean():.2f} nats, {len(done) / shown.elapsed:,.1f} images/s"
+
+    for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size]
         lse = xb.new_full((xb.shape[0],), -math.inf, dtype=torch.float64)
         lse2 = lse.clone()
@@ -107,5 +112,7 @@ def log_likelihood(
         # var(w) / mean(w)^2 from sum w and sum w^2 (sample variance)
         rel_var = (torch.exp(lse2 - 2 * lse) * K - 1) * K / max(K - 1, 1)
         stderrs.append((rel_var.clamp(min=0) / K).sqrt())
+        shown.advance(xb.shape[0], running_mean)
+    shown.close(running_mean if estimates else None)
     dtype = x.dtype
     return LogLikelihood(torch.cat(estimates).to(dtype), torch.cat(stderrs).to(dtype), num_samples)

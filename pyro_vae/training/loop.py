@@ -218,6 +218,8 @@ class Trainer:
             total += loss.detach()
             pos.batch += 1
             pos.step += 1
+            for observer in self.observers:
+                observer.on_step_end(self, total)
             every = self.config.checkpoint_every
             due = every and pos.step % every == 0
             # one process honours a stop request at once; several agree on it at a check

@@ -1,18 +1,21 @@
 """Observers of the training loop: what is recorded or shown as it runs.
 
 The loop calls each observer (on rank 0 of a multi-process run) at fixed points: when it
-starts, after each epoch with that epoch's metrics row, when it closes (always, finished or
-stopped) and when it has finished, with the summary. Recording the metrics and showing progress
-live here; drawing figures is :class:`pyro_vae.report.FiguresAtEnd`. A new logger (TensorBoard,
-say) is one more observer.
+starts, after each step (keep that cheap: it runs inside the timed loop), after each epoch with
+that epoch's metrics row, when it closes (always, finished or stopped) and when it has
+finished, with the summary. Recording the metrics and showing progress live here; TensorBoard
+is :class:`pyro_vae.training.tensorboard.TensorBoardLog`; drawing figures is
+:class:`pyro_vae.report.FiguresAtEnd`. A new logger is one more observer.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TextIO
 
-from tqdm.auto import tqdm
+import torch
 
+from ..progress import Progress as ProgressOf
+from .banner import banner
 from .metrics import METRIC_FIELDS
 from .run_dir import MetricsLog, RunDirectory
 
@@ -26,6 +29,10 @@ class Observer:
 
     def on_start(self, trainer: CallingTrainer) -> None:
         """Before the first step of this process's run (resumed runs included)."""
+
+    def on_step_end(self, trainer: CallingTrainer, epoch_loss: torch.Tensor) -> None:
+        """After each step; ``epoch_loss`` is the loss summed over this epoch's steps so far
+        (a tensor: reading it is a host synchronisation on a GPU, so read it rarely)."""
 
     def on_epoch_end(self, trainer: CallingTrainer, row: dict[str, float]) -> None:
         """After an epoch was trained and measured; ``row`` is its line of metrics.csv."""
@@ -55,21 +62,64 @@ class MetricsCSV(Observer):
             self._log.close()
 
 
-class ProgressBar(Observer):
-    """A progress bar over epochs, with the last epoch's training loss and test -ELBO."""
+class Progress(Observer):
+    """Where a run is, as it runs: the banner (:func:`pyro_vae.training.banner.banner`) and the
+    reference check's line before the first step, then progress over the run's steps with the
+    running loss and images per second: a bar on a terminal, a plain line every ``every``
+    seconds and one per epoch elsewhere (:class:`pyro_vae.progress.Progress`). The loss is read
+    from its tensor only when the bar is redrawn."""
 
-    def __init__(self) -> None:
-        self._bar: tqdm | None = None
+    def __init__(
+        self, stream: TextIO | None = None, every: float = 10.0, interval: float = 0.1
+    ) -> None:
+        self.stream, self.every, self.interval = stream, every, interval
+        self._progress: ProgressOf | None = None
+        self._epoch_start = (0.0, 0)
+        self._tested = ""  # the last epoch's test -ELBO, shown beside the bar
 
     def on_start(self, trainer: CallingTrainer) -> None:
-        self._bar = tqdm(
-            total=trainer.config.epochs, initial=trainer.pos.epoch, desc="train", unit="epoch"
+        steps, pos = trainer.parts.steps_per_epoch, trainer.pos
+        self._progress = ProgressOf(
+            trainer.config.epochs * steps,
+            "train",
+            "step",
+            initial=pos.epoch * steps + pos.batch,
+            stream=self.stream,
+            every=self.every,
+            interval=self.interval,
+        )
+        for line in banner(trainer):
+            self._progress.write(line)
+        self._epoch_start = (self._progress.elapsed, pos.batch)
+
+    def on_step_end(self, trainer: CallingTrainer, epoch_loss: torch.Tensor) -> None:
+        self._progress.advance(1, lambda: self._fields(trainer, epoch_loss))
+
+    def _fields(self, trainer: CallingTrainer, epoch_loss: torch.Tensor) -> str:
+        pos, batch = trainer.pos, trainer.parts.global_batch
+        seconds, first = self._epoch_start
+        images = (pos.batch - first) * batch
+        speed = images / max(self._progress.elapsed - seconds, 1e-9)
+        done = min(pos.batch * batch, trainer.images_per_epoch)
+        loss = epoch_loss.item() / max(done, 1)  # per image, over this epoch so far
+        return (
+            f"epoch {pos.epoch + 1}/{trainer.config.epochs}, loss {loss:.2f}, "
+            f"{speed:,.0f} images/s{self._tested}"
         )
 
     def on_epoch_end(self, trainer: CallingTrainer, row: dict[str, float]) -> None:
-        self._bar.update(1)
-        self._bar.set_postfix(train=f"{row['train_loss']:.2f}", test=f"{row['test_neg_elbo']:.2f}")
+        epochs = trainer.config.epochs
+        progress = self._progress
+        if not progress.terminal:
+            progress.write(
+                f"epoch {int(row['epoch'])}/{epochs}: train loss {row['train_loss']:.2f}, test "
+                f"-ELBO {row['test_neg_elbo']:.2f} (rate {row['test_rate']:.2f}, distortion "
+                f"{row['test_distortion']:.2f}), beta {row['beta']:.3g}, "
+                f"{row['train_seconds']:.2f} s training"
+            )
+        self._epoch_start = (progress.elapsed, 0)
+        self._tested = f", test -ELBO {row['test_neg_elbo']:.2f} (epoch {int(row['epoch'])})"
 
     def on_close(self, trainer: CallingTrainer) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        if self._progress is not None:
+            self._progress.close()
