@@ -9,7 +9,7 @@ from .devices import DeviceError, resolve_device
 from .evaluate import evaluate_run
 from .load import LoadedRun, load_run, read_config
 from .loop import Trainer
-from .observers import MetricsCSV, Observer, ProgressBar
+from .observers import MetricsCSV, Observer, Progress
 from .options import ConfigError, TrainConfig, options
 from .run import TrainResult, fit
 from .run_dir import RunDirectory, RunDirectoryError, RunInUse
@@ -25,7 +25,7 @@ __all__ = [
     "MetricsCSV",
     "NonFiniteLoss",
     "Observer",
-    "ProgressBar",
+    "Progress",
     "RunDirectory",
     "RunDirectoryError",
     "RunInUse",

@@ -14,6 +14,7 @@ from ..data import ImageData
 from ..inference import active_units, evaluate_elbo, kl_per_dimension, log_likelihood
 from .load import LoadedRun, load_run, read_config
 from .run_dir import EVALUATION, RunDirectory, write_json
+from .tensorboard import log_evaluation
 
 
 def evaluate_run(
@@ -37,6 +38,7 @@ def evaluate_run(
         run = load_run(run_dir, device, data)
         result = {"run": str(run_dir), **_evaluate(run, num_samples, max_images, seed, progress)}
         write_json(Path(run_dir) / EVALUATION, result)
+        log_evaluation(Path(run_dir), run.epoch, result)
     return result
 
 

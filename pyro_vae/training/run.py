@@ -1,5 +1,5 @@
 """A training run from its options: check the directory, assemble the parts, train with the
-standard observers (metrics.csv, progress), and keep the record.
+standard observers (metrics.csv, progress, TensorBoard), and keep the record.
 
 Nothing in the run directory changes until every option, the data and the model have been
 checked and the first batch has passed the reference check: a bad ``--seed`` or grey data for
@@ -20,9 +20,10 @@ from .assemble import assemble
 from .distributed import launched_rank
 from .loop import Trainer
 from .metrics import METRIC_FIELDS
-from .observers import MetricsCSV, Observer, ProgressBar
+from .observers import MetricsCSV, Observer, Progress
 from .options import ConfigError, TrainConfig
 from .run_dir import RunDirectory, RunDirectoryError
+from .tensorboard import TensorBoardLog
 
 
 @dataclass
@@ -75,7 +76,11 @@ def fit(
         elif not overwrite:
             run_dir.refuse_to_clobber()
         parts = assemble(config, data)
-        standard = [MetricsCSV(run_dir)] + ([ProgressBar()] if config.progress else [])
+        standard: list[Observer] = [MetricsCSV(run_dir)]
+        if config.progress:
+            standard.append(Progress())
+        if config.tensorboard:
+            standard.append(TensorBoardLog(run_dir.path))
         trainer = Trainer(parts, run_dir, [*standard, *observers], saved)
         if overwrite and not resume:
             run_dir.clear()  # only now: options, data, model and first batch have passed

@@ -5,6 +5,7 @@
     RUN_DIR/summary.json        final numbers
     RUN_DIR/checkpoint.pt       model, optimizer, random-number states, position; checksummed
     RUN_DIR/checkpoint.prev.pt  the checkpoint before it
+    RUN_DIR/tensorboard/        TensorBoard event files (pyro_vae.training.tensorboard)
     RUN_DIR/figures/*.png       (drawn by pyro_vae.report, swapped in as one set)
     RUN_DIR/evaluation.json     (``pyro-vae evaluate``)
     RUN_DIR/report.html         (``pyro-vae report``)
@@ -56,8 +57,9 @@ CONFIG, METRICS, SUMMARY, CHECKPOINT, FIGURES, EVALUATION = (
 )
 PREVIOUS_CHECKPOINT = previous_path(Path(CHECKPOINT)).name
 REPORT, SAMPLES, SAMPLES_TENSOR = "report.html", "samples.png", "samples.pt"
+TENSORBOARD = "tensorboard"
 # the training record, and what is derived from the model it holds
-RECORD = (CHECKPOINT, PREVIOUS_CHECKPOINT, CONFIG, METRICS, SUMMARY)  # the model goes first
+RECORD = (CHECKPOINT, PREVIOUS_CHECKPOINT, CONFIG, METRICS, SUMMARY, TENSORBOARD)  # model first
 DERIVED = (EVALUATION, REPORT, SAMPLES, SAMPLES_TENSOR, FIGURES)
 CLEARING = ".pyro-vae.clearing"  # there while --overwrite removes a run: a kill is finished next
 # what a checkpoint must hold to continue a run

@@ -1,0 +1,134 @@
+"""TensorBoard event files for a run, in RUN_DIR/tensorboard, so that ``tensorboard --logdir
+runs/`` shows every run under ``runs/`` side by side.
+
+Written through PyTorch's :class:`torch.utils.tensorboard.SummaryWriter` (the ``tensorboard``
+package): per epoch, the scalars of metrics.csv (losses, rate, distortion, beta, seconds);
+reconstructions of test images and samples from the prior after the first epoch, every
+``image_every`` epochs and the last; the options of the run as hyperparameters, with the
+final test -ELBO and (once ``pyro-vae evaluate`` has run) the test log p(x) as its metrics.
+The x axis is the epoch. A resumed run appends to the same directory and tells TensorBoard to
+drop any points past its checkpoint (``purge_step``), so a curve never doubles back.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .observers import CallingTrainer, Observer
+from .run_dir import TENSORBOARD
+
+IMAGES_SHOWN = 16
+# metrics.csv's columns as TensorBoard tags: grouped into sections by the part before "/"
+SCALAR_TAGS = {
+    "train_loss": "loss/train",
+    "train_neg_elbo": "neg_elbo/train",
+    "test_neg_elbo": "neg_elbo/test",
+    "train_rate": "rate/train",
+    "test_rate": "rate/test",
+    "train_distortion": "distortion/train",
+    "test_distortion": "distortion/test",
+    "beta": "schedule/beta",
+    "train_seconds": "time/train_seconds",
+    "eval_seconds": "time/eval_seconds",
+}
+LOG_PX_TAG = "log_px/test"
+HPARAM_METRICS = ("neg_elbo/test", LOG_PX_TAG)
+
+log = logging.getLogger(__name__)
+MISSING = (
+    "TensorBoard logging is off: the tensorboard package is not installed "
+    "(pip install tensorboard, or pass --no-tensorboard to say so)"
+)
+
+
+def summary_writer(directory: Path, purge_step: int | None = None) -> Any | None:
+    """A SummaryWriter on ``directory``, or None (and one warning) without ``tensorboard``."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning(MISSING)
+        return None
+    return SummaryWriter(str(directory), purge_step=purge_step)
+
+
+def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
+    """The options that apply to the run (None: not applied) as TensorBoard accepts them."""
+    shown = {}
+    for name, value in config.items():
+        if value is None:
+            continue
+        shown[name] = " ".join(map(str, value)) if isinstance(value, list | tuple) else value
+    return shown
+
+
+class TensorBoardLog(Observer):
+    """Writes the run's event files (see the module doc)."""
+
+    def __init__(self, run_dir: Path, image_every: int = 10) -> None:
+        self.directory = Path(run_dir) / TENSORBOARD
+        self.image_every = image_every
+        self._writer: Any | None = None
+
+    def on_start(self, trainer: CallingTrainer) -> None:
+        resumed = trainer.pos.epoch > 0 or trainer.pos.batch > 0
+        # points of epochs after the checkpoint were written by the run that stopped: drop them
+        self._writer = summary_writer(self.directory, trainer.pos.epoch + 1 if resumed else None)
+        if self._writer is None or resumed:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        metrics = dict.fromkeys(HPARAM_METRICS, 0.0)  # names only: values are the scalars
+        for summary in hparams(hyperparameters(trainer.config.as_dict()), metrics):
+            self._writer.file_writer.add_summary(summary)
+
+    def on_epoch_end(self, trainer: CallingTrainer, row: dict[str, float]) -> None:
+        if self._writer is None:
+            return
+        epoch = int(row["epoch"])
+        for key, tag in SCALAR_TAGS.items():
+            if key in row:
+                self._writer.add_scalar(tag, row[key], epoch)
+        last = epoch == trainer.config.epochs
+        if epoch == 1 or last or epoch % self.image_every == 0:
+            self._images(trainer, epoch)
+        self._writer.flush()  # a killed run keeps every finished epoch
+
+    @torch.no_grad()
+    def _images(self, trainer: CallingTrainer, epoch: int) -> None:
+        data, vae = trainer.parts.data, trainer.vae
+        if len(data.shape) != 3 or data.context_dim:  # not images, or rows with a context
+            return
+        was_training = vae.training
+        vae.eval()
+        x = trainer.parts.binarizer.test_x[:IMAGES_SHOWN]
+        pairs = torch.cat([x, vae.reconstruct(x)])  # originals above, reconstructions below
+        with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+            torch.manual_seed(0)  # the same draws of z every time: the samples show learning
+            samples = vae.sample(IMAGES_SHOWN * 4)
+        vae.train(was_training)
+        shape = (-1, *data.shape)
+        for tag, images in (("reconstructions", pairs), ("samples", samples)):
+            grid = images.reshape(shape).float().clamp(0, 1).cpu()
+            self._writer.add_images(tag, grid, epoch)
+
+    def on_close(self, trainer: CallingTrainer) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def log_evaluation(run_dir: Path, epoch: int, result: dict[str, Any]) -> None:
+    """Add ``pyro-vae evaluate``'s test log p(x) to the run's TensorBoard log, at its epoch
+    (nothing if the run has no log: it was trained with ``--no-tensorboard``)."""
+    directory = Path(run_dir) / TENSORBOARD
+    value = result.get("test_log_likelihood")
+    if not directory.is_dir() or value is None or value != value:  # NaN: not measured
+        return
+    writer = summary_writer(directory)
+    if writer is not None:
+        writer.add_scalar(LOG_PX_TAG, value, epoch)
+        writer.close()
