@@ -22,6 +22,7 @@ from typing import Any
 
 from . import __version__
 from .checks import ReferenceMismatch
+from .studies.command_help import CommandParser, shown, train_help
 from .training import (
     NonFiniteLoss,
     RunDirectory,
@@ -34,6 +35,7 @@ from .training import (
     read_config,
     terminate_on_sigterm,
 )
+from .training.banner import reference_line
 from .training.files import atomic_write
 from .training.run_dir import (
     EVALUATION,
@@ -47,10 +49,6 @@ from .training.schema import ConfigError, Option, flag_of
 EXIT_USAGE, EXIT_NON_FINITE = 2, 3
 
 
-def _shown(value: Any) -> str:
-    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
-
-
 def _add_option(p: argparse.ArgumentParser, name: str, opt: Option) -> None:
     """One training option as a flag. Its default is None, so that the options given can be
     told from those left out (a resumed run, and options that do not apply)."""
@@ -62,9 +60,7 @@ def _add_option(p: argparse.ArgumentParser, name: str, opt: Option) -> None:
         kw["help"] = f"turn off: {opt.help}" if inverted else opt.help
     else:
         # names are checked by the config, which says in one line what the choices are
-        names = f"; one of {', '.join(opt.choice_names())}" if opt.choices is not None else ""
-        shown = "" if default is None else f" (default: {_shown(default)})"
-        kw["help"] = opt.help + names + shown
+        kw["help"] = train_help(name) + ("" if default is None else f" (default: {shown(default)})")
         if opt.type is not None or default is None:
             kw["type"] = opt.type or str
         else:
@@ -131,12 +127,8 @@ def _train(args: argparse.Namespace) -> int:
     s = result.summary
     if not s:  # a process other than rank 0 of a distributed run: rank 0 reports
         return 0
-    if s["reference_check"]:
-        rc = s["reference_check"]
-        print(
-            f"reference check: Pyro loss {rc['pyro_loss']:.4f} = hand-written "
-            f"{rc['reference_loss']:.4f} on the first batch"
-        )
+    if not config.progress:  # otherwise it was printed before the first step, in the banner
+        print(reference_line(s["reference_check"]))
     keys = ["test_neg_elbo", "test_distortion", "test_rate", "train_neg_elbo", "seconds_per_epoch"]
     print(json.dumps({k: round(s[k], 4) for k in keys}))
     print(f"run directory: {config.out}")
@@ -145,20 +137,21 @@ def _train(args: argparse.Namespace) -> int:
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "evaluate", help="test log p(x) by importance sampling, -ELBO and active units of a run"
+        "evaluate",
+        help="importance-sampled test log p(x), -ELBO, active units",
+        description="Test log p(x) of a run by importance sampling, its test -ELBO on the same "
+        f"images and its active units, written to RUN_DIR/{EVALUATION}.",
     )
     p.add_argument("run_dir", help="a run directory written by pyro-vae train")
-    p.add_argument(
-        "--num-samples", type=int, default=5000, help="importance samples per image, K (5000)"
-    )
+    p.add_argument("--num-samples", type=int, default=5000, help="importance samples per image, K")
     p.add_argument(
         "--max-images",
         type=int,
         default=None,
         help="evaluate a fixed random subset of this many test images (default: all)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (0)")
+    p.add_argument("--device", default="auto", help=train_help("device"))
+    p.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -196,20 +189,26 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_sample_and_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="decode draws from the prior of a trained run")
+    what = "decode draws from the prior of a trained run"
+    p = sub.add_parser("sample", help=what, description=what[0].upper() + what[1:] + ".")
     p.add_argument("run_dir", help="a run directory written by pyro-vae train")
-    p.add_argument("--num", type=int, default=100, help="how many samples (default: 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default: 0)")
-    p.add_argument("--out", default=None, help="PNG to write (default: RUN_DIR/samples.png)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    p = sub.add_parser("report", help="write RUN_DIR/report.html, one self-contained file")
+    p.add_argument("--num", type=int, default=100, help=f"how many samples, 1 to {MAX_SAMPLES}")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    p.add_argument(
+        "--out",
+        default=None,
+        help=f"PNG to write, the tensor beside it as .pt (default: RUN_DIR/{SAMPLES})",
+    )
+    p.add_argument("--device", default="auto", help=train_help("device"))
+    what = "write RUN_DIR/report.html, one self-contained file"
+    p = sub.add_parser("report", help=what, description=what[0].upper() + what[1:] + ".")
     p.add_argument("run_dir", help="a run directory written by pyro-vae train")
     p.add_argument(
         "--refresh-figures",
         action="store_true",
         help="redraw the figures from the checkpoint first",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--device", default="auto", help=train_help("device"))
 
 
 def _check_seed(seed: int) -> None:
@@ -278,8 +277,13 @@ def _report(args: argparse.Namespace) -> int:
 def _add_study(sub: argparse._SubParsersAction) -> None:
     from .studies import STUDIES
 
-    p = sub.add_parser("study", help="run a study: several runs, measured, tabulated, drawn")
-    names = p.add_subparsers(dest="study", required=True, metavar="NAME")
+    p = sub.add_parser(
+        "study",
+        help="run a study: several runs, measured, tabulated, drawn",
+        description="Run a study: several runs, measured, tabulated, drawn.",
+        epilog="pyro-vae study NAME --help lists a study's options and their defaults.",
+    )
+    names = p.add_subparsers(dest="study", required=True, title="studies", metavar="NAME")
     for name in STUDIES:
         run = STUDIES.get(name)
         run.arguments(names.add_parser(name, help=run.summary, description=run.summary))
@@ -305,12 +309,16 @@ def _one_line(err: BaseException) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="pyro-vae", description="Variational autoencoders as Pyro models, trained by SVI."
+    """The command line; each command's and each study's parser shows every option's default
+    (:class:`~pyro_vae.studies.command_help.CommandParser`)."""
+    p = CommandParser(
+        prog="pyro-vae",
+        description="Variational autoencoders as Pyro models, trained by SVI.",
+        epilog="pyro-vae COMMAND --help lists a command's options and their defaults.",
     )
     p.add_argument("--version", action="version", version=f"pyro-vae {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     _add_train(sub)
     _add_evaluate(sub)
     _add_sample_and_report(sub)

@@ -121,7 +121,10 @@ def ae_vs_vae(out: str | Path, base: TrainConfig, draws: int = 500) -> list[dict
 def _arguments(p: argparse.ArgumentParser) -> None:
     run_arguments(p, "runs/ae-vs-vae", epochs=50, z_dim=16)
     p.add_argument(
-        "--draws", type=at_least(1), default=500, help="prior draws (default: %(default)s)"
+        "--draws",
+        type=at_least(1),
+        default=500,
+        help="draws from the prior, decoded and compared with the test codes",
     )
 
 

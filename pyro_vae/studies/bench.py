@@ -49,6 +49,7 @@ from ..training import resolve_device
 from ..training.devices import synchronize
 from ..training.run_dir import write_json, write_text
 from .bench_paths import CUDA_ONLY, PATHS
+from .command_help import train_help
 from .harness import at_least, study
 from .machine import LoadMonitor, machine_info, memory_mb, peak_memory_mb, reset_peak_memory
 from .tables import markdown_table
@@ -215,43 +216,45 @@ def _time_log_likelihood(data: ImageData, opts: dict, images: int) -> dict:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="fashion-mnist", help="(default: %(default)s)")
-    p.add_argument("--data-dir", default=None, help="for datasets read from files")
+    p.add_argument("--dataset", default="fashion-mnist", help=train_help("dataset"))
+    p.add_argument("--data-dir", default=None, help=train_help("data_dir"))
     p.add_argument(
         "--paths",
         nargs="+",
         default=None,
         choices=list(PATHS),
-        help="default: all (the CUDA-graph path only on CUDA)",
+        metavar="PATH",
+        help=f"the paths to time, all by default ({', '.join(sorted(CUDA_ONLY))} only on CUDA)",
     )
+    p.add_argument("--rounds", type=at_least(1), default=5, help="timed epochs per path")
     p.add_argument(
-        "--rounds", type=at_least(1), default=5, help="timed epochs per path (default: 5)"
+        "--hidden", type=int, nargs="+", default=[400], metavar="N", help=train_help("hidden")
     )
-    p.add_argument("--hidden", type=int, nargs="+", default=[400], help="(default: 400)")
-    p.add_argument("--z-dim", type=int, default=50, help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
-    p.add_argument("--lr", type=float, default=1e-3, help="(default: %(default)s)")
+    p.add_argument("--z-dim", type=int, default=50, help="latent dimensions")
+    p.add_argument("--batch-size", type=int, default=128, help=train_help("batch_size"))
+    p.add_argument("--lr", type=float, default=1e-3, help=train_help("lr"))
     p.add_argument(
         "--estimator",
         default="trace",
-        help="pyro-vae's estimator (default: trace, the same Monte Carlo ELBO as the example)",
+        help=train_help(
+            "estimator", "the pyro-vae paths' objective (trace: the Pyro paths' Trace_ELBO)"
+        ),
     )
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=0, help="seeds the networks and the batches")
     p.add_argument(
         "--max-other-load",
         type=at_least(0, float),
         default=0.05,
-        help="share of the machine's CPU other processes may use in a clean epoch "
-        "(default: %(default)s)",
+        help="share of the machine's CPU other processes may use in a clean epoch",
     )
     p.add_argument(
         "--eval-images",
         type=at_least(0),
         default=0,
-        help="also time log p(x) with K=5000 on this many test images (default: 0, skip)",
+        help="also time log p(x) with K=5000 on this many test images; 0 skips it",
     )
-    p.add_argument("--out", default="runs/bench", help="(default: %(default)s)")
+    p.add_argument("--out", default="runs/bench", help="where the timings go")
 
 
 @study("bench", "training speed side by side: pyro-vae, by hand, plain Pyro", _arguments)

@@ -69,7 +69,12 @@ def beta_sweep(out: str | Path, betas: Sequence[float], base: TrainConfig) -> li
 def _arguments(p: argparse.ArgumentParser) -> None:
     run_arguments(p, "runs/beta-sweep", epochs=50, z_dim=16)
     p.add_argument(
-        "--betas", type=float, nargs="+", default=list(BETAS), help="(default: %(default)s)"
+        "--betas",
+        type=float,
+        nargs="+",
+        default=list(BETAS),
+        metavar="BETA",
+        help="the KL weights, one run each",
     )
 
 

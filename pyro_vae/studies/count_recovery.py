@@ -29,6 +29,7 @@ from ..data import CountTruth, ImageData, count_data
 from ..inference import posterior_means
 from ..report.plots import plt
 from ..training import TrainConfig, load_run
+from .command_help import train_help
 from .harness import evaluate_or_reuse, study, train_or_reuse
 from .tables import write_tables
 
@@ -186,14 +187,19 @@ def _figure(out: Path, truth: CountTruth, rows: list[dict], labels: torch.Tensor
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="runs/count-recovery", help="(default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=100, help="per run (default: %(default)s)")
+    p.add_argument("--out", default="runs/count-recovery", help="where the runs and tables go")
+    p.add_argument("--epochs", type=int, default=100, help="training epochs of each run")
     p.add_argument(
-        "--num-samples", type=int, default=5000, help="K for test log p(x) (default: %(default)s)"
+        "--num-samples",
+        type=int,
+        default=5000,
+        help="importance samples per cell, K, for test log p(x | l)",
     )
-    p.add_argument("--z-dim", type=int, default=2, help="(default: %(default)s)")
-    p.add_argument("--hidden", type=int, nargs="+", default=[128], help="(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--z-dim", type=int, default=2, help="latent dimensions")
+    p.add_argument(
+        "--hidden", type=int, nargs="+", default=[128], metavar="N", help=train_help("hidden")
+    )
+    p.add_argument("--seed", type=int, default=0, help="the seed of the data and of every run")
 
 
 @study(

@@ -27,6 +27,7 @@ from .harness import (
     study,
     study_metadata,
     train_and_measure,
+    train_help,
 )
 from .tables import of_total, plus_minus, write_tables
 
@@ -161,17 +162,24 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     run_arguments(p, "runs/estimators", epochs=100, z_dim=50, hidden=(200, 200))
     measure_arguments(p)
     p.add_argument(
-        "--betas", type=float, nargs="+", default=[0.5, 1.0, 4.0], help="(default: %(default)s)"
+        "--betas",
+        type=float,
+        nargs="+",
+        default=[0.5, 1.0, 4.0],
+        metavar="BETA",
+        help="the KL weights each estimator is trained with",
     )
     p.add_argument(
         "--estimators",
         nargs="+",
         default=None,
         metavar="SLUG",
-        help="a subset of: " + ", ".join(e.slug for e in ESTIMATOR_SET),
+        help="the estimators to compare, a subset of: "
+        + ", ".join(e.slug for e in ESTIMATOR_SET)
+        + " (default: all)",
     )
-    p.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
-    p.add_argument("--lr", type=float, default=1e-3, help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=128, help=train_help("batch_size"))
+    p.add_argument("--lr", type=float, default=1e-3, help=train_help("lr"))
 
 
 @study(

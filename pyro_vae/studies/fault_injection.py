@@ -31,9 +31,23 @@ DOC_END = "<!-- fault-injection table: end -->"
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default=None, help="where to write fault_injection.json and .md")
-    p.add_argument("--only", default="", help="run the cases whose name contains this")
-    p.add_argument("--doc", default=None, help="Markdown file whose marked table to replace")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="where to write fault_injection.json and .md (default: print the table only)",
+    )
+    p.add_argument(
+        "--only",
+        default="",
+        metavar="SUBSTRING",
+        help="run the cases whose name contains this (default: every case)",
+    )
+    p.add_argument(
+        "--doc",
+        default=None,
+        metavar="FILE",
+        help="Markdown file whose marked table to replace (default: none)",
+    )
 
 
 def write_doc_table(path: Path, table: str) -> None:

@@ -101,23 +101,25 @@ def _figure(result: dict, particles: Sequence[int], path: Path, title: str) -> N
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--run", default=None, help="a trained run to study (default: train one for --epochs)"
+        "--run",
+        default=None,
+        metavar="RUN_DIR",
+        help="a trained run to study (default: train one, once, for --epochs, in OUT/model)",
     )
-    p.add_argument("--epochs", type=int, default=10, help="(default: %(default)s)")
+    p.add_argument(
+        "--epochs", type=int, default=10, help="training epochs of the run trained without --run"
+    )
     p.add_argument(
         "--particles",
         type=int,
         nargs="+",
         default=[1, 3, 10, 30, 100, 300],
-        help="the values of K (default: %(default)s)",
+        metavar="K",
+        help="the values of K",
     )
-    p.add_argument(
-        "--draws", type=at_least(2), default=100, help="gradient draws per K (default: 100)"
-    )
-    p.add_argument(
-        "--batch", type=at_least(1), default=16, help="images in the fixed batch (default: 16)"
-    )
-    p.add_argument("--out", default="runs/gradient-snr", help="(default: %(default)s)")
+    p.add_argument("--draws", type=at_least(2), default=100, help="gradient draws per K")
+    p.add_argument("--batch", type=at_least(1), default=16, help="images in the fixed batch")
+    p.add_argument("--out", default="runs/gradient-snr", help="where the results go")
 
 
 def _model(args: argparse.Namespace, out: Path) -> Path:

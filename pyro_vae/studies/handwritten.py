@@ -23,6 +23,7 @@ from ..inference import evaluate_elbo
 from ..model import LIKELIHOODS, PRIORS, VAE
 from ..training import TrainConfig, resolve_device
 from ..workflow import train
+from .command_help import train_help
 from .harness import study
 from .tables import write_tables
 
@@ -61,16 +62,23 @@ def compare_one_seed(data: ImageData, config: TrainConfig) -> dict[str, Any]:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="mnist-sample", help="(default: %(default)s)")
-    p.add_argument("--network", default="mlp", help="(default: %(default)s)")
-    p.add_argument("--z-dim", type=int, default=16, help="(default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=100, help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
-    p.add_argument("--lr", type=float, default=1e-3, help="(default: %(default)s)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="(default: 0 1 2)")
-    p.add_argument("--estimator", default="mean-field", help="pyro-vae's (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    p.add_argument("--out", default="runs/handwritten", help="(default: %(default)s)")
+    p.add_argument("--dataset", default="mnist-sample", help=train_help("dataset"))
+    p.add_argument("--network", default="mlp", help=train_help("network"))
+    p.add_argument("--z-dim", type=int, default=16, help="latent dimensions")
+    p.add_argument("--epochs", type=int, default=100, help="training epochs of each run")
+    p.add_argument("--batch-size", type=int, default=128, help=train_help("batch_size"))
+    p.add_argument("--lr", type=float, default=1e-3, help=train_help("lr"))
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        metavar="SEED",
+        help="one pair of runs per seed",
+    )
+    p.add_argument("--estimator", default="mean-field", help=train_help("estimator"))
+    p.add_argument("--device", default="auto", help=train_help("device"))
+    p.add_argument("--out", default="runs/handwritten", help="where the runs and tables go")
 
 
 @study("handwritten", "pyro-vae against a hand-written PyTorch VAE, seed by seed", _arguments)

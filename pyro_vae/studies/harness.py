@@ -1,5 +1,6 @@
 """What every study shares: the registry that makes it ``pyro-vae study NAME``, training or
-reusing its runs, measuring them the same way, and the options most studies take.
+reusing its runs, measuring them the same way, and the options most studies take (their help
+comes from :mod:`pyro_vae.studies.command_help`).
 
 A study trains its runs under its ``--out`` directory; a finished run is reused and a stopped
 one resumed, so a long study that is killed picks up where it was. A new study is one module
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from ..registry import Registry
 from ..training import TrainConfig, evaluate_run, read_config
 from ..training.run_dir import CHECKPOINT, CONFIG, EVALUATION, SUMMARY
 from ..workflow import train
+from .command_help import train_help
 
 # name -> run(args) -> exit status; each has .summary (one line) and .arguments(parser)
 STUDIES: Registry[int] = Registry("study")
@@ -55,10 +58,17 @@ def train_or_reuse(config: TrainConfig, data: ImageData | None = None) -> dict[s
                 ": choose another --out"
             )
     if (out / SUMMARY).exists():
+        announce(f"{out}: finished before, reused")
         return json.loads((out / SUMMARY).read_text())
     # stopped after a checkpoint: resume; before the first one: start that run again
     started, resumable = (out / CONFIG).exists(), (out / CHECKPOINT).exists()
+    announce(f"{out}: {'resuming' if resumable else 'training'} ({config.epochs} epochs)")
     return train(config, data, resume=resumable, overwrite=started and not resumable).summary
+
+
+def announce(message: str) -> None:
+    """One line of a study's progress (which run it is on), on stderr like the runs' own."""
+    print(f"study: {message}", file=sys.stderr, flush=True)
 
 
 def evaluate_or_reuse(
@@ -74,6 +84,7 @@ def evaluate_or_reuse(
         saved = json.loads(path.read_text())
         if saved["num_samples"] == num_samples and saved.get("max_images") == max_images:
             return saved
+    announce(f"{run_dir}: test log p(x), K={num_samples}")
     return evaluate_run(run_dir, num_samples, "auto", max_images, data=data, progress=progress)
 
 
@@ -126,14 +137,21 @@ def run_arguments(
     hidden: Sequence[int] = (400,),
 ) -> None:
     """The data, the network's size, the length of training, where runs go."""
-    p.add_argument("--dataset", default="mnist-sample", help="(default: %(default)s)")
-    p.add_argument("--data-dir", default=None, help="for datasets read from files")
-    p.add_argument("--epochs", type=int, default=epochs, help="per run (default: %(default)s)")
-    p.add_argument("--z-dim", type=int, default=z_dim, help="latent size (default: %(default)s)")
-    p.add_argument("--hidden", type=int, nargs="+", default=list(hidden), help="MLP hidden sizes")
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    p.add_argument("--out", default=out, help="where the runs and tables go (default: %(default)s)")
+    p.add_argument("--dataset", default="mnist-sample", help=train_help("dataset"))
+    p.add_argument("--data-dir", default=None, help=train_help("data_dir"))
+    p.add_argument("--epochs", type=int, default=epochs, help="training epochs of each run")
+    p.add_argument("--z-dim", type=int, default=z_dim, help="latent dimensions")
+    p.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=list(hidden),
+        metavar="N",
+        help=train_help("hidden"),
+    )
+    p.add_argument("--seed", type=int, default=0, help="the seed of every run")
+    p.add_argument("--device", default="auto", help=train_help("device"))
+    p.add_argument("--out", default=out, help="where the runs and tables go")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -160,7 +178,7 @@ def measure_arguments(p: argparse.ArgumentParser) -> None:
         "--num-samples",
         type=at_least(1),
         default=5000,
-        help="K for test log p(x) (default: %(default)s)",
+        help="importance samples per image, K, for test log p(x)",
     )
     p.add_argument(
         "--max-eval-images",

@@ -20,7 +20,13 @@ from typing import Any
 from ..data import load_dataset
 from ..report.plots import plt
 from ..training import TrainConfig
-from .harness import measure_arguments, study, study_metadata, train_and_measure
+from .harness import (
+    measure_arguments,
+    study,
+    study_metadata,
+    train_and_measure,
+    train_help,
+)
 from .tables import of_total, plus_minus, write_tables
 
 
@@ -124,20 +130,22 @@ def _figure(rows: list[dict], path: Path, dataset: str) -> None:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="mnist-sample", help="(default: %(default)s)")
-    p.add_argument("--data-dir", default=None, help="for datasets read from files")
-    p.add_argument("--epochs", type=int, default=100, help="per run (default: %(default)s)")
+    p.add_argument("--dataset", default="mnist-sample", help=train_help("dataset"))
+    p.add_argument("--data-dir", default=None, help=train_help("data_dir"))
+    p.add_argument("--epochs", type=int, default=100, help="training epochs of each run")
     p.add_argument(
         "--variants",
         nargs="+",
         default=None,
         metavar="SLUG",
-        help="a subset of: " + ", ".join(v.slug for v in VARIANTS),
+        help="the variants to compare, a subset of: "
+        + ", ".join(v.slug for v in VARIANTS)
+        + " (default: all)",
     )
     measure_arguments(p)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    p.add_argument("--out", default="runs/models", help="(default: %(default)s)")
+    p.add_argument("--device", default="auto", help=train_help("device"))
+    p.add_argument("--seed", type=int, default=0, help="the seed of every run")
+    p.add_argument("--out", default="runs/models", help="where the runs and tables go")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
