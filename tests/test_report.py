@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -106,6 +107,13 @@ def test_report_is_one_self_contained_file(z2_run, capsys):
     assert not re.search(r'src="(?!data:)', page)  # nothing fetched from elsewhere
     assert page.count("<tr>") >= 2 + 20  # metrics rows + config rows
     assert "mean-field" in page and "Reference check" in page
+    # config.json records the options that do not apply as null: the page has no row for them
+    recorded = json.loads((z2_run / runs.CONFIG).read_text())
+    options = page[page.index("<h2>Configuration") :]
+    for name, value in recorded.items():
+        row = f"<td>{name}</td>" in options
+        assert row == (value is not None and name != "progress") or name == "particles", name
+    assert ">None<" not in options
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")

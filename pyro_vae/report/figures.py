@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..inference import active_units, kl_per_dimension, posterior_means
 from ..model import VAE, ConditionalVAE
 from . import plots
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 ACTIVE_THRESHOLD = 0.01
 
@@ -37,14 +41,16 @@ FIGURES = [
     ),
     (
         "latent_traversal.png",
-        "Latent traversal: images decoded along a grid of codes spanning "
-        "5% to 95% of the test codes (a 2-D grid for two latent dimensions; otherwise one row per "
-        "most active dimension, the others held at their median).",
+        "Latent traversal: images E[x | z] decoded along a grid of codes spanning the 5% to 95% "
+        "quantiles of the test codes E_q[z|x], each column labelled with its z value (a 2-D "
+        "grid for two latent dimensions; otherwise one row per most active dimension z_j, "
+        "every other dimension held at its median over the test codes).",
     ),
     (
         "interpolation.png",
         "Interpolation: each row decodes the straight line between the codes "
-        "of two test images (shown at both ends).",
+        "of two test images, shown themselves at both ends (framed); the columns between them "
+        "are labelled with their weight t on the second code.",
     ),
     (
         "kl_per_dimension.png",
@@ -107,6 +113,10 @@ def _quantile_grid(codes: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.quantile(codes, q, dim=0)  # (steps, D)
 
 
+def _z_labels(values: torch.Tensor) -> list[str]:
+    return [plots.z_label(v) for v in values.tolist()]
+
+
 @torch.no_grad()
 def traversal(
     vae: VAE,
@@ -116,32 +126,44 @@ def traversal(
     path: Path,
     steps: int = 15,
     max_rows: int = 10,
-) -> None:
+) -> Figure:
+    """Images E[x | z] along ``steps`` values from the 5% to the 95% quantile of the test codes
+    ``codes`` (posterior means), each column labelled with the z value it decodes. Two latent
+    dimensions: the 2-D grid (z1 across, z2 up). Otherwise one row per most active dimension j
+    (at most ``max_rows``): z_j through its own quantiles, every other dimension held at its
+    median over ``codes``. Returns the figure."""
     decode = _decoder(vae)
     grid = _quantile_grid(codes, steps)
+    quantiles = "5% to 95% quantiles of the test codes E_q[z|x]"
     if codes.shape[1] == 2:
         z1, z2 = grid[:, 0], grid[:, 1].flip(0)  # z2 grows upwards, as on a map
         z = torch.stack(torch.meshgrid(z2, z1, indexing="ij")[::-1], dim=-1).reshape(-1, 2)
-        plots.image_grid(
+        return plots.image_grid(
             decode(z),
             shape,
             steps,
             path,
-            "decoded grid over the 2-D latent space (z1 across, z2 up)",
+            f"E[x | z] over a grid of z = (z1, z2): the {quantiles}",
+            row_labels=_z_labels(z2),
+            col_labels=_z_labels(z1),
+            xlabel="z1",
+            ylabel="z2",
         )
-        return
     order = torch.argsort(activity.to(codes.device), descending=True)[:max_rows]
     centre = codes.median(dim=0).values
     z = centre.repeat(len(order), steps, 1)
     for row, j in enumerate(order.tolist()):
         z[row, :, j] = grid[:, j]
-    plots.image_grid(
+    return plots.image_rows(
         decode(z.reshape(-1, codes.shape[1])),
         shape,
-        len(order),
         path,
-        "traversal along the most active dimensions (others at their median)",
+        "latent traversal: row z_j (the most active dimensions first) decodes z_j at the "
+        f"{quantiles},\nits value under each image; every other dimension is held at its "
+        "median over the test codes",
         row_labels=[f"z{j}" for j in order.tolist()],
+        col_labels=[_z_labels(grid[:, j]) for j in order.tolist()],
+        xlabel="value of z_j",
     )
 
 
@@ -154,8 +176,10 @@ def interpolation(
     path: Path,
     steps: int = 8,
     pairs: int = 5,
-) -> None:
-    """Rows: x_a, decoded codes on the segment [m(x_a), m(x_b)], x_b; pairs of classes c, c+1."""
+) -> Figure:
+    """Rows: x_a, decoded codes on the segment [m(x_a), m(x_b)], x_b; pairs of classes c, c+1.
+    The end columns (the test images themselves) are framed and labelled as originals, the
+    others with their weight t on m(x_b). Returns the figure."""
     classes = sorted(set(labels.tolist()))
     firsts = {c: int(torch.nonzero(labels == c)[0]) for c in classes}
     chosen = [(firsts[a], firsts[b]) for a, b in zip(classes[::2], classes[1::2], strict=False)][
@@ -170,8 +194,17 @@ def interpolation(
     for k, (a, b) in enumerate(chosen):
         za, zb = means[2 * k], means[2 * k + 1]
         rows += [x[a : a + 1], decode((1 - t) * za + t * zb), x[b : b + 1]]
-    plots.image_grid(
-        torch.cat(rows), shape, len(chosen), path, "interpolation between encoded test images"
+    weights = [f"t={w:.2f}" for w in t.squeeze(-1).tolist()]
+    return plots.image_grid(
+        torch.cat(rows),
+        shape,
+        len(chosen),
+        path,
+        "interpolation between encoded test images",
+        col_labels=["x₁\noriginal", *weights, "x₂\noriginal"],
+        xlabel="framed: the test images x₁, x₂; between them E[x | z] for "
+        "z = (1 - t) m(x₁) + t m(x₂), m(x) = E_q[z|x]",
+        framed=(0, steps + 1),
     )
 
 

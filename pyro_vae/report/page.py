@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import base64
 import html
+import inspect
 import json
 import math
 from pathlib import Path
 
-from ..training import RunDirectoryError, read_config
+from ..data import DATASETS
+from ..inference import ESTIMATORS
+from ..training import RunDirectoryError, TrainConfig, options, read_config
 from ..training.run_dir import (
     EVALUATION,
     FIGURES,
@@ -27,20 +30,89 @@ def _image(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
 
 
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return "NaN" if math.isnan(value) else f"{value:.4g}"
+# The one rule for every number the page reports (the key numbers, the metrics table, the
+# notes): counts (epochs, units, samples) as whole numbers, everything else (nats, seconds,
+# beta) to two decimals, never in exponent notation: 70305.66, not 7.031e+04.
+DECIMALS = 2
+COUNTS = {"epoch", "active_units", "num_samples"}
+
+
+def _fmt(value: object, count: bool = False) -> str:
+    """A reported value by the page's one rule (above); NaN (a quantity the run has none of,
+    such as an autoencoder's rate) as NaN, lists item by item, anything else as text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        if count or isinstance(value, int):
+            return f"{value:.0f}"
+        return f"{round(value, DECIMALS) + 0.0:.{DECIMALS}f}"  # + 0.0: no "-0.00"
     if isinstance(value, (list, tuple)):
-        return ", ".join(_fmt(v) for v in value)
+        return ", ".join(_fmt(v, count) for v in value)
     return html.escape(str(value))
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_fmt(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows
+        "<tr>" + "".join(f"<td>{_fmt(r.get(c, ''), c in COUNTS)}</td>" for c in columns) + "</tr>"
+        for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+# applied options the configuration table leaves out: nothing in the run depends on them
+NOT_SHOWN = {"progress"}  # whether the terminal showed a progress bar
+
+
+def _setting(value: object) -> str:
+    """An option's value as config.json records it (settings are not rounded: lr 0.0001)."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_setting(v) for v in value)
+    return html.escape(str(value))
+
+
+def _builder_default(config: TrainConfig, name: str) -> str | None:
+    """What an option left unset (``None`` where it applies) means: the default of the dataset
+    or estimator that takes it (``particles``: 5 for iwae, else 1), in words; None where no
+    builder gives one."""
+    opt = options()[name]
+    if opt.group not in ("data", "estimator"):
+        return None
+    registry, chosen = (
+        (DATASETS, config.dataset) if opt.group == "data" else (ESTIMATORS, config.estimator)
+    )
+    parameter = inspect.signature(registry.get(chosen)).parameters.get(opt.param or name)
+    if parameter is None or parameter.default in (None, inspect.Parameter.empty):
+        return None
+    return f"{_setting(parameter.default)} (the default of {registry.kind} {html.escape(chosen)})"
+
+
+def _config_rows(config: TrainConfig) -> list[dict]:
+    """The options that apply to this run, with their values (as HTML), in the order they are
+    declared. config.json records an option that does not apply as null: it has no row here;
+    nor has an applied one left unset that no builder gives a default (``data_dir`` for a
+    built-in dataset)."""
+    rows = []
+    for name, opt in options().items():
+        if name in NOT_SHOWN or not config.applies(name):
+            continue
+        value = getattr(config, name)
+        shown = _setting(value) if value is not None else _builder_default(config, name)
+        if shown is not None:
+            rows.append({"group": opt.group, "option": name, "value": shown})
+    return rows
+
+
+def _config_table(rows: list[dict]) -> str:
+    """The rows of :func:`_config_rows` (their values already written as HTML)."""
+    head = "".join(f"<th>{c}</th>" for c in ("group", "option", "value"))
+    body = "".join(
+        f"<tr><td>{r['group']}</td><td>{html.escape(r['option'])}</td><td>{r['value']}</td></tr>"
+        for r in rows
+    )
+    return f'<table class="config"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 STYLE = """
@@ -55,6 +127,8 @@ figcaption { font-size: 0.9em; color: #555; }
 .numbers div { background: #f6f8fa; padding: 0.6em 1em; border-radius: 6px; }
 .numbers b { display: block; font-size: 1.3em; }
 .scroll { max-height: 28em; overflow-y: auto; display: inline-block; }
+.note { font-size: 0.85em; color: #555; }
+table.config td, table.config th { text-align: left; }
 """
 
 
@@ -88,7 +162,8 @@ def _evaluation(run_dir: Path, epochs: int) -> tuple[dict, str]:
     evaluation = _read_json(run_dir / EVALUATION)
     if evaluation and evaluation.get("epoch") != epochs:
         note = (
-            f"<p>evaluation.json measured the model of epoch {_fmt(evaluation.get('epoch'))}; "
+            f"<p>evaluation.json measured the model of epoch "
+            f"{_fmt(evaluation.get('epoch'), count=True)}; "
             f"the run is at epoch {epochs}: run <code>pyro-vae evaluate</code> again.</p>"
         )
         return {}, note
@@ -102,7 +177,7 @@ def _cards(config: dict, summary: dict, evaluation: dict) -> str:
         ("test distortion", summary.get("test_distortion"), "nats"),
         ("test rate (KL)", summary.get("test_rate"), "nats"),
         (
-            f"test log p(x), K={evaluation.get('num_samples')}",
+            f"test log p(x), K={_fmt(evaluation.get('num_samples'), count=True)}",
             evaluation.get("test_log_likelihood"),
             "nats",
         ),
@@ -110,7 +185,8 @@ def _cards(config: dict, summary: dict, evaluation: dict) -> str:
         ("seconds per epoch", summary.get("seconds_per_epoch"), summary.get("device", "")),
     ]
     return "".join(
-        f"<div>{html.escape(label)}<b>{_fmt(value)}</b>{html.escape(str(unit))}</div>"
+        f"<div>{html.escape(label)}<b>{_fmt(value, label == 'active units')}</b>"
+        f"{html.escape(str(unit))}</div>"
         for label, value, unit in numbers
         if value is not None
     )
@@ -138,7 +214,8 @@ def _reference_check(summary: dict) -> str:
 def write_report(run_dir: str | Path) -> Path:
     """RUN_DIR/report.html: key numbers, figures (embedded), config and per-epoch metrics."""
     run_dir = Path(run_dir)
-    config = read_config(run_dir).as_dict()  # parsed against the options schema
+    settings = read_config(run_dir)  # parsed against the options schema
+    config = settings.as_dict()
     metrics = read_metrics(run_dir / METRICS) if (run_dir / METRICS).exists() else []
     summary = _read_json(run_dir / SUMMARY)
     evaluation, stale = _evaluation(run_dir, len(metrics))
@@ -149,7 +226,7 @@ def write_report(run_dir: str | Path) -> Path:
         if (run_dir / FIGURES / name).exists()
     )
     columns = [c for c in METRIC_COLUMNS if metrics and c in metrics[0]]
-    used = [{"option": k, "value": v} for k, v in config.items() if v is not None]
+    used = _config_rows(settings)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>pyro-vae run {html.escape(run_dir.name)}</title><style>{STYLE}</style></head>
@@ -162,8 +239,9 @@ def write_report(run_dir: str | Path) -> Path:
 {figures}
 <h2>Metrics per epoch (nats per image)</h2>
 <div class="scroll">{_table(metrics, columns)}</div>
-<h2>Configuration (the options this run used)</h2>
-{_table(used, ["option", "value"])}
+<p class="note">Numbers: counts whole, all others (nats, seconds, beta) to {DECIMALS} decimals.</p>
+<h2>Configuration (the options that apply to this run)</h2>
+{_config_table(used)}
 </body></html>
 """
     path = run_dir / REPORT

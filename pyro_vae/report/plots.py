@@ -28,12 +28,30 @@ class _Pyplot:
 plt = _Pyplot()
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
-    """Write the PNG atomically (a kill mid-write leaves the old file or none, never half)."""
+def _save(fig: plt.Figure, path: Path) -> plt.Figure:
+    """Write the PNG atomically (a kill mid-write leaves the old file or none, never half).
+    The figure is closed (pyplot forgets it) and returned: what it shows can still be read."""
     try:
         atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=110))
     finally:
         plt.close(fig)
+    return fig
+
+
+def _whole_ticks(axis: Any) -> None:
+    """Ticks at whole numbers only (epochs, dimension indices: no tick at epoch 1.5), even
+    where the axis spans a single one (a one-epoch run)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
+def z_label(value: float) -> str:
+    """A z value as the figures label it: two decimals, no "-0.00"."""
+    return f"{round(float(value), 2) + 0.0:.2f}"
+
+
+PAD = 2  # pixels between the cells of an image grid, and around it
 
 
 def _grid(images: torch.Tensor, shape: Sequence[int], nrow: int) -> np.ndarray:
@@ -42,18 +60,26 @@ def _grid(images: torch.Tensor, shape: Sequence[int], nrow: int) -> np.ndarray:
     # that draws nothing should not wait for
     from torchvision.utils import make_grid
 
-    return make_grid(images, nrow=nrow, padding=2, pad_value=1.0).permute(1, 2, 0).numpy()
+    return make_grid(images, nrow=nrow, padding=PAD, pad_value=1.0).permute(1, 2, 0).numpy()
 
 
-def loss_curves(rows: list[dict[str, float]], path: Path, title: str = "") -> None:
+def cell_centres(n: int, size: int) -> list[float]:
+    """Where the centres of ``n`` cells of ``size`` pixels lie along an axis of an image grid
+    (imshow's coordinates: pixel i spans [i - 0.5, i + 0.5])."""
+    return [PAD + i * (size + PAD) + (size - 1) / 2 for i in range(n)]
+
+
+def loss_curves(rows: list[dict[str, float]], path: Path, title: str = "") -> plt.Figure:
     """Three panels: -ELBO (train objective, train and test bound), the reconstruction term
     (distortion) and the KL term (rate), train and test, per image."""
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
 
+    marker = "o" if len(rows) <= 20 else ""  # a short run's points (one epoch: no line at all)
+
     def curve(ax, key: str, label: str, style: str = "-") -> None:
         if all(key in r for r in rows):
-            ax.plot(epochs, [r[key] for r in rows], style, label=label)
+            ax.plot(epochs, [r[key] for r in rows], style, marker=marker, ms=3, label=label)
 
     curve(axes[0], "train_loss", "train objective (as optimised)", ":")
     for split in ("train", "test"):
@@ -64,17 +90,18 @@ def loss_curves(rows: list[dict[str, float]], path: Path, title: str = "") -> No
         axes, ["-ELBO", "distortion  -E_q log p(x|z)", "rate  KL(q(z|x) || p(z))"], strict=True
     ):
         ax.set(xlabel="epoch", ylabel="nats per image", title=name)
+        _whole_ticks(ax.xaxis)
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    return _save(fig, path)
 
 
 def reconstructions(
     inputs: torch.Tensor, recons: torch.Tensor, shape: Sequence[int], path: Path, per_row: int = 10
-) -> None:
+) -> plt.Figure:
     """Rows alternate: inputs, then their reconstructions E[x | z = loc(x)]."""
     n = inputs.shape[0] - inputs.shape[0] % per_row
     pairs = torch.stack(
@@ -89,10 +116,10 @@ def reconstructions(
     ax.set_axis_off()
     ax.set_title("test inputs (odd rows) and reconstructions (even rows)", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    return _save(fig, path)
 
 
-def feature_heatmaps(panels: dict[str, torch.Tensor], path: Path, title: str = "") -> None:
+def feature_heatmaps(panels: dict[str, torch.Tensor], path: Path, title: str = "") -> plt.Figure:
     """Data that are not images (count vectors, feature tables): one heatmap per panel, a row
     per example and a column per feature, on a log(1 + x) scale where values exceed 1."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
@@ -106,10 +133,12 @@ def feature_heatmaps(panels: dict[str, torch.Tensor], path: Path, title: str = "
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    return _save(fig, path)
 
 
-def samples(images: torch.Tensor, shape: Sequence[int], path: Path, per_row: int = 10) -> None:
+def samples(
+    images: torch.Tensor, shape: Sequence[int], path: Path, per_row: int = 10
+) -> plt.Figure:
     """A grid of E[x | z] for z drawn from the prior: every image, the last row as full as
     it comes (blank cells after it)."""
     rows = -(-images.shape[0] // per_row)
@@ -118,7 +147,7 @@ def samples(images: torch.Tensor, shape: Sequence[int], path: Path, per_row: int
     ax.set_axis_off()
     ax.set_title("samples: E[x | z], z ~ p(z)", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    return _save(fig, path)
 
 
 def _project_2d(codes: torch.Tensor) -> tuple[torch.Tensor, tuple[str, str]]:
@@ -137,7 +166,9 @@ def _project_2d(codes: torch.Tensor) -> tuple[torch.Tensor, tuple[str, str]]:
     )
 
 
-def latent_map(codes: torch.Tensor, labels: torch.Tensor, path: Path, title: str = "") -> None:
+def latent_map(
+    codes: torch.Tensor, labels: torch.Tensor, path: Path, title: str = ""
+) -> plt.Figure:
     """Posterior means E_q[z|x] of test images, coloured by class (PCA beyond two dims)."""
     xy, (xlabel, ylabel) = _project_2d(codes)
     labels = labels.detach().cpu()
@@ -152,7 +183,10 @@ def latent_map(codes: torch.Tensor, labels: torch.Tensor, path: Path, title: str
     ax.legend(markerscale=3, fontsize=8, loc="best", title="label")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
+    return _save(fig, path)
+
+
+FRAME = "tab:orange"  # the colour that marks framed columns and their labels
 
 
 def image_grid(
@@ -162,27 +196,73 @@ def image_grid(
     path: Path,
     title: str,
     row_labels: Sequence[str] | None = None,
-) -> None:
-    """Images (rows * cols, D) laid out row by row, with optional labels on the left."""
+    col_labels: Sequence[str] | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    framed: Sequence[int] = (),
+) -> plt.Figure:
+    """Images (rows * cols, D) laid out row by row; optional labels of the rows (left) and of
+    the columns (below), axis labels, and a frame around the columns ``framed`` (their labels
+    in the frame's colour)."""
     cols = images.shape[0] // rows
-    fig, ax = plt.subplots(figsize=(cols * 0.6 + 1.0, rows * 0.6 + 0.6))
+    height = rows * 0.6 + 0.6 + (0.45 if col_labels else 0) + (0.25 if xlabel else 0)
+    fig, ax = plt.subplots(figsize=(cols * 0.6 + 1.0 + (0.5 if ylabel else 0), height))
     ax.imshow(_grid(images[: rows * cols], shape, cols), cmap="gray")
-    ax.set_xticks([])
-    if row_labels:
-        cell = shape[-2] + 2
-        ax.set_yticks([2 + cell * (i + 0.5) for i in range(rows)], row_labels, fontsize=7)
-    else:
-        ax.set_yticks([])
+    h, w = shape[-2], shape[-1]
+    ax.set_yticks(cell_centres(rows, h) if row_labels else [], row_labels or [], fontsize=7)
+    ax.set_xticks(cell_centres(cols, w) if col_labels else [], col_labels or [], fontsize=7)
+    ax.tick_params(length=0)
+    for c in framed:
+        x0 = c * (w + PAD) + 0.5  # the padding on either side of the column
+        ax.add_patch(
+            plt.Rectangle(
+                (x0, 0.5), w + PAD, rows * (h + PAD), fill=False, edgecolor=FRAME, linewidth=2
+            )
+        )
+        if col_labels:
+            ax.get_xticklabels()[c].set_color(FRAME)
     for spine in ax.spines.values():
         spine.set_visible(False)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    return _save(fig, path)
+
+
+def image_rows(
+    images: torch.Tensor,
+    shape: Sequence[int],
+    path: Path,
+    title: str,
+    row_labels: Sequence[str],
+    col_labels: Sequence[Sequence[str]],
+    xlabel: str = "",
+) -> plt.Figure:
+    """Rows of images, each in its own panel with its own column labels below it (rows whose
+    columns mean different values: a traversal of each latent dimension over its own range).
+    ``images``: (rows * cols, D), row by row; ``col_labels[r]``: the labels of row r."""
+    rows = len(row_labels)
+    cols = images.shape[0] // rows
+    h, w = shape[-2], shape[-1]
+    fig, axes = plt.subplots(rows, 1, figsize=(cols * 0.6 + 1.0, rows * 0.85 + 0.9), squeeze=False)
+    for r, ax in enumerate(axes[:, 0]):
+        ax.imshow(_grid(images[r * cols : (r + 1) * cols], shape, cols), cmap="gray")
+        ax.set_yticks(cell_centres(1, h), [row_labels[r]], fontsize=8)
+        ax.set_xticks(cell_centres(cols, w), col_labels[r], fontsize=6)
+        ax.tick_params(length=0, pad=1)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    if xlabel:
+        axes[-1, 0].set_xlabel(xlabel, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def kl_per_dimension(
     kl: torch.Tensor | None, activity: torch.Tensor, threshold: float, path: Path
-) -> None:
+) -> plt.Figure:
     """KL(q(z_j|x) || p(z_j)) per dimension (when it factorises) and Cov_x E[z_j|x], with the
     active units (activity > threshold, Burda et al. 2016) marked."""
     activity = activity.detach().cpu()
@@ -202,6 +282,7 @@ def kl_per_dimension(
         xlabel="latent dimension j",
         title=f"activity: {int(active.sum())} of {len(activity)} units active",
     )
+    _whole_ticks(ax.xaxis)
     ax.legend(fontsize=8)
     if kl is not None:
         ax = axes[1][0]
@@ -211,11 +292,12 @@ def kl_per_dimension(
             xlabel="latent dimension j",
             title=f"KL(q(z_j|x) || p(z_j)), mean over test images; total {float(kl.sum()):.2f}",
         )
+        _whole_ticks(ax.xaxis)
     fig.tight_layout()
-    _save(fig, path)
+    return _save(fig, path)
 
 
-def rate_distortion(rows: list[dict], path: Path, title: str) -> None:
+def rate_distortion(rows: list[dict], path: Path, title: str) -> plt.Figure:
     """Distortion against rate, one point per beta, with the -ELBO = D + R isolines."""
     fig, ax = plt.subplots(figsize=(6.5, 5))
     rate = [r["rate"] for r in rows]
@@ -250,12 +332,12 @@ def rate_distortion(rows: list[dict], path: Path, title: str) -> None:
     )
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
+    return _save(fig, path)
 
 
 def side_by_side(
     groups: dict[str, torch.Tensor], shape: Sequence[int], path: Path, title: str, per_row: int = 10
-) -> None:
+) -> plt.Figure:
     """One image grid per named group, side by side."""
     fig, axes = plt.subplots(1, len(groups), figsize=(len(groups) * per_row * 0.55, 4.2))
     for ax, (name, images) in zip(axes, groups.items(), strict=True):
@@ -265,10 +347,12 @@ def side_by_side(
         ax.set_title(name)
     fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    return _save(fig, path)
 
 
-def activity_profiles(rows: list[dict], path: Path, title: str, threshold: float = 0.01) -> None:
+def activity_profiles(
+    rows: list[dict], path: Path, title: str, threshold: float = 0.01
+) -> plt.Figure:
     """Per setting, the sorted activity Cov_x E[z_j|x] of its latent dimensions."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for r in rows:
@@ -283,7 +367,8 @@ def activity_profiles(rows: list[dict], path: Path, title: str, threshold: float
     ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"threshold {threshold}")
     ax.set_yscale("log")
     ax.set(xlabel="latent dimensions, most active first", ylabel="Cov_x E[z_j | x]", title=title)
+    _whole_ticks(ax.xaxis)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    return _save(fig, path)
