@@ -14,6 +14,7 @@ one when given a ``context``.
 from __future__ import annotations
 
 import pyro
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
@@ -36,7 +37,8 @@ class ConditionalVAE(VAE):
         """(observed pixels, context) of each row."""
         return x[..., : self.data_dim], x[..., self.data_dim :]
 
-    def decode(self, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def decoder_output(self, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The decoder's output for codes z and context rows c: the likelihood's parameters."""
         context = context.expand(*z.shape[:-1], self.context_dim)  # particle dims in front
         return self.decoder(torch.cat([z, context], -1))
 
@@ -48,14 +50,22 @@ class ConditionalVAE(VAE):
         with self.data_plate(x):
             with self._kl_weight():
                 z = pyro.sample("z", self.prior())
-            pyro.sample("x", self.likelihood(self.decode(z, context), pixels), obs=pixels)
+            pyro.sample("x", self.likelihood(self.decoder_output(z, context), pixels), obs=pixels)
         return z
+
+    @torch.no_grad()
+    def decode(
+        self, z: torch.Tensor, context: torch.Tensor, kind: str = "mean"
+    ) -> torch.Tensor | dist.TorchDistribution:
+        """p(x | z, c) for codes z and context rows c (one per code, or one for all), as
+        :meth:`VAE.decode` gives p(x | z): ``kind`` is "mean", "params" or "distribution"."""
+        return self._decoded(self.decoder_output(z, context), kind)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         loc, _ = self.encoder(x)
         pixels, context = self.split(x)
-        return self.likelihood.mean(self.decode(loc, context), pixels)
+        return self.likelihood.mean(self.decoder_output(loc, context), pixels)
 
     @torch.no_grad()
     def sample(self, n: int, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -68,9 +78,9 @@ class ConditionalVAE(VAE):
             index = torch.arange(n, device=codes.device)
             labels = (index // per_class).clamp(max=self.context_dim - 1)
             context = F.one_hot(labels, self.context_dim).to(codes.dtype)
-            return self.likelihood.mean(self.decode(codes[index % per_class], context))
+            return self.likelihood.mean(self.decoder_output(codes[index % per_class], context))
         z = self.prior().sample((n,))
         if like is None:
             raise ValueError(f"sampling a {self.context} model needs contexts: pass like=")
         context = self.split(like[:n])[1]
-        return self.likelihood.mean(self.decode(z, context))
+        return self.likelihood.mean(self.decoder_output(z, context))

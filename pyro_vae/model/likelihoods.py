@@ -46,6 +46,9 @@ class Likelihood(nn.Module):
     params_per_pixel: int = 1
     data_kind: str = "real"  # "binary", "unit-interval", "real" or "counts"
     log_input: bool = False  # the encoder sees log(1 + x) (counts span orders of magnitude)
+    # one line each on what the decoder emits and what ``mean`` returns (docs/api.md's table)
+    decoder_output: str = "the family's parameters"
+    mean_output: str = "E[x | z] of the distribution"
 
     def __init__(self, data_dim: int) -> None:
         super().__init__()
@@ -82,6 +85,8 @@ class Bernoulli(Likelihood):
     """Independent Bernoulli pixels with logits from the decoder; binary data only."""
 
     data_kind = "binary"
+    decoder_output = "logits of P(x_i = 1), one per pixel"
+    mean_output = "sigmoid(logits): the pixel probabilities, in (0, 1)"
 
     def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> dist.TorchDistribution:
         return dist.Bernoulli(logits=out).to_event(1)
@@ -104,6 +109,8 @@ class ContinuousBernoulli(Likelihood):
     grey levels, unlike the "BCE on grey pixels" trick, thanks to its normaliser C(lambda)."""
 
     data_kind = "unit-interval"
+    decoder_output = "logits of the shape lambda_i, one per pixel"
+    mean_output = "E[x_i] for lambda_i = sigmoid(logits), in (0, 1); not lambda_i itself"
 
     def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> dist.TorchDistribution:
         return dist.ContinuousBernoulli(logits=out).to_event(1)
@@ -116,6 +123,9 @@ class ContinuousBernoulli(Likelihood):
 @LIKELIHOODS.register("gaussian")
 class Gaussian(Likelihood):
     """Normal(decoder output, sigma) per pixel, sigma fixed."""
+
+    decoder_output = "the mean of each pixel (sigma is the fixed option)"
+    mean_output = "the decoder output itself"
 
     def __init__(self, data_dim: int, *, sigma: float = 0.1) -> None:
         super().__init__(data_dim)
@@ -154,6 +164,9 @@ class GaussianLearned(Likelihood):
     """Normal(decoder output, sigma_i) with a learned per-pixel sigma_i >= sigma_floor, so
     log p(x|z) <= -data_dim * log(sigma_floor * sqrt(2 pi)) (see :class:`LearnedScale`)."""
 
+    decoder_output = "the mean of each pixel (sigma_i is learned, a parameter of the family)"
+    mean_output = "the decoder output itself"
+
     def __init__(
         self, data_dim: int, *, sigma_floor: float = 0.01, sigma_init: float = 0.1
     ) -> None:
@@ -184,6 +197,9 @@ class Laplace(Likelihood):
     """Laplace(decoder output, b_i) with a learned per-pixel scale b_i >= sigma_floor: the
     L1 reconstruction loss as a likelihood; log p(x|z) <= -data_dim * log(2 sigma_floor)."""
 
+    decoder_output = "the location of each pixel (the scale b_i is learned by the family)"
+    mean_output = "the decoder output itself"
+
     def __init__(
         self, data_dim: int, *, sigma_floor: float = 0.01, sigma_init: float = 0.1
     ) -> None:
@@ -212,6 +228,8 @@ class Beta(Likelihood):
     params_per_pixel = 2
     data_kind = "unit-interval"
     min_concentration = 1e-3
+    decoder_output = "2 × data_dim values: a_i, then b_i, each before softplus (+ 1e-3)"
+    mean_output = "(a / (a + b) - eps) / (1 - 2 eps): E[x_i], the squeeze undone"
 
     def __init__(self, data_dim: int, *, beta_squeeze: float = 1e-3) -> None:
         super().__init__(data_dim)
@@ -296,6 +314,9 @@ class CountLikelihood(Likelihood):
 class Poisson(CountLikelihood):
     """Independent Poisson(mu_i) counts."""
 
+    decoder_output = "log mu_i per feature (library='observed': logits of the proportions)"
+    mean_output = "mu_i: exp(out), or softmax(out) × library size (proportions without x)"
+
     def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> dist.TorchDistribution:
         return dist.Poisson(self.log_mean(out, x).exp()).to_event(1)
 
@@ -307,6 +328,9 @@ class NegativeBinomial(CountLikelihood):
 
     In torch's parametrisation, total_count = theta and logits = log mu - log theta.
     """
+
+    decoder_output = Poisson.decoder_output + "; theta_i is learned by the family"
+    mean_output = Poisson.mean_output
 
     def __init__(self, data_dim: int, *, library: str = "none") -> None:
         super().__init__(data_dim, library=library)
@@ -329,6 +353,8 @@ class ZeroInflatedNegativeBinomial(NegativeBinomial):
     the decoder emits log mu and the gate's logit for every feature."""
 
     params_per_pixel = 2
+    decoder_output = "2 × data_dim values: log mu_i as for negative-binomial, then gate logits"
+    mean_output = "(1 - pi_i) × mu_i, with the dropout probability pi_i = sigmoid(gate logit)"
 
     def gate_logits(self, out: torch.Tensor) -> torch.Tensor:
         return out[..., self.data_dim :]

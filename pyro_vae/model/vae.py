@@ -22,6 +22,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from .. import param_store
@@ -154,6 +155,55 @@ class VAE(nn.Module):
         """E[x | z] for n draws z ~ p(z) (``like``: rows giving a conditional model's context)."""
         z = self.prior().sample((n,))
         return self.likelihood.mean(self.decoder(z))
+
+    @torch.no_grad()
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """q(z | x) for a batch of rows: the distribution the guide draws its first latent site
+        from (batch shape (N,), event shape (z_dim,)). Two layers: q(z1 | x); the autoencoder:
+        its point mass. The guide runs once, so this draws one z."""
+        self.data_plate(x)  # a batch of the wrong shape fails here, not inside the trace
+        with param_store.off():
+            trace = poutine.trace(self.guide).get_trace(x)
+        return next(
+            site["fn"]
+            for site in trace.nodes.values()
+            if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+        )
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """E_q[z | x], the posterior mean, shape (N, z_dim): the encoder's loc(x) for the
+        diagonal and low-rank guides. A flow guide (``iaf``) has no closed-form mean: that is
+        an error that names the Monte Carlo alternative."""
+        q = self.posterior(x)
+        try:
+            return q.mean
+        except NotImplementedError:
+            raise ValueError(
+                f"this guide's q(z|x) ({type(q).__name__}) has no closed-form mean: average "
+                "draws of vae.posterior(x), or use pyro_vae.posterior_means(vae.guide, x)"
+            ) from None
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, kind: str = "mean") -> torch.Tensor | dist.TorchDistribution:
+        """p(x | z) for codes z of shape (..., z_dim): ``kind="mean"`` gives E[x | z] (the pixel
+        probabilities for ``bernoulli``), ``"params"`` the decoder's raw output (the
+        likelihood's parameters: logits for ``bernoulli``), ``"distribution"`` p(x | z)
+        itself. Count likelihoods with ``library="observed"`` see no library size here: their
+        mean is the proportions."""
+        if z.shape[-1] != self.z_dim:
+            raise ValueError(f"z must have shape (..., {self.z_dim}), got {tuple(z.shape)}")
+        return self._decoded(self.decoder(z), kind)
+
+    def _decoded(self, out: torch.Tensor, kind: str) -> torch.Tensor | dist.TorchDistribution:
+        """The decoder's output ``out`` as :meth:`decode`'s ``kind`` asks."""
+        if kind == "params":
+            return out
+        if kind == "mean":
+            return self.likelihood.mean(out)
+        if kind == "distribution":
+            return self.likelihood(out)
+        raise ValueError(f"kind must be 'mean', 'params' or 'distribution', got {kind!r}")
 
 
 def _rename_posterior(state_dict, prefix, *args) -> None:
