@@ -152,3 +152,15 @@ def test_a_parts_own_check_fails_before_any_data_is_read():
     with pytest.raises(ConfigError, match="use it with one layer"):
         TrainConfig(model="two-layer", estimator="trace", prior="vamp")
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_the_estimator_left_out_is_one_the_model_can_use():
+    assert TrainConfig().estimator == "mean-field"
+    assert TrainConfig(model="two-layer").estimator == "trace"  # no analytic KL for z2 | z1
+    assert TrainConfig(model="two-layer", estimator="auto").estimator == "trace"
+    assert TrainConfig(model="two-layer", estimator="iwae").estimator == "iwae"
+    with pytest.raises(ConfigError, match="two-layer needs --estimator trace or iwae"):
+        TrainConfig(model="two-layer", estimator="mean-field")
+    saved = TrainConfig(model="two-layer").as_dict()
+    assert saved["estimator"] == "trace"  # config.json records the choice, not "auto"
+    assert TrainConfig.from_dict({**saved, "estimator": "auto"}).estimator == "trace"

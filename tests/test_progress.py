@@ -102,6 +102,8 @@ def test_a_run_says_what_it_runs_before_the_first_step(tmp_path, small_data):
     )
     steps = [line for line in lines if line.startswith("train: ")]
     assert steps[0].startswith("train: 1/16 steps (6%), epoch 1/2, loss ")  # every=0: each step
+    first = float(re.search(r"loss ([\d.]+)", steps[0]).group(1))
+    assert 400 < first < 700  # per image of the first batch: an untrained model scores ~540
     assert len(steps) == 16
     epoch_lines = [line for line in lines if line.startswith("epoch ")]
     row = result.metrics[1]

@@ -67,6 +67,7 @@ def test_the_options_that_apply_are_the_hyperparameters(tmp_path, small_data):
     assert hparams["likelihood"].string_value == "gaussian"
     assert hparams["hidden"].string_value == "32"
     assert "free_bits" not in hparams and "rank" not in hparams  # not applied: not shown
+    assert "device" not in hparams and "progress" not in hparams  # do not shape the result
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
         content["_hparams_/experiment"]
     ).experiment

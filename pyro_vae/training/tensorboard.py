@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .observers import CallingTrainer, Observer
+from .options import options
 from .run_dir import TENSORBOARD
 
 IMAGES_SHOWN = 16
@@ -56,10 +57,11 @@ def summary_writer(directory: Path, purge_step: int | None = None) -> Any | None
 
 
 def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
-    """The options that apply to the run (None: not applied) as TensorBoard accepts them."""
+    """The options that shape the run's result, as TensorBoard accepts them: those that apply
+    (None: not applied), without the ones that may change on resume (device, progress, ...)."""
     shown = {}
     for name, value in config.items():
-        if value is None:
+        if value is None or options()[name].resumable:
             continue
         shown[name] = " ".join(map(str, value)) if isinstance(value, list | tuple) else value
     return shown
