@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
@@ -35,8 +37,57 @@ def _run_example(page: str, tmp_path: Path) -> str:
     return done.stdout
 
 
+NUMBER = re.compile(r"-?\d[\d,]*(\.\d+)?(e-?\d+)?")
+
+
+def _quoted(name: str) -> list[str]:
+    """The lines of the README's quoted output NAME (scripts/readme_outputs.py writes them)."""
+    block = re.search(rf"<!-- output: {name} -->\n```text\n(.*?)```", README, flags=re.S)
+    assert block, name
+    return [line for line in block.group(1).splitlines() if line != "..."]
+
+
+def _skeleton(line: str) -> str:
+    return NUMBER.sub("#", line)
+
+
+def _numbers(line: str) -> list[float]:
+    return [float(m.group(0).replace(",", "")) for m in NUMBER.finditer(line)]
+
+
+def test_readme_default_run_output_is_what_the_tool_prints(tmp_path):
+    """Every line quoted from the default run is a line the tool prints now (numbers aside);
+    the reference check and the first epoch, which do not depend on --epochs, to the digit."""
+    quoted = _quoted("default-run")
+    assert quoted[0] == "$ pyro-vae train --out runs/mnist-sample --overwrite"
+    args = ["train", "--out", "runs/mnist-sample", "--overwrite", "--epochs", "2"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pyro_vae", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = (done.stderr + done.stdout).splitlines()
+    shapes = {_skeleton(line) for line in printed}
+    for line in quoted[1:]:
+        assert _skeleton(line) in shapes, (
+            f"the README quotes a line the tool no longer prints: {line}"
+        )
+    check = next(line for line in printed if line.startswith("reference check:"))
+    assert check in quoted
+    first = next(line for line in printed if line.startswith("epoch 1/"))
+    quoted_first = next(line for line in quoted if line.startswith("epoch 1/"))
+    assert _numbers(first)[2:-1] == _numbers(quoted_first)[2:-1]  # all but epochs and seconds
+
+
 def test_readme_python_example_runs(tmp_path):
     out = _run_example("README.md", tmp_path)
+    quoted = _quoted("tour")
+    assert [_skeleton(line) for line in out.splitlines()] == [_skeleton(line) for line in quoted]
+    for line, said in zip(out.splitlines(), quoted, strict=True):  # seeded: same up to rounding
+        assert _numbers(line) == pytest.approx(_numbers(said), rel=0.02, abs=0.2)
     losses = [float(v) for v in re.findall(r"-ELBO (-?[\d.]+) nats", out)]
     assert len(losses) == 2 and losses[1] < losses[0]
     assert "Student-t prior, first step:" in out
