@@ -8,8 +8,6 @@ Building: ``build_vae`` / ``build_model`` from registered parts (``LIKELIHOODS``
 ``check_against_reference`` (Pyro's loss against the hand-written one).
 """
 
-__version__ = "0.2.0"
-
 from .checks import check_against_reference
 from .data import DATASETS, ImageData, load_dataset
 from .inference import (
@@ -39,6 +37,7 @@ from .model import (
     kl_weight,
 )
 from .training import LoadedRun, TrainConfig, TrainResult, evaluate_run, load_run
+from .version import __version__ as __version__
 from .workflow import train
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The package keeps its layers: imports only run downward, no module imports itself back in a
 circle, and modules and functions stay small enough to read in one sitting.
 
-    registry, densities, param_store, progress    shared leaves
+    registry, densities, param_store, progress, version    shared leaves
     data                                datasets, binarization, contexts, synthetic counts
     model | inference                   the generative story | objectives and measures
     checks                              the hand-written yardsticks
@@ -25,7 +25,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pyro_vae"
 LAYERS = [
-    {"registry", "densities", "param_store", "progress"},
+    {"registry", "densities", "param_store", "progress", "version"},
     {"data"},
     {"model", "inference"},
     {"checks"},

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from .. import __version__
 from ..inference import ESTIMATORS
+from ..version import __version__
 
 # The trainer that starts (pyro_vae.training.loop.Trainer); this module does not import the loop.
 StartingTrainer = Any
