@@ -90,7 +90,7 @@ def test_traversal_labels_each_row_with_its_dimension_and_the_values_it_decodes(
     median = codes.median(dim=0).values
     assert len(fig.axes) == 4
     for row, (ax, j) in enumerate(zip(fig.axes, [2, 4, 0, 1], strict=True)):  # most active first
-        assert _ticks(ax.yaxis) == [(0, f"z{j}")]
+        assert _ticks(ax.yaxis) == [(0, f"z{j + 1}")]  # numbered from 1, as z1, z2 in 2-D
         others = [d for d in range(5) if d != j]
         assert torch.equal(z[row][:, others], median[others].expand(15, 4))  # held at the median
         assert torch.equal(z[row][:, j], torch.sort(z[row][:, j]).values)
@@ -169,6 +169,8 @@ def test_dimension_axes_tick_whole_dimensions(tmp_path):
         low, high = sorted(ax.get_xlim())
         ticks = [t for t in ax.get_xticks() if low <= t <= high]
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    for ax in fig.axes:  # dimensions numbered from 1, as the traversal's rows and z1, z2
+        assert [bar.get_x() + bar.get_width() / 2 for bar in ax.patches] == [1, 2]
 
 
 # --- the report --------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ def traversal(
         "latent traversal: row z_j (the most active dimensions first) decodes z_j at the "
         f"{quantiles},\nits value under each image; every other dimension is held at its "
         "median over the test codes",
-        row_labels=[f"z{j}" for j in order.tolist()],
+        row_labels=[f"z{j + 1}" for j in order.tolist()],  # z1 ... zD, as in the 2-D figures
         col_labels=[_z_labels(grid[:, j]) for j in order.tolist()],
         xlabel="value of z_j",
     )

@@ -267,7 +267,7 @@ def kl_per_dimension(
     active units (activity > threshold, Burda et al. 2016) marked."""
     activity = activity.detach().cpu()
     active = activity > threshold
-    dims = range(len(activity))
+    dims = range(1, len(activity) + 1)  # z1 ... zD, as the other figures number them
     colours = ["tab:blue" if a else "lightgray" for a in active.tolist()]
     panels = 2 if kl is not None else 1
     fig, axes = plt.subplots(
