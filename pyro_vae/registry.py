@@ -101,6 +101,14 @@ class Registry(Generic[T]):
         """The options of the named factory: its keyword-only parameters."""
         return [k for k, p in _keywords(self.get(name)).items() if p.kind is p.KEYWORD_ONLY]
 
+    def defaults(self, name: str) -> dict[str, Any]:
+        """The named factory's options that have a default, with it (None where it has none)."""
+        return {
+            k: None if p.default is p.empty else p.default
+            for k, p in _keywords(self.get(name)).items()
+            if p.kind is p.KEYWORD_ONLY
+        }
+
     def names(self) -> list[str]:
         return list(self._entries)
 

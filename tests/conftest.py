@@ -4,7 +4,7 @@ import pyro
 import pytest
 import torch
 
-from pyro_vae.data import load_dataset
+from pyro_vae.data import ImageData, load_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +20,13 @@ def _fresh_pyro_state():
 @pytest.fixture(scope="session")
 def mnist_sample():
     return load_dataset("mnist-sample")
+
+
+@pytest.fixture
+def small_data(mnist_sample):
+    """An eighth of mnist-sample's training images (500) and a fifth of its test images (200)."""
+    d = mnist_sample
+    return ImageData(d.train_x[::8], d.train_y[::8], d.test_x[::5], d.test_y[::5])
 
 
 @pytest.fixture

@@ -8,29 +8,17 @@ import re
 import subprocess
 import sys
 
-import pytest
+from tiny_runs import tiny_config
 
 from pyro_vae.cli import main
-from pyro_vae.data import ImageData
 from pyro_vae.progress import Progress
-from pyro_vae.training import TrainConfig, fit
+from pyro_vae.training import fit
 from pyro_vae.training import observers as training_observers
 
 
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
-
-
-@pytest.fixture
-def small_data(mnist_sample):
-    d = mnist_sample
-    return ImageData(d.train_x[::8], d.train_y[::8], d.test_x[::5], d.test_y[::5])
-
-
-def _config(tmp_path, **kw) -> TrainConfig:
-    base = dict(epochs=2, batch_size=64, hidden=(32,), z_dim=3, out=str(tmp_path / "run"))
-    return TrainConfig(**(base | {"progress": False, "tensorboard": False} | kw))
 
 
 # --- the mechanism ---------------------------------------------------------------------------
@@ -83,7 +71,7 @@ def test_nothing_is_shown_when_turned_off():
 
 def test_a_run_says_what_it_runs_before_the_first_step(tmp_path, small_data):
     log = io.StringIO()
-    config = _config(tmp_path, kl_warmup_epochs=1.0)
+    config = tiny_config(tmp_path, kl_warmup_epochs=1.0, tensorboard=False)
     result = fit(config, small_data, observers=[training_observers.Progress(log, every=0)])
     lines = log.getvalue().splitlines()
     assert "\r" not in log.getvalue()
@@ -118,7 +106,7 @@ def test_a_run_says_what_it_runs_before_the_first_step(tmp_path, small_data):
 def test_on_a_terminal_the_run_draws_a_bar_with_loss_and_speed(tmp_path, small_data):
     terminal = Terminal()
     progress = training_observers.Progress(terminal, interval=0)
-    fit(_config(tmp_path), small_data, observers=[progress])
+    fit(tiny_config(tmp_path, tensorboard=False), small_data, observers=[progress])
     out = terminal.getvalue()
     frames = [f for f in out.split("\r") if f.startswith("train:")]
     assert frames and "16/16" in frames[-1]

@@ -14,22 +14,11 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
+from tiny_runs import tiny_config
 
-from pyro_vae.data import ImageData
-from pyro_vae.training import TrainConfig, evaluate_run, fit
+from pyro_vae.training import evaluate_run, fit
 from pyro_vae.training import run_dir as runs
 from pyro_vae.training.tensorboard import MISSING, SCALAR_TAGS
-
-
-@pytest.fixture
-def small_data(mnist_sample):
-    d = mnist_sample
-    return ImageData(d.train_x[::8], d.train_y[::8], d.test_x[::5], d.test_y[::5])
-
-
-def _config(tmp_path, **kw) -> TrainConfig:
-    base = dict(epochs=2, batch_size=64, hidden=(32,), z_dim=3, out=str(tmp_path / "run"))
-    return TrainConfig(**(base | {"progress": False} | kw))
 
 
 def _read(run: str) -> EventAccumulator:
@@ -38,7 +27,7 @@ def _read(run: str) -> EventAccumulator:
 
 
 def test_the_scalars_are_the_metrics_rows_and_images_come_with_them(tmp_path, small_data):
-    result = fit(_config(tmp_path, epochs=3), small_data)
+    result = fit(tiny_config(tmp_path, epochs=3), small_data)
     events = _read(str(tmp_path / "run"))
     for key, tag in SCALAR_TAGS.items():
         points = events.Scalars(tag)
@@ -57,7 +46,7 @@ def test_the_scalars_are_the_metrics_rows_and_images_come_with_them(tmp_path, sm
 
 
 def test_the_options_that_apply_are_the_hyperparameters(tmp_path, small_data):
-    fit(_config(tmp_path, epochs=1, likelihood="gaussian", sigma=0.2), small_data)
+    fit(tiny_config(tmp_path, epochs=1, likelihood="gaussian", sigma=0.2), small_data)
     content = _read(str(tmp_path / "run")).PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(
         content["_hparams_/session_start_info"]
@@ -75,7 +64,7 @@ def test_the_options_that_apply_are_the_hyperparameters(tmp_path, small_data):
 
 
 def test_evaluate_adds_log_px_at_the_runs_epoch(tmp_path, small_data):
-    fit(_config(tmp_path), small_data)
+    fit(tiny_config(tmp_path), small_data)
     result = evaluate_run(tmp_path / "run", 20, "cpu", progress=False, data=small_data)
     points = _read(str(tmp_path / "run")).Scalars("log_px/test")
     expected = result["test_log_likelihood"]
@@ -85,11 +74,11 @@ def test_evaluate_adds_log_px_at_the_runs_epoch(tmp_path, small_data):
 def test_a_resumed_run_draws_each_epoch_once(tmp_path, small_data):
     """A run killed after epoch 2 was logged but before its checkpoint: resumed from epoch 1,
     TensorBoard shows the resumed run's epoch 2, not both."""
-    fit(_config(tmp_path), small_data)
+    fit(tiny_config(tmp_path), small_data)
     run = tmp_path / "run"
     shutil.copy(run / runs.PREVIOUS_CHECKPOINT, run / runs.CHECKPOINT)  # back to epoch 1
     (run / runs.SUMMARY).unlink()
-    resumed = fit(_config(tmp_path), small_data, resume=True)
+    resumed = fit(tiny_config(tmp_path), small_data, resume=True)
     points = _read(str(run)).Scalars("neg_elbo/test")
     assert [p.step for p in points] == [1, 2]
     assert points[1].value == pytest.approx(resumed.metrics[1]["test_neg_elbo"])
@@ -97,8 +86,8 @@ def test_a_resumed_run_draws_each_epoch_once(tmp_path, small_data):
 
 def test_logging_leaves_the_run_as_it_was(tmp_path, small_data):
     """The images are drawn with their own random numbers: the training stream is untouched."""
-    on = fit(_config(tmp_path / "on"), small_data)
-    off = fit(_config(tmp_path / "off", tensorboard=False), small_data)
+    on = fit(tiny_config(tmp_path / "on"), small_data)
+    off = fit(tiny_config(tmp_path / "off", tensorboard=False), small_data)
     assert on.metrics[-1]["test_neg_elbo"] == off.metrics[-1]["test_neg_elbo"]
     assert (tmp_path / "on" / "run" / "tensorboard").is_dir()
     assert not (tmp_path / "off" / "run" / "tensorboard").exists()
@@ -111,7 +100,7 @@ def test_without_the_package_the_run_warns_once_and_trains(
     package_log = logging.getLogger("pyro_vae")
     monkeypatch.setattr(package_log, "handlers", [caplog.handler])  # whatever the CLI set up
     monkeypatch.setattr(package_log, "propagate", False)
-    result = fit(_config(tmp_path), small_data)
+    result = fit(tiny_config(tmp_path), small_data)
     assert [r.getMessage() for r in caplog.records] == [MISSING]
     assert result.summary["test_neg_elbo"] > 0
     assert not (tmp_path / "run" / "tensorboard").exists()

@@ -6,23 +6,12 @@ import pyro
 import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
+from tiny_runs import tiny_config
 
-from pyro_vae import TrainConfig, train
+from pyro_vae import train
 from pyro_vae.cli import main
-from pyro_vae.data import ImageData
 from pyro_vae.training import Observer, Trainer, assemble, fit
 from pyro_vae.training import run_dir as runs
-
-
-@pytest.fixture
-def small_data(mnist_sample):
-    d = mnist_sample
-    return ImageData(d.train_x[::8], d.train_y[::8], d.test_x[::5], d.test_y[::5])
-
-
-def _config(tmp_path, **kw) -> TrainConfig:
-    base = dict(epochs=2, batch_size=64, hidden=(32,), z_dim=3, out=str(tmp_path / "run"))
-    return TrainConfig(**(base | {"progress": False} | kw))
 
 
 class Recorder(Observer):
@@ -44,7 +33,7 @@ class Recorder(Observer):
 
 def test_observers_see_every_epoch_and_the_end(tmp_path, small_data):
     recorder = Recorder()
-    result = fit(_config(tmp_path), small_data, observers=[recorder])
+    result = fit(tiny_config(tmp_path), small_data, observers=[recorder])
     kinds = [kind for kind, _ in recorder.calls]
     assert kinds == ["start", "epoch", "epoch", "close", "end"]
     rows = [row for kind, row in recorder.calls if kind == "epoch"]
@@ -66,7 +55,7 @@ def test_a_stopped_run_closes_its_observers_but_does_not_end(tmp_path, small_dat
 
     monkeypatch.setattr(Trainer, "_step", nan_step)
     with pytest.raises(NonFiniteLoss, match="at step 1"):
-        fit(_config(tmp_path, check_reference=False), small_data, observers=[recorder])
+        fit(tiny_config(tmp_path, check_reference=False), small_data, observers=[recorder])
     assert [kind for kind, _ in recorder.calls] == ["start", "close"]
 
 
@@ -90,12 +79,12 @@ def test_overwrite_removes_the_old_record_before_the_new_run_starts(
     for --resume to continue with the new options."""
     from pyro_vae.training.stops import NonFiniteLoss
 
-    fit(_config(tmp_path, epochs=1), small_data)
+    fit(tiny_config(tmp_path, epochs=1), small_data)
     out = tmp_path / "run"
     assert (out / runs.CHECKPOINT).exists() and (out / runs.SUMMARY).exists()
     monkeypatch.setattr(Trainer, "_step", lambda self, x: torch.tensor(float("nan")))
     with pytest.raises(NonFiniteLoss):
-        fit(_config(tmp_path, epochs=1, lr=0.01), small_data, overwrite=True)
+        fit(tiny_config(tmp_path, epochs=1, lr=0.01), small_data, overwrite=True)
     assert not (out / runs.CHECKPOINT).exists() and not (out / runs.SUMMARY).exists()
     assert runs.read_metrics(out / runs.METRICS) == []
     assert '"lr": 0.01' in (out / runs.CONFIG).read_text()
@@ -103,7 +92,7 @@ def test_overwrite_removes_the_old_record_before_the_new_run_starts(
 
 def test_training_leaves_pyros_param_store_alone_and_the_model_ready_for_svi(tmp_path, small_data):
     pyro.clear_param_store()
-    result = train(_config(tmp_path), small_data)  # figures included
+    result = train(tiny_config(tmp_path), small_data)  # figures included
     assert not list(pyro.get_param_store().keys())  # the optimizer held the parameters
     vae = result.vae
     svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
@@ -113,7 +102,7 @@ def test_training_leaves_pyros_param_store_alone_and_the_model_ready_for_svi(tmp
 
 def test_a_trainer_without_a_directory_writes_nothing(tmp_path, small_data):
     """As the benchmark uses it: the parts and the loop, no files."""
-    trainer = Trainer(assemble(_config(tmp_path, check_reference=False), small_data))
+    trainer = Trainer(assemble(tiny_config(tmp_path, check_reference=False), small_data))
     seconds = trainer.run_epoch()
     assert seconds > 0 and trainer.pos.epoch == 1 and trainer.pos.step == 8
     assert not (tmp_path / "run").exists()

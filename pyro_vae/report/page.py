@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import inspect
 import json
 import math
 from pathlib import Path
@@ -83,10 +82,10 @@ def _builder_default(config: TrainConfig, name: str) -> str | None:
     registry, chosen = (
         (DATASETS, config.dataset) if opt.group == "data" else (ESTIMATORS, config.estimator)
     )
-    parameter = inspect.signature(registry.get(chosen)).parameters.get(opt.param or name)
-    if parameter is None or parameter.default in (None, inspect.Parameter.empty):
+    default = registry.defaults(chosen).get(opt.param or name)
+    if default is None:
         return None
-    return f"{_setting(parameter.default)} (the default of {registry.kind} {html.escape(chosen)})"
+    return f"{_setting(default)} (the default of {registry.kind} {html.escape(chosen)})"
 
 
 def _config_rows(config: TrainConfig) -> list[dict]:

@@ -41,7 +41,8 @@ class Assembly:
     data: ImageData
     binarizer: Binarizer
     vae: VAE
-    elbo: ELBO  # sync-free: no host synchronisation inside the step
+    objective: ELBO  # the estimator as chosen (Pyro's TraceMeanField_ELBO, say)
+    elbo: ELBO  # its sync-free twin, which the step runs: no host synchronisation inside
     compiled: CompiledStep | None
     optimizer: torch.optim.Optimizer
     schedules: list[Schedule]
@@ -91,7 +92,8 @@ def assemble(config: TrainConfig, data: ImageData | None = None) -> Assembly:
                 f"of {global_batch}: lower --batch-size"
             )
     _set_precision(config, device)
-    elbo = sync_free(ESTIMATORS.create(config.estimator, **config.estimator_options()))
+    objective = ESTIMATORS.create(config.estimator, **config.estimator_options())
+    elbo = sync_free(objective)
     if config.cuda_graphs and device.type != "cuda":
         raise ConfigError(f"--cuda-graphs needs a CUDA device; this run is on {device}")
     compiled = (
@@ -104,6 +106,7 @@ def assemble(config: TrainConfig, data: ImageData | None = None) -> Assembly:
         data=data,
         binarizer=binarizer,
         vae=vae,
+        objective=objective,
         elbo=elbo,
         compiled=compiled,
         optimizer=make_optimizer(vae.parameters(), config.lr),

@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 
-from ..inference import ESTIMATORS
 from ..version import __version__
 
 # The trainer that starts (pyro_vae.training.loop.Trainer); this module does not import the loop.
@@ -51,9 +50,7 @@ def _model(trainer: StartingTrainer) -> str:
 def _objective(trainer: StartingTrainer) -> str:
     c, steps = trainer.config, trainer.parts.steps_per_epoch
     options = ", ".join(f"{k} {v}" for k, v in c.estimator_options().items())
-    # the estimator as the user knows it (the loop runs its sync-free twin)
-    made = ESTIMATORS.create(c.estimator, **c.estimator_options())
-    estimator = f"estimator {c.estimator} ({type(made).__name__}"
+    estimator = f"estimator {c.estimator} ({type(trainer.parts.objective).__name__}"
     estimator += f"; {options})" if options else ")"
     if c.autoencoder:
         beta = "no KL term"
