@@ -2,7 +2,8 @@
 
 Building: ``build_vae`` / ``build_model`` from registered parts (``LIKELIHOODS``, ``PRIORS``,
 ``GUIDES``, ``NETWORKS``, ``MODELS``); a new part is one class registered by name. Objectives:
-``make_estimator`` and ``ESTIMATORS`` (Pyro's ELBOs, IWAE with STL/DReG, KL shaping). Runs:
+``make_estimator`` and ``ESTIMATORS`` (Pyro's ELBOs, IWAE with STL/DReG and the rest of its
+family: ``RenyiBound``, ``MIWAE``, ``PIWAE``, ``CIWAE``; KL shaping). Runs:
 ``train`` (a whole run, as ``pyro-vae train``), ``load_run``, ``evaluate_run``. Measures:
 ``evaluate_elbo``, ``log_likelihood``, ``active_units``, ``kl_per_dimension``. Checks:
 ``check_against_reference`` (Pyro's loss against the hand-written one).
@@ -11,10 +12,14 @@ Building: ``build_vae`` / ``build_model`` from registered parts (``LIKELIHOODS``
 from .checks import check_against_reference
 from .data import DATASETS, ImageData, load_dataset
 from .inference import (
+    CIWAE,
     ESTIMATORS,
     IWAE,
+    MIWAE,
+    PIWAE,
     KLWarmup,
     LinearRamp,
+    RenyiBound,
     active_units,
     evaluate_elbo,
     kl_per_dimension,
@@ -41,13 +46,16 @@ from .version import __version__ as __version__
 from .workflow import train
 
 __all__ = [
+    "CIWAE",
     "DATASETS",
     "ESTIMATORS",
     "GUIDES",
     "IWAE",
     "LIKELIHOODS",
+    "MIWAE",
     "MODELS",
     "NETWORKS",
+    "PIWAE",
     "PRIORS",
     "VAE",
     "Guide",
@@ -57,6 +65,7 @@ __all__ = [
     "LinearRamp",
     "LoadedRun",
     "Prior",
+    "RenyiBound",
     "TrainConfig",
     "TrainResult",
     "active_units",

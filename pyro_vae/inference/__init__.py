@@ -1,10 +1,12 @@
 """Objectives and measures: the estimators registry (Pyro's ELBOs, IWAE with standard, STL and
-DReG gradients, KL shaping, sync-free twins), schedules, and what a trained model is measured
-by (ELBO terms, importance-sampled log p(x), active units, KL per dimension).
+DReG gradients, the rest of its family: VR-alpha, MIWAE, PIWAE, CIWAE; KL shaping, sync-free
+twins), schedules, and what a trained model is measured by (ELBO terms, importance-sampled
+log p(x), active units, KL per dimension).
 
 Nothing here knows the ``VAE`` class: objectives and measures read Pyro traces, so any
 ``model(x)`` / ``guide(x)`` pair whose latent sites live in ``plate("data")`` works."""
 
+from .bounds import CIWAE, MIWAE, PIWAE, RenyiBound
 from .elbo_terms import ElboTerms, elbo_terms_per_image, evaluate_elbo
 from .estimators import ESTIMATORS, make_estimator
 from .iwae import GRADIENT_ESTIMATORS, IWAE
@@ -15,6 +17,7 @@ from .schedules import KLWarmup, LinearRamp
 from .sync_free import MeanFieldELBO, MonteCarloELBO, sync_free
 
 __all__ = [
+    "CIWAE",
     "ESTIMATORS",
     "GRADIENT_ESTIMATORS",
     "IWAE",
@@ -24,8 +27,11 @@ __all__ = [
     "KLWarmup",
     "LinearRamp",
     "LogLikelihood",
+    "MIWAE",
     "MeanFieldELBO",
     "MonteCarloELBO",
+    "PIWAE",
+    "RenyiBound",
     "active_units",
     "elbo_terms_per_image",
     "evaluate_elbo",

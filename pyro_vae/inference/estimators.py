@@ -13,6 +13,9 @@ With q = q(z|x), the per-image evidence lower bound is
   with a ``standard``, ``stl`` or ``dreg`` gradient (``num_particles`` = K).
 - ``free-bits`` and ``capacity`` -> :mod:`pyro_vae.inference.kl_shaping`: the KL term
   reshaped against posterior collapse (a floor per latent dimension; a target rate C).
+- ``renyi``, ``miwae``, ``piwae``, ``ciwae`` -> :mod:`pyro_vae.inference.bounds`: the rest of
+  the importance-weighted family (VR-alpha; M groups of K particles; IWAE_{MK} for the model
+  with MIWAE for the guide; an ELBO/IWAE mixture), per datapoint like ``iwae``.
 
 They know traces, not the VAE, so any model/guide pair trains. An estimator's options are the
 keyword-only parameters of its factory: one it does not take is refused (``grad`` means
@@ -24,6 +27,7 @@ from __future__ import annotations
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from ..registry import Registry
+from .bounds import CIWAE, MIWAE, PIWAE, RenyiBound
 from .iwae import IWAE
 from .kl_shaping import CapacityELBO, FreeBitsELBO
 
@@ -60,11 +64,38 @@ def iwae(*, num_particles: int = 5, grad: str = "standard") -> ELBO:
     return IWAE(num_particles=num_particles, grad=grad, max_plate_nesting=1)
 
 
+@ESTIMATORS.register("renyi")
+def renyi(*, num_particles: int = 5, alpha: float = 0.5) -> ELBO:
+    """VR-alpha bound (Li & Turner, 2016), 0 <= alpha < 1, over K = num_particles samples."""
+    return RenyiBound(num_particles=num_particles, alpha=alpha, max_plate_nesting=1)
+
+
+@ESTIMATORS.register("miwae")
+def miwae(*, num_particles: int = 5, groups: int = 4, grad: str = "standard") -> ELBO:
+    """MIWAE(M, K) (Rainforth et al., 2018): M = groups IWAE_K bounds averaged, K = num_particles
+    (M K samples per datapoint)."""
+    return MIWAE(num_particles=num_particles, groups=groups, grad=grad, max_plate_nesting=1)
+
+
+@ESTIMATORS.register("piwae")
+def piwae(*, num_particles: int = 5, groups: int = 4) -> ELBO:
+    """PIWAE(M, K) (Rainforth et al., 2018): IWAE_{MK} gradients for the model, MIWAE(M, K)
+    gradients for the guide."""
+    return PIWAE(num_particles=num_particles, groups=groups, max_plate_nesting=1)
+
+
+@ESTIMATORS.register("ciwae")
+def ciwae(*, num_particles: int = 5, mix: float = 0.5) -> ELBO:
+    """CIWAE (Rainforth et al., 2018): mix ELBO + (1 - mix) IWAE_K on the same K samples."""
+    return CIWAE(num_particles=num_particles, mix=mix, max_plate_nesting=1)
+
+
 def make_estimator(
     name: str, num_particles: int | None = None, grad: str | None = None, **options: object
 ) -> ELBO:
     """The named estimator with the options given (each must be one the estimator takes;
-    those left out take the estimator's defaults: 5 particles for ``iwae``, else 1)."""
+    those left out take the estimator's defaults: 5 particles for ``iwae`` and the rest of
+    the importance-weighted family, else 1)."""
     if num_particles is not None:
         if num_particles < 1:
             raise ValueError(f"particles must be >= 1, got {num_particles}")

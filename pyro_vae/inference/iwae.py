@@ -31,6 +31,13 @@ their parameters held constant (``torch.func.functional_call``) and replayed at 
 values; DReG then feeds model and guide a copy z' = c z + (1 - c) sg(z) of each sample, whose
 value is z and whose gradient is scaled by c exactly once per path. This needs the guide to be
 a method of the ``nn.Module`` that owns its parameters (as ``VAE.guide`` is).
+
+Groups (MIWAE, Rainforth et al., 2018): with ``groups`` = M the M K particles form M groups of
+K, and the bound is the average of M independent IWAE_K bounds,
+(1/M) sum_m log (1/K) sum_k w_{m,k}. Each group is an IWAE bound of its own, so the weights
+w~ above (and the DReG factors c) are normalised within a group, and the gradient of each
+group's bound is taken by the chosen estimator. M = 1 is the IWAE bound itself.
+:mod:`pyro_vae.inference.bounds` builds the rest of the family on this class.
 """
 
 from __future__ import annotations
@@ -56,12 +63,20 @@ class IWAE(SurrogateELBO):
     """Per-datapoint importance-weighted bound with ``standard``, ``stl`` or ``dreg`` gradients.
 
     Args:
-        num_particles: K, samples per datapoint (vectorised).
+        num_particles: K, samples per datapoint (vectorised), per group.
         grad: the gradient estimator.
         max_plate_nesting: plates in the model; the particle plate goes one further left.
+        groups: M, groups of K particles whose IWAE_K bounds are averaged (1: plain IWAE).
+            Pyro's ``num_particles`` attribute is the total, M K; ``group_size`` is K.
     """
 
-    def __init__(self, num_particles: int = 5, grad: str = "standard", max_plate_nesting: int = 1):
+    def __init__(
+        self,
+        num_particles: int = 5,
+        grad: str = "standard",
+        max_plate_nesting: int = 1,
+        groups: int = 1,
+    ):
         if grad not in GRADIENT_ESTIMATORS:
             raise ValueError(
                 f"unknown gradient estimator {grad!r}; choose one of: "
@@ -69,12 +84,16 @@ class IWAE(SurrogateELBO):
             )
         if num_particles < 1:
             raise ValueError(f"particles must be >= 1, got {num_particles}")
+        if groups < 1:
+            raise ValueError(f"groups must be >= 1, got {groups}")
         super().__init__(
-            num_particles=num_particles,
+            num_particles=groups * num_particles,
             max_plate_nesting=max_plate_nesting,
             vectorize_particles=True,
         )
         self.grad = grad
+        self.groups = groups
+        self.group_size = num_particles
 
     def _particle_shape(self, model_trace: Trace) -> torch.Size:
         for site in model_trace.nodes.values():
@@ -85,7 +104,7 @@ class IWAE(SurrogateELBO):
     def scaled_log_weights(
         self, model_trace: Trace, guide_trace: Trace, stop_q_params: bool = False
     ) -> torch.Tensor:
-        """log w with shape (K, N) (just (N,) when K = 1): one per particle and datapoint,
+        """log w with shape (M K, N) (just (N,) for one particle): one per particle and datapoint,
         each site's log-density weighted by its scale (beta) and mask, as Pyro's ELBOs do.
 
         With ``stop_q_params`` each log q(z) is differentiated through z only:
@@ -123,9 +142,27 @@ class IWAE(SurrogateELBO):
             log_prob = log_prob.expand(shape)
         return log_prob
 
+    def _as_particles(self, log_w: torch.Tensor) -> torch.Tensor:
+        """log w with its particle dimension, (M K, N): Pyro adds no particle plate for a
+        single particle."""
+        return log_w.unsqueeze(0) if self.num_particles == 1 else log_w
+
+    def _grouped(self, log_w: torch.Tensor) -> torch.Tensor:
+        """(M K, N) -> (M, K, N): group m holds particles m K, ..., m K + K - 1."""
+        return log_w.reshape(self.groups, self.group_size, *log_w.shape[1:])
+
+    def _bound(self, log_w: torch.Tensor) -> torch.Tensor:
+        """(1/M) sum_m log (1/K) sum_k w_{m,k} per datapoint, from log w of shape (M K, N)."""
+        per_group = torch.logsumexp(self._grouped(log_w), dim=1) - math.log(self.group_size)
+        return per_group.mean(0)
+
+    def _normalised_weights(self, log_w: torch.Tensor) -> torch.Tensor:
+        """w~_{m,k} = w_{m,k} / sum_j w_{m,j}, normalised within each group, shape (M K, N)."""
+        return torch.softmax(self._grouped(log_w.detach()), dim=1).reshape(log_w.shape)
+
     def _attach_dreg_hooks(self, guide_trace: Trace, log_w: torch.Tensor) -> None:
         """Scale the gradient reaching each z_k by c_k = 1 - s + s w~_k (s: the site's scale)."""
-        weights = torch.softmax(log_w.detach(), dim=0)  # (K, N)
+        weights = self._normalised_weights(log_w)  # (M K, N)
         for site in guide_trace.nodes.values():
             if site["type"] != "sample" or site["is_observed"] or not site["value"].requires_grad:
                 continue
@@ -137,25 +174,23 @@ class IWAE(SurrogateELBO):
             site["value"].register_hook(lambda g, f=factor: g * f)
 
     def per_datapoint_bound(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """L_K(x) for each datapoint, shape (N,), differentiable by the chosen estimator."""
+        """L_K(x) (with groups, the average of M of them) for each datapoint, shape (N,),
+        differentiable by the chosen estimator."""
         ((model_trace, guide_trace),) = self._get_traces(model, guide, args, kwargs)
         if self.grad != "standard" and len(latent_sites(guide_trace)) > 1:
             return self._hierarchical_bound(model, guide, model_trace, guide_trace, args, kwargs)
-        log_w = self.scaled_log_weights(
-            model_trace, guide_trace, stop_q_params=self.grad != "standard"
+        log_w = self._as_particles(
+            self.scaled_log_weights(model_trace, guide_trace, stop_q_params=self.grad != "standard")
         )
-        if self.num_particles == 1:  # Pyro adds no particle plate for a single particle
-            log_w = log_w.unsqueeze(0)
         if self.grad == "dreg":
             self._attach_dreg_hooks(guide_trace, log_w)
-        return torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
+        return self._bound(log_w)
 
     def _hierarchical_bound(self, model, guide, model_trace, guide_trace, args, kwargs):
         """STL/DReG for a guide with several latent sites (see the module doc)."""
-        log_w = self.scaled_log_weights(model_trace, guide_trace)
-        if self.num_particles == 1:
-            log_w = log_w.unsqueeze(0)
-        weights = torch.softmax(log_w.detach(), dim=0)  # (K, N)
+        weights = self._normalised_weights(
+            self._as_particles(self.scaled_log_weights(model_trace, guide_trace))
+        )  # (M K, N)
         replayed = guide_trace.copy()
         for name in latent_sites(guide_trace):
             site = replayed.nodes[name] = dict(guide_trace.nodes[name])
@@ -176,13 +211,10 @@ class IWAE(SurrogateELBO):
             args,
             kwargs,
         )
-        log_w = self.scaled_log_weights(model_trace, stopped_trace)
-        if self.num_particles == 1:
-            log_w = log_w.unsqueeze(0)
-        return torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
+        return self._bound(self._as_particles(self.scaled_log_weights(model_trace, stopped_trace)))
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """-sum_n L_K(x_n); its gradient is the chosen estimator's."""
+        """-sum_n of the per-datapoint bound; its gradient is the chosen estimator's."""
         return -self.per_datapoint_bound(model, guide, *args, **kwargs).sum()
 
 

@@ -124,12 +124,26 @@ class TrainConfig:
         "estimator", choices=ESTIMATORS, automatic=automatic_estimator,
     )  # fmt: skip
     particles: int | None = option(
-        None, "samples per image, K (default: the estimator's, 5 for iwae, else 1)",
+        None, "samples per image, K, per group for miwae, piwae (default: the estimator's, 5 "
+        "for the importance-weighted ones, else 1)",
         "estimator", check=at_least(1), part=True, param="num_particles", type=int,
     )  # fmt: skip
     grad: str | None = option(
-        "standard", "iwae's gradient estimator", "estimator",
+        "standard", "iwae, miwae: the gradient estimator", "estimator",
         choices=GRADIENT_ESTIMATORS, part=True,
+    )  # fmt: skip
+    alpha: float | None = option(
+        0.5, "renyi: the order alpha of the VR bound, in [0, 1) (0 is IWAE)",
+        "estimator", part=True,
+        check=Check(lambda a: 0 <= a < 1, "in [0, 1) (1 is the ELBO: --estimator trace)"),
+    )  # fmt: skip
+    groups: int | None = option(
+        4, "miwae, piwae: M, groups of K particles (M K samples per image)", "estimator",
+        check=at_least(1), part=True,
+    )  # fmt: skip
+    ciwae_mix: float | None = option(
+        0.5, "ciwae: weight of the ELBO against IWAE (1: the ELBO, 0: IWAE)", "estimator",
+        check=Check(lambda m: 0 <= m <= 1, "in [0, 1]"), part=True, param="mix",
     )  # fmt: skip
     free_bits: float | None = option(
         0.5, "free-bits: KL floor per dimension, nats", "estimator", part=True
@@ -289,7 +303,7 @@ class TrainConfig:
 
     def estimator_options(self) -> dict[str, Any]:
         """Keyword arguments of the estimator (``num_particles`` only where given: otherwise
-        the estimator's own default, 5 for iwae, 1 for the others)."""
+        the estimator's own default, 5 for the importance-weighted ones, 1 for the others)."""
         return {k: v for k, v in self.group("estimator").items() if k != "estimator"}
 
     # --- config.json and resume -------------------------------------------------------------------

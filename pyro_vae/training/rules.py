@@ -15,6 +15,8 @@ Config = Any
 
 # models whose guide makes one latent site depend on another: no analytic KL for them
 NEEDS_SAMPLED_KL = ("two-layer",)
+# the estimators that take such a model: Monte Carlo KL, and the importance-weighted bounds
+SAMPLED_KL_ESTIMATORS = ("trace", "iwae", "renyi", "miwae", "piwae", "ciwae")
 
 
 def _binarization(c: Config) -> str:
@@ -42,10 +44,11 @@ def _binarization_fits_the_likelihood(c: Config) -> None:
 
 
 def _estimator_fits_the_model(c: Config) -> None:
-    if c.model in NEEDS_SAMPLED_KL and c.estimator not in ("trace", "iwae"):
+    if c.model in NEEDS_SAMPLED_KL and c.estimator not in SAMPLED_KL_ESTIMATORS:
         raise ConfigError(
-            f"--model {c.model} needs --estimator trace or iwae (z2 depends on z1 in the guide, "
-            "which TraceMeanField_ELBO's analytic KLs cannot take)"
+            f"--model {c.model} needs --estimator trace or {', '.join(SAMPLED_KL_ESTIMATORS[1:])}"
+            " (z2 depends on z1 in the guide, which TraceMeanField_ELBO's analytic KLs and the "
+            "KL-shaping objectives cannot take)"
         )
     if c.estimator in ("free-bits", "capacity"):
         if c.guide != "diagonal":
