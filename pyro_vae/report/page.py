@@ -171,6 +171,7 @@ def _evaluation(run_dir: Path, epochs: int) -> tuple[dict, str]:
 
 def _cards(config: dict, summary: dict, evaluation: dict) -> str:
     """The key numbers, each a card; those the run has not measured are left out."""
+    ais = evaluation.get("ais") or {}
     numbers = [
         ("test -ELBO", summary.get("test_neg_elbo"), "nats"),
         ("test distortion", summary.get("test_distortion"), "nats"),
@@ -179,6 +180,16 @@ def _cards(config: dict, summary: dict, evaluation: dict) -> str:
             f"test log p(x), K={_fmt(evaluation.get('num_samples'), count=True)}",
             evaluation.get("test_log_likelihood"),
             "nats",
+        ),
+        (
+            f"test log p(x), AIS T={_fmt(ais.get('steps'), count=True)}",
+            ais.get("test_log_likelihood"),
+            "nats",
+        ),
+        (
+            "BDMC gap on simulated images",
+            (evaluation.get("bdmc") or {}).get("gap"),
+            "nats (upper - lower bound)",
         ),
         ("active units", evaluation.get("active_units"), f"of {config.get('z_dim')}"),
         ("seconds per epoch", summary.get("seconds_per_epoch"), summary.get("device", "")),

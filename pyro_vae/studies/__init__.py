@@ -6,6 +6,7 @@ Importing this package registers every study in :data:`STUDIES`.
 
 from . import (  # noqa: F401  (each registers its study)
     ae_vs_vae,
+    ais_convergence,
     bench,
     beta_sweep,
     count_recovery,

@@ -82,7 +82,7 @@ def evaluate_or_reuse(
     path = Path(run_dir) / EVALUATION
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved["num_samples"] == num_samples and saved.get("max_images") == max_images:
+        if saved.get("num_samples") == num_samples and saved.get("max_images") == max_images:
             return saved
     announce(f"{run_dir}: test log p(x), K={num_samples}")
     return evaluate_run(run_dir, num_samples, "auto", max_images, data=data, progress=progress)

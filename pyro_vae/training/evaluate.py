@@ -1,9 +1,23 @@
-"""Measuring a trained run: ``pyro-vae evaluate RUN_DIR`` writes RUN_DIR/evaluation.json."""
+"""Measuring a trained run: ``pyro-vae evaluate RUN_DIR`` writes RUN_DIR/evaluation.json.
+
+Three ways to estimate test log p(x) (``method``), each kept in evaluation.json beside the
+others made at the same epoch on the same images:
+
+- ``is``: importance sampling with q(z|x), K samples (the IWAE_K bound; Burda et al., 2016);
+  top-level keys ``test_log_likelihood``, ``test_log_likelihood_stderr``, ``num_samples``.
+- ``ais``: annealed importance sampling with HMC (Neal, 2001; Wu et al., 2017), tighter when
+  q(z|x) is far from the posterior; the block ``ais``.
+- ``bdmc``: on images simulated from the trained model, forward AIS (a lower bound) and reverse
+  AIS from the exact posterior sample (an upper bound; Grosse et al., 2015): how far AIS with
+  these settings can be from log p(x) for this model; the block ``bdmc``.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +26,31 @@ import torch
 
 from ..data import ImageData
 from ..inference import active_units, evaluate_elbo, kl_per_dimension, log_likelihood
+from ..inference.ais import ais_log_likelihood, effective_sample_size
+from ..inference.bdmc import bdmc, simulate
 from .load import LoadedRun, load_run, read_config
 from .run_dir import EVALUATION, RunDirectory, write_json
 from .tensorboard import log_evaluation
+
+METHODS = ("is", "ais", "bdmc")
+
+
+@dataclass(frozen=True)
+class Annealing:
+    """AIS and BDMC settings: T annealing steps, chains per image, leapfrog steps per HMC
+    transition, where the chains start (q(z|x): ``guide``; p(z): ``prior``), and for BDMC how
+    many images to simulate from the model."""
+
+    steps: int = 500
+    chains: int = 8
+    leapfrog: int = 2
+    initial: str = "guide"
+    simulated: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "chains", "leapfrog", "simulated"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 def evaluate_run(
@@ -25,10 +61,15 @@ def evaluate_run(
     seed: int = 0,
     progress: bool = True,
     data: ImageData | None = None,
+    method: str = "is",
+    annealing: Annealing | None = None,
 ) -> dict[str, Any]:
-    """Test log p(x) (K = ``num_samples``; 0 skips it), -ELBO, rate, distortion and active
-    units; written to RUN_DIR/evaluation.json and returned. Holds the run directory's lock
-    throughout (a run still training is refused)."""
+    """Test log p(x) by ``method`` (is: K = ``num_samples``, 0 skips it; ais; bdmc), -ELBO,
+    rate, distortion and active units; written to RUN_DIR/evaluation.json, keeping what an
+    earlier evaluation of the same epoch and images measured by another method, and returned.
+    Holds the run directory's lock throughout (a run still training is refused)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     if num_samples < 0:
         raise ValueError(f"the number of importance samples must be >= 0, got {num_samples}")
     if max_images is not None and max_images < 1:
@@ -36,29 +77,53 @@ def evaluate_run(
     read_config(run_dir)  # a directory that holds no run gets no lock file
     with RunDirectory(run_dir).lock("evaluate"):
         run = load_run(run_dir, device, data)
-        result = {"run": str(run_dir), **_evaluate(run, num_samples, max_images, seed, progress)}
+        x = _images(run, max_images)
+        pyro.set_rng_seed(seed)
+        if method == "is":
+            measured = _importance_sampling(run, x, num_samples, progress)
+        else:
+            if run.config.autoencoder:
+                raise ValueError(f"--method {method} needs a VAE: an autoencoder has no q(z|x)")
+            measure = _ais if method == "ais" else _bdmc
+            measured = {method: measure(run, x, annealing or Annealing(), seed, progress)}
+        pyro.set_rng_seed(seed)  # the same -ELBO whichever method ran before it
+        result = {
+            "run": str(run_dir),
+            **_earlier(Path(run_dir), run.epoch, max_images),
+            **_common(run, x, max_images),
+            **measured,
+        }
         write_json(Path(run_dir) / EVALUATION, result)
         log_evaluation(Path(run_dir), run.epoch, result)
     return result
 
 
-def _evaluate(
-    run: LoadedRun, num_samples: int, max_images: int | None, seed: int, progress: bool
-) -> dict[str, Any]:
+def _images(run: LoadedRun, max_images: int | None) -> torch.Tensor:
     x = run.test_x
     if max_images is not None and max_images < x.shape[0]:
         # a fixed random subset: test sets are often ordered by class
         pick = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
         x = x[pick[:max_images].to(x.device)]
+    return x
+
+
+def _earlier(run_dir: Path, epoch: int, max_images: int | None) -> dict[str, Any]:
+    """What evaluation.json holds for the same epoch and images (another method's numbers)."""
+    path = run_dir / EVALUATION
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    if saved.get("epoch") != epoch or saved.get("max_images") != max_images:
+        return {}
+    return saved
+
+
+def _common(run: LoadedRun, x: torch.Tensor, max_images: int | None) -> dict[str, Any]:
+    """The measures every method reports: -ELBO, rate, distortion, active units."""
     model, guide = run.vae.model, run.vae.guide
-    pyro.set_rng_seed(seed)
-    t0 = time.perf_counter()
-    if num_samples > 0 and not run.config.autoencoder:
-        ll = log_likelihood(model, guide, x, num_samples=num_samples, progress=progress)
-        log_px, log_px_stderr = ll.mean, ll.mean_stderr
-    else:  # not asked for, or undefined (a point-mass encoder is no proposal)
-        log_px = log_px_stderr = math.nan
-    seconds_ll = time.perf_counter() - t0
     bound = evaluate_elbo(model, guide, x)
     units, activity = active_units(guide, x)
     kl_dims = kl_per_dimension(model, guide, x)
@@ -66,10 +131,7 @@ def _evaluate(
         "epoch": run.epoch,
         "num_images": int(x.shape[0]),
         "images": "all test images" if x is run.test_x else "a fixed random subset (seed 0)",
-        "num_samples": num_samples,
         "max_images": max_images,
-        "test_log_likelihood": log_px,
-        "test_log_likelihood_stderr": log_px_stderr,
         "test_neg_elbo": bound.neg_elbo,
         "test_distortion": bound.distortion,
         "test_rate": bound.rate,
@@ -77,7 +139,127 @@ def _evaluate(
         "z_dim": run.config.z_dim,
         "activity_per_dim": [round(float(a), 6) for a in activity],
         "kl_per_dim": None if kl_dims is None else [round(float(k), 6) for k in kl_dims],
-        "log_likelihood_seconds": seconds_ll,
         "device": str(x.device),
         "units": "nats per image",
     }
+
+
+def _importance_sampling(
+    run: LoadedRun, x: torch.Tensor, num_samples: int, progress: bool
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    if num_samples > 0 and not run.config.autoencoder:
+        ll = log_likelihood(
+            run.vae.model, run.vae.guide, x, num_samples=num_samples, progress=progress
+        )
+        log_px, log_px_stderr = ll.mean, ll.mean_stderr
+    else:  # not asked for, or undefined (a point-mass encoder is no proposal)
+        log_px = log_px_stderr = math.nan
+    return {
+        "num_samples": num_samples,
+        "test_log_likelihood": log_px,
+        "test_log_likelihood_stderr": log_px_stderr,
+        "log_likelihood_seconds": time.perf_counter() - t0,
+    }
+
+
+def _ais(
+    run: LoadedRun, x: torch.Tensor, settings: Annealing, seed: int, progress: bool
+) -> dict[str, Any]:
+    """AIS log p(x) of the test images: the mean, its standard error over images, the chains'
+    effective sample size and the HMC acceptance rate."""
+    t0 = time.perf_counter()
+    result = ais_log_likelihood(
+        run.vae.model,
+        run.vae.guide,
+        x,
+        settings.steps,
+        settings.chains,
+        settings.leapfrog,
+        initial=settings.initial,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - t0
+    return {
+        **{k: v for k, v in asdict(settings).items() if k != "simulated"},
+        "seed": seed,
+        "test_log_likelihood": result.mean,
+        "test_log_likelihood_stderr": _monte_carlo_stderr(result.log_weights),
+        "ess_mean": float(result.ess.mean()),
+        "acceptance_mean": float(result.acceptance.mean()),
+        "seconds": seconds,
+        "images_per_second": x.shape[0] / seconds,
+    }
+
+
+def _bdmc(
+    run: LoadedRun, x: torch.Tensor, settings: Annealing, seed: int, progress: bool
+) -> dict[str, Any]:
+    """BDMC on ``settings.simulated`` images simulated from the trained model (rows shaped as
+    the test images): the mean lower and upper bounds and the mean gap between them."""
+    latents, simulated = simulate(run.vae.model, settings.simulated, x)
+    t0 = time.perf_counter()
+    result = bdmc(
+        run.vae.model,
+        run.vae.guide,
+        simulated,
+        latents,
+        settings.steps,
+        settings.chains,
+        settings.leapfrog,
+        initial=settings.initial,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - t0
+    return {
+        **asdict(settings),
+        "seed": seed,
+        "lower": result.mean_lower,
+        "upper": result.mean_upper,
+        "gap": result.mean_gap,
+        "gap_max": float(result.gap.max()),
+        "seconds": seconds,
+        "images_per_second": simulated.shape[0] / seconds,
+    }
+
+
+def _monte_carlo_stderr(log_weights: torch.Tensor) -> float:
+    """The Monte Carlo standard error of the mean over images of log mean_c w_c, by the delta
+    method as for importance sampling: per image sd(w) / (sqrt(C) mean(w)), from the chains'
+    log weights (C, N). With ESS = (sum w)^2 / sum w^2, var(w) / mean(w)^2 = (C / ESS - 1)
+    C / (C - 1)."""
+    chains = log_weights.shape[0]
+    if chains < 2:
+        return math.nan
+    ess = effective_sample_size(log_weights.double())
+    rel_var = ((chains / ess - 1) * chains / (chains - 1)).clamp(min=0)
+    per_image = (rel_var / chains).sqrt()
+    return float(per_image.pow(2).sum().sqrt() / per_image.numel())
+
+
+def evaluation_line(r: dict, method: str) -> str:
+    """The one line ``pyro-vae evaluate`` prints for ``method``."""
+    tail = f"test -ELBO {r['test_neg_elbo']:.2f}; active units {r['active_units']}/{r['z_dim']}"
+    if method == "is":
+        return (
+            f"test log p(x) {r['test_log_likelihood']:.2f} +- "
+            f"{r['test_log_likelihood_stderr']:.2f} nats (IS, K={r['num_samples']}, "
+            f"{r['num_images']} images, {r['log_likelihood_seconds']:.1f} s); {tail}"
+        )
+    m = r[method]
+    setting = f"T={m['steps']}, {m['chains']} chains, {m['leapfrog']} leapfrog steps"
+    if method == "ais":
+        line = (
+            f"test log p(x) {m['test_log_likelihood']:.2f} +- "
+            f"{m['test_log_likelihood_stderr']:.2f} nats (AIS, {setting}, {r['num_images']} "
+            f"images, {m['seconds']:.1f} s; ESS {m['ess_mean']:.1f}/{m['chains']}, "
+            f"acceptance {m['acceptance_mean']:.2f})"
+        )
+        if "test_log_likelihood" in r:
+            line += f"; IS, K={r['num_samples']}: {r['test_log_likelihood']:.2f}"
+        return f"{line}; {tail}"
+    return (
+        f"BDMC on {m['simulated']} images simulated from the model ({setting}, "
+        f"{m['seconds']:.1f} s): log p(x) between {m['lower']:.2f} (forward AIS) and "
+        f"{m['upper']:.2f} (reverse AIS), gap {m['gap']:.3f} nats (largest {m['gap_max']:.3f})"
+    )

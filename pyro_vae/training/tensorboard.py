@@ -37,6 +37,7 @@ SCALAR_TAGS = {
     "eval_seconds": "time/eval_seconds",
 }
 LOG_PX_TAG = "log_px/test"
+LOG_PX_AIS_TAG = "log_px_ais/test"
 HPARAM_METRICS = ("neg_elbo/test", LOG_PX_TAG)
 
 log = logging.getLogger(__name__)
@@ -127,10 +128,15 @@ def log_evaluation(run_dir: Path, epoch: int, result: dict[str, Any]) -> None:
     """Add ``pyro-vae evaluate``'s test log p(x) to the run's TensorBoard log, at its epoch
     (nothing if the run has no log: it was trained with ``--no-tensorboard``)."""
     directory = Path(run_dir) / TENSORBOARD
-    value = result.get("test_log_likelihood")
-    if not directory.is_dir() or value is None or value != value:  # NaN: not measured
+    values = {
+        LOG_PX_TAG: result.get("test_log_likelihood"),
+        LOG_PX_AIS_TAG: (result.get("ais") or {}).get("test_log_likelihood"),
+    }
+    values = {tag: v for tag, v in values.items() if v is not None and v == v}  # NaN: not measured
+    if not directory.is_dir() or not values:
         return
     writer = summary_writer(directory)
     if writer is not None:
-        writer.add_scalar(LOG_PX_TAG, value, epoch)
+        for tag, value in values.items():
+            writer.add_scalar(tag, value, epoch)
         writer.close()
