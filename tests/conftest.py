@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import os
+
 import pyro
 import pytest
 import torch
 
 from pyro_vae.data import ImageData, load_dataset
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the suite runs in two worker processes on two cores: one thread each, or their thread
+    # pools wait on each other (subprocesses the tests start keep torch's default)
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from pyro_vae.cli import main
 from pyro_vae.studies.estimators import ESTIMATOR_SET, compare
 from pyro_vae.studies.gradient_snr import gradient_snr
 from pyro_vae.training import run_dir as runs
+from pyro_vae.training.evaluate import Annealing
 
 
 def test_gradient_snr_trends_follow_rainforth_and_tucker():
@@ -122,6 +124,32 @@ def test_compare_trains_evaluates_and_reuses(tmp_path):
     assert checkpoint.stat().st_mtime_ns == before
     with pytest.raises(ValueError, match="other options"):
         compare(**(kwargs | {"epochs": 2}))
+
+
+def test_compare_adds_ais_on_the_same_images_and_ranks_by_both(tmp_path):
+    """With annealing, each cell also gets AIS log p(x) on the images IS used, IS - AIS and
+    its estimator's rank by each; a second call reuses both evaluations."""
+    chosen = [e for e in ESTIMATOR_SET if e.label in ("VR-0.5 k=5", "MIWAE M=4 k=5")]
+    kwargs = dict(
+        dataset="mnist-sample", epochs=1, betas=[1.0], estimators=chosen, out=tmp_path,
+        num_samples=20, max_images=30, hidden=(32,), z_dim=4, progress=False,
+        annealing=Annealing(steps=30, chains=2, leapfrog=2),
+    )  # fmt: skip
+    rows = compare(**kwargs)
+    for r in rows:
+        assert r["is_minus_ais"] == pytest.approx(
+            r["test_log_likelihood"] - r["test_log_likelihood_ais"]
+        )
+        saved = json.loads((Path(r["run"]) / runs.EVALUATION).read_text())
+        assert saved["num_images"] == 30 and saved["num_samples"] == 20  # IS kept beside AIS
+        assert saved["ais"]["test_log_likelihood"] == r["test_log_likelihood_ais"]
+    assert sorted(r["rank_is"] for r in rows) == [1, 2] == sorted(r["rank_ais"] for r in rows)
+    assert json.loads((Path(rows[1]["run"]) / runs.CONFIG).read_text())["groups"] == 4
+    assert "| IS - AIS | rank (IS) | rank (AIS) |" in (tmp_path / "estimators.md").read_text()
+    evaluation = Path(rows[0]["run"]) / runs.EVALUATION
+    before = evaluation.stat().st_mtime_ns
+    assert compare(**kwargs) == rows
+    assert evaluation.stat().st_mtime_ns == before
 
 
 def test_iwae_training_from_the_cli(tmp_path):

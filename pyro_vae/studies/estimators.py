@@ -2,11 +2,14 @@
 
     pyro-vae study estimators --dataset mnist-sample --epochs 100 --out runs/estimators
 
-For each estimator (Trace_ELBO, TraceMeanField_ELBO, IWAE k=5 and k=50, standard and DReG
-gradients) and each beta it trains a run (``OUT/<estimator>-beta<b>``), evaluates its test
-log p(x) with K importance samples, and writes ``estimators.json``, ``estimators.md`` and
-``estimators.png``. Finished runs are reused and stopped ones resumed, so a long study that is
-killed picks up where it was.
+For each estimator (Trace_ELBO, TraceMeanField_ELBO, IWAE k=5 and k=50 with standard and DReG
+gradients, and the rest of the bound family: VR-0.5, MIWAE, PIWAE, CIWAE) and each beta it
+trains a run (``OUT/<estimator>-beta<b>``), evaluates its test log p(x) with K importance
+samples and, with ``--ais-steps T``, by AIS on the same images (IS - AIS per cell, and each
+estimator's rank by either: does a tighter evaluation reorder them? Wu et al., 2017), and
+writes ``estimators.json``, ``estimators.md`` and ``estimators.png``. Finished runs and
+evaluations are reused and stopped runs resumed, so a long study that is killed picks up where
+it was.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from typing import Any
 from ..data import load_dataset
 from ..report.plots import plt
 from ..training import TrainConfig
+from ..training.evaluate import Annealing
 from .harness import (
+    at_least,
     measure_arguments,
     run_arguments,
     study,
@@ -38,6 +43,7 @@ class Estimator:
     name: str
     particles: int = 1
     grad: str = "standard"
+    options: tuple[tuple[str, float], ...] = ()  # the estimator's other options (alpha, groups)
 
     @property
     def slug(self) -> str:
@@ -51,6 +57,10 @@ ESTIMATOR_SET = [
     Estimator("IWAE k=5 DReG", "iwae", 5, "dreg"),
     Estimator("IWAE k=50", "iwae", 50),
     Estimator("IWAE k=50 DReG", "iwae", 50, "dreg"),
+    Estimator("VR-0.5 k=5", "renyi", 5, options=(("alpha", 0.5),)),
+    Estimator("MIWAE M=4 k=5", "miwae", 5, options=(("groups", 4),)),
+    Estimator("PIWAE M=4 k=5", "piwae", 5, options=(("groups", 4),)),
+    Estimator("CIWAE 0.5 k=5", "ciwae", 5, options=(("ciwae_mix", 0.5),)),
 ]
 
 
@@ -62,9 +72,11 @@ def compare(
     out: str | Path = "runs/estimators",
     num_samples: int = 5000,
     max_images: int | None = None,
+    annealing: Annealing | None = None,
     **train_options: Any,
 ) -> list[dict[str, Any]]:
-    """Train and evaluate every estimator x beta; returns the table rows (also written)."""
+    """Train and evaluate every estimator x beta (with ``annealing``, also by AIS); returns
+    the table rows (also written)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(dataset, train_options.get("data_dir"))
@@ -79,13 +91,26 @@ def compare(
                 particles=est.particles,
                 grad=est.grad,
                 out=str(out / f"{est.slug}-beta{beta:g}"),
+                **dict(est.options),
                 **train_options,
             )
-            measured = train_and_measure(config, data, num_samples, max_images)
+            measured = train_and_measure(config, data, num_samples, max_images, annealing)
             rows.append({"estimator": est.label, "beta": beta, **measured})
-            _write(out, rows, dataset, epochs, num_samples, max_images, train_options)
+            _write(out, _ranked(rows), dataset, epochs, num_samples, max_images, train_options)
     _figure(rows, out / "estimators.png", dataset)
-    return rows
+    return _ranked(rows)
+
+
+def _ranked(rows: list[dict]) -> list[dict]:
+    """Each row with its estimator's rank among the rows of its beta by IS log p(x) and, where
+    measured, by AIS (1: the highest)."""
+    ranked = [dict(r) for r in rows]
+    for key, rank in [("test_log_likelihood", "rank_is"), ("test_log_likelihood_ais", "rank_ais")]:
+        for beta in {r["beta"] for r in ranked}:
+            cell = [r for r in ranked if r["beta"] == beta and key in r]
+            for i, r in enumerate(sorted(cell, key=lambda r: -r[key])):
+                r[rank] = i + 1
+    return ranked
 
 
 def _write(
@@ -117,7 +142,14 @@ def _write(
             )),
             ("", "active units", of_total("active_units", "z_dim")),
             ("seconds_per_epoch", "s/epoch", ".2f"),
-        ],
+        ] + ([
+            ("", "test log p(x) (AIS)", plus_minus(
+                "test_log_likelihood_ais", "test_log_likelihood_ais_stderr"
+            )),
+            ("is_minus_ais", "IS - AIS", "+.2f"),
+            ("rank_is", "rank (IS)", ""),
+            ("rank_ais", "rank (AIS)", ""),
+        ] if any("test_log_likelihood_ais" in r for r in rows) else []),
     )  # fmt: skip
 
 
@@ -178,6 +210,14 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         + ", ".join(e.slug for e in ESTIMATOR_SET)
         + " (default: all)",
     )
+    p.add_argument(
+        "--ais-steps",
+        type=at_least(1),
+        default=None,
+        metavar="T",
+        help="also measure log p(x) by AIS with T annealing steps (8 chains, 2 leapfrog steps), "
+        "on the same images as IS (default: IS only)",
+    )
     p.add_argument("--batch-size", type=int, default=128, help=train_help("batch_size"))
     p.add_argument("--lr", type=float, default=1e-3, help=train_help("lr"))
 
@@ -203,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         num_samples=args.num_samples,
         max_images=args.max_eval_images,
+        annealing=None if args.ais_steps is None else Annealing(steps=args.ais_steps),
         data_dir=args.data_dir,
         hidden=tuple(args.hidden),
         z_dim=args.z_dim,

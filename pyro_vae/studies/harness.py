@@ -14,6 +14,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 from ..data import ImageData
 from ..registry import Registry
 from ..training import TrainConfig, evaluate_run, read_config
+from ..training.evaluate import Annealing
 from ..training.run_dir import CHECKPOINT, CONFIG, EVALUATION, SUMMARY
 from ..workflow import train
 from .command_help import train_help
@@ -88,18 +90,43 @@ def evaluate_or_reuse(
     return evaluate_run(run_dir, num_samples, "auto", max_images, data=data, progress=progress)
 
 
+def ais_or_reuse(
+    run_dir: Path,
+    max_images: int | None,
+    annealing: Annealing,
+    data: ImageData | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The run's AIS log p(x) (the ``ais`` block of evaluation.json) with these settings, on
+    the same images as its IS estimate; measured unless it was before."""
+    path = Path(run_dir) / EVALUATION
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    wanted = {k: v for k, v in asdict(annealing).items() if k != "simulated"}
+    ais = saved.get("ais") or {}
+    if saved.get("max_images") == max_images and all(ais.get(k) == v for k, v in wanted.items()):
+        return ais
+    announce(f"{run_dir}: test log p(x) by AIS, T={annealing.steps}")
+    result = evaluate_run(
+        run_dir, 0, "auto", max_images, data=data, progress=progress, method="ais",
+        annealing=annealing,
+    )  # fmt: skip
+    return result["ais"]
+
+
 def train_and_measure(
     config: TrainConfig,
     data: ImageData,
     num_samples: int,
     max_images: int | None = None,
+    annealing: Annealing | None = None,
 ) -> dict[str, Any]:
     """Train (or reuse) the run ``config`` describes and measure it: the table fields every
     comparison shares (test log p(x) with K = ``num_samples`` and its SE, test -ELBO on the same
-    images, active units, seconds per epoch, rate, distortion, the run directory)."""
+    images, active units, seconds per epoch, rate, distortion, the run directory); with
+    ``annealing``, also AIS log p(x) on the same images and IS - AIS."""
     summary = train_or_reuse(config, data)
     e = evaluate_or_reuse(Path(config.out), num_samples, data, max_images, config.progress)
-    return {
+    measured = {
         "test_neg_elbo": e["test_neg_elbo"],  # on the images log p(x) was measured on
         "test_log_likelihood": e["test_log_likelihood"],
         "test_log_likelihood_stderr": e["test_log_likelihood_stderr"],
@@ -110,6 +137,12 @@ def train_and_measure(
         "test_distortion": summary["test_distortion"],
         "run": config.out,
     }
+    if annealing is not None:
+        ais = ais_or_reuse(Path(config.out), max_images, annealing, data, config.progress)
+        measured["test_log_likelihood_ais"] = ais["test_log_likelihood"]
+        measured["test_log_likelihood_ais_stderr"] = ais["test_log_likelihood_stderr"]
+        measured["is_minus_ais"] = e["test_log_likelihood"] - ais["test_log_likelihood"]
+    return measured
 
 
 def study_metadata(
