@@ -12,7 +12,12 @@ from .estimators import ESTIMATORS, make_estimator
 from .iwae import GRADIENT_ESTIMATORS, IWAE
 from .kl_shaping import CapacityELBO, FreeBitsELBO
 from .latents import active_units, kl_per_dimension, posterior_means
-from .log_likelihood import LogLikelihood, importance_log_weights, log_likelihood
+from .log_likelihood import (
+    ImportanceSampler,
+    LogLikelihood,
+    importance_log_weights,
+    log_likelihood,
+)
 from .schedules import KLWarmup, LinearRamp
 from .sync_free import MeanFieldELBO, MonteCarloELBO, sync_free
 
@@ -21,6 +26,7 @@ __all__ = [
     "ESTIMATORS",
     "GRADIENT_ESTIMATORS",
     "IWAE",
+    "ImportanceSampler",
     "CapacityELBO",
     "ElboTerms",
     "FreeBitsELBO",

@@ -3,8 +3,9 @@
     log p(x) ~= log (1/K) sum_k w_k,   log w_k = log p(x, z_k) - log q(z_k | x),  z_k ~ q(z|x),
 
 the IWAE_K bound, which converges to log p(x) from below as K grows (Burda et al., 2016,
-sec. 5: K = 5000). Computed in memory-bounded chunks of images and particles; a delta-method
-standard error comes with it.
+sec. 5: K = 5000). Computed in chunks of images and particles sized to the cache, eager or
+compiled (:mod:`pyro_vae.inference.particle_chunks`); a delta-method standard error comes
+with it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from pyro import poutine
 
 from ..progress import Progress
+from .particle_chunks import ChunkPlan, CompiledChunk, log_weight_sums
 from .traces import is_sample
 
 
@@ -71,48 +73,83 @@ class LogLikelihood:
         return float(self.stderr.pow(2).sum().sqrt() / len(self.stderr))
 
 
-@torch.no_grad()
+class ImportanceSampler:
+    """log p(x) per image by importance sampling with q(z|x) as proposal, K = ``num_samples``.
+
+    The work is cut into chunks of ``batch_size`` images x ``particle_batch`` particles, by
+    default sized to the CPU's cache (:class:`~pyro_vae.inference.particle_chunks.ChunkPlan`);
+    chunks are combined with logsumexp, so the result equals the single-pass estimate.
+    ``compile=True`` captures and compiles each chunk shape once, at its first use, and keeps
+    it for every later call of this sampler (TorchInductor; a backend's name picks another):
+    the same draws and the same estimate, about twice as fast on a CPU, after a compilation of
+    a few tens of seconds. Pyro's ``vectorized_importance_weights(normalized=True)`` raises in
+    1.9.2, and it has no per-datapoint mode, hence this class.
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        num_samples: int = 5000,
+        batch_size: int | None = None,
+        particle_batch: int | None = None,
+        compile: bool | str = False,
+    ) -> None:
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.num_samples = num_samples
+        self.batch_size, self.particle_batch = batch_size, particle_batch
+
+        def log_weights(x: torch.Tensor, particles: int) -> torch.Tensor:
+            return importance_log_weights(model, guide, x, particles)
+
+        if compile:
+            backend = compile if isinstance(compile, str) else "inductor"
+            self.chunk = CompiledChunk(log_weights, model, guide, backend)
+        else:
+            self.chunk = lambda x, particles: log_weight_sums(log_weights(x, particles))
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, progress: bool = False) -> LogLikelihood:
+        K = self.num_samples
+        plan = ChunkPlan.for_data(x.shape[0], K, x[:1].numel() * x.element_size())
+        batch_size = self.batch_size or plan.images
+        particle_batch = self.particle_batch or plan.particles
+        estimates, stderrs = [], []
+        shown = Progress(x.shape[0], f"log p(x), K={K}", "image", enabled=progress)
+
+        def running_mean() -> str:
+            done = torch.cat(estimates)
+            return f"mean {done.mean():.2f} nats, {len(done) / shown.elapsed:,.1f} images/s"
+
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start : start + batch_size]
+            lse = xb.new_full((xb.shape[0],), -math.inf, dtype=torch.float64)
+            lse2 = lse.clone()
+            for k0 in range(0, K, particle_batch):
+                sums = self.chunk(xb, min(particle_batch, K - k0))
+                lse, lse2 = torch.logaddexp(lse, sums[0]), torch.logaddexp(lse2, sums[1])
+            estimates.append(lse - math.log(K))
+            # var(w) / mean(w)^2 from sum w and sum w^2 (sample variance)
+            rel_var = (torch.exp(lse2 - 2 * lse) * K - 1) * K / max(K - 1, 1)
+            stderrs.append((rel_var.clamp(min=0) / K).sqrt())
+            shown.advance(xb.shape[0], running_mean)
+        shown.close(running_mean if estimates else None)
+        per_image, stderr = torch.cat(estimates).to(x.dtype), torch.cat(stderrs).to(x.dtype)
+        return LogLikelihood(per_image, stderr, K)
+
+
 def log_likelihood(
     model: Callable,
     guide: Callable,
     x: torch.Tensor,
     num_samples: int = 5000,
-    batch_size: int = 100,
-    particle_batch: int = 500,
+    batch_size: int | None = None,
+    particle_batch: int | None = None,
     progress: bool = False,
+    compile: bool | str = False,
 ) -> LogLikelihood:
-    """log p(x) per image by importance sampling with q(z|x) as proposal, K = ``num_samples``.
-
-    Memory is bounded by ``batch_size * particle_batch`` particles at once (decoder outputs of
-    that many images); chunks over particles are combined with logsumexp, so the result equals
-    the single-pass estimate. Pyro's ``vectorized_importance_weights(normalized=True)`` raises
-    in 1.9.2, and it has no per-datapoint mode, hence this function.
-    """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    estimates, stderrs = [], []
-    shown = Progress(x.shape[0], f"log p(x), K={num_samples}", "image", enabled=progress)
-
-    def running_mean() -> str:
-        done = torch.cat(estimates)
-        return f"mean {done.mean():.2f} nats, {len(done) / shown.elapsed:,.1f} images/s"
-
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start : start + batch_size]
-        lse = xb.new_full((xb.shape[0],), -math.inf, dtype=torch.float64)
-        lse2 = lse.clone()
-        for k0 in range(0, num_samples, particle_batch):
-            lw = importance_log_weights(
-                model, guide, xb, min(particle_batch, num_samples - k0)
-            ).double()
-            lse = torch.logaddexp(lse, torch.logsumexp(lw, 0))
-            lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * lw, 0))
-        K = num_samples
-        estimates.append(lse - math.log(K))
-        # var(w) / mean(w)^2 from sum w and sum w^2 (sample variance)
-        rel_var = (torch.exp(lse2 - 2 * lse) * K - 1) * K / max(K - 1, 1)
-        stderrs.append((rel_var.clamp(min=0) / K).sqrt())
-        shown.advance(xb.shape[0], running_mean)
-    shown.close(running_mean if estimates else None)
-    dtype = x.dtype
-    return LogLikelihood(torch.cat(estimates).to(dtype), torch.cat(stderrs).to(dtype), num_samples)
+    """log p(x) per image by importance sampling, K = ``num_samples``: one
+    :class:`ImportanceSampler` call (see there for the chunks and ``compile``)."""
+    sampler = ImportanceSampler(model, guide, num_samples, batch_size, particle_batch, compile)
+    return sampler(x, progress)

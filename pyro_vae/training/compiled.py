@@ -1,23 +1,14 @@
 """A compiled SVI step for a Pyro model: trace the program once, run a fused graph after.
 
-Eager Pyro pays for its generality on every step: effect handlers, traces, distribution
-objects, a plate, all in Python. For a model whose structure does not change from step to
-step (a VAE's does not), that work gives the same tensor program every time. So:
+The loss *and its gradient* are captured once as an ATen graph, with the module's parameters,
+the batch and beta as inputs (:mod:`pyro_vae.inference.graphs`: the forward pass, the sampling
+noise, the densities, the backward pass), TorchInductor compiles it, and each step calls the
+compiled graph and hands its gradients to the optimizer.
 
-1. ``make_fx`` (``torch.fx.experimental.proxy_tensor``) runs the Pyro loss *and its gradient*
-   once on proxy tensors, with the module's parameters, the batch and beta as inputs, and
-   records the ATen operations that Pyro's machinery ends up issuing: the forward pass, the
-   sampling noise (``normal_``), the densities, the backward pass.
-2. TorchInductor compiles that graph: the element-wise work (softplus, log-densities, KL,
-   their gradients) is fused into a few loops around the matrix products.
-3. Each step calls the compiled graph and hands its gradients to the optimizer.
-
-``torch.compile`` applied to the Pyro loss directly breaks the graph at every sample site
-(Pyro's messages are TypedDicts Dynamo does not trace), which is why the tracing is done here
-with ``make_fx``. The loss must be sync-free (:mod:`pyro_vae.inference.sync_free`); beta is
-a graph input, so a KL warm-up does not retrace; one graph is built per batch shape (the last,
-smaller batch of an epoch gets its own). The graph also returns the sampled z, so the compiled
-loss can be checked against the hand-written one for the same noise, like the eager loss.
+The loss must be sync-free (:mod:`pyro_vae.inference.sync_free`); beta is a graph input, so a
+KL warm-up does not retrace; one graph is built per batch shape (the last, smaller batch of an
+epoch gets its own). The graph also returns the sampled z, so the compiled loss can be checked
+against the hand-written one for the same noise, like the eager loss.
 
 With ``cuda_graphs=True`` (CUDA only) the compiled graph is also captured as a CUDA graph
 (TorchInductor's ``mode="reduce-overhead"``, which records the kernels once and replays them
@@ -32,13 +23,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import pyro
 import torch
 from pyro.infer import ELBO
-from torch.fx.experimental.proxy_tensor import make_fx
-from torch.nn.utils.stateless import _reparametrize_module
 
-from .. import param_store
+from ..inference.graphs import Parameters, capture, compile_graph
 from ..model import VAE
 
 
@@ -64,12 +52,12 @@ class CompiledStep:
         self.elbo = elbo
         self.backend = backend
         self.cuda_graphs = cuda_graphs
-        self.names = [name for name, _ in vae.named_parameters()]
+        self.parameters = Parameters([vae])
         self._graphs: dict[tuple, tuple[Callable, list[bool]]] = {}
         self.build_seconds = 0.0
 
     def _trace(self, x: torch.Tensor, beta: torch.Tensor) -> tuple[Callable, list[bool]]:
-        vae, elbo, names = self.vae, self.elbo, self.names
+        vae, elbo, parameters = self.vae, self.elbo, self.parameters
         kept: dict[str, torch.Tensor] = {}
         unused: list[bool] = []
 
@@ -78,10 +66,7 @@ class CompiledStep:
             return kept["z"]
 
         def step(params, x, beta):
-            with (
-                torch.enable_grad(),
-                _reparametrize_module(vae, dict(zip(names, params, strict=True))),
-            ):
+            with torch.enable_grad(), parameters.substituted(params):
                 with vae.beta_tensor(beta):
                     loss = elbo.differentiable_loss(vae.model, guide, x)
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
@@ -91,21 +76,9 @@ class CompiledStep:
             ]
             return loss.detach(), kept["z"].detach(), grads
 
-        params = [p.detach().requires_grad_(True) for p in vae.parameters()]
-        devices = [x.device] if x.is_cuda else []
-        # tracing runs the program once: keep its draws out of the random streams, and its
-        # proxy tensors out of Pyro's param store
-        with (
-            param_store.off(),
-            pyro.validation_enabled(False),
-            torch.random.fork_rng(devices=devices),
-        ):
-            graph = make_fx(step)(params, x, beta)
-        if self.backend == "eager":
-            return graph, unused
-        if self.cuda_graphs:
-            return torch.compile(graph, mode="reduce-overhead", dynamic=False), unused
-        return torch.compile(graph, backend=self.backend, dynamic=False), unused
+        params = [p.detach().requires_grad_(True) for p in parameters.current()]
+        graph = capture(step, params, x, beta)
+        return compile_graph(graph, self.backend, self.cuda_graphs), unused
 
     def __call__(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
         beta_t = torch.tensor(float(beta), dtype=x.dtype, device=x.device)

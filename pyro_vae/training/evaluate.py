@@ -33,6 +33,10 @@ from .run_dir import EVALUATION, RunDirectory, write_json
 from .tensorboard import log_evaluation
 
 METHODS = ("is", "ais", "bdmc")
+# Particles (images x K) from which importance sampling compiles its chunks by default: the
+# compilation (20-40 s on a 2-core CPU, less from Inductor's cache) is repaid from about
+# 200 test images at K = 5000 (docs/speed.md, "Evaluation").
+COMPILE_FROM = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,14 @@ def evaluate_run(
     data: ImageData | None = None,
     method: str = "is",
     annealing: Annealing | None = None,
+    compile: bool | None = None,
 ) -> dict[str, Any]:
     """Test log p(x) by ``method`` (is: K = ``num_samples``, 0 skips it; ais; bdmc), -ELBO,
     rate, distortion and active units; written to RUN_DIR/evaluation.json, keeping what an
     earlier evaluation of the same epoch and images measured by another method, and returned.
-    Holds the run directory's lock throughout (a run still training is refused)."""
+    ``compile``: importance sampling runs compiled chunks (None: when the images x K particles
+    repay the compilation, see :data:`COMPILE_FROM`). Holds the run directory's lock
+    throughout (a run still training is refused)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     if num_samples < 0:
@@ -80,7 +87,7 @@ def evaluate_run(
         x = _images(run, max_images)
         pyro.set_rng_seed(seed)
         if method == "is":
-            measured = _importance_sampling(run, x, num_samples, progress)
+            measured = _importance_sampling(run, x, num_samples, progress, compile)
         else:
             if run.config.autoencoder:
                 raise ValueError(f"--method {method} needs a VAE: an autoencoder has no q(z|x)")
@@ -145,12 +152,14 @@ def _common(run: LoadedRun, x: torch.Tensor, max_images: int | None) -> dict[str
 
 
 def _importance_sampling(
-    run: LoadedRun, x: torch.Tensor, num_samples: int, progress: bool
+    run: LoadedRun, x: torch.Tensor, num_samples: int, progress: bool, compile: bool | None
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
+    if compile is None:
+        compile = x.shape[0] * num_samples >= COMPILE_FROM
     if num_samples > 0 and not run.config.autoencoder:
         ll = log_likelihood(
-            run.vae.model, run.vae.guide, x, num_samples=num_samples, progress=progress
+            run.vae.model, run.vae.guide, x, num_samples, progress=progress, compile=compile
         )
         log_px, log_px_stderr = ll.mean, ll.mean_stderr
     else:  # not asked for, or undefined (a point-mass encoder is no proposal)
@@ -160,6 +169,7 @@ def _importance_sampling(
         "test_log_likelihood": log_px,
         "test_log_likelihood_stderr": log_px_stderr,
         "log_likelihood_seconds": time.perf_counter() - t0,
+        "compiled": compile,
     }
 
 

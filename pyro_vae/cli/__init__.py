@@ -20,34 +20,33 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .checks import ReferenceMismatch
-from .studies.command_help import CommandParser, shown, train_help
-from .training import (
+from .. import __version__
+from ..checks import ReferenceMismatch
+from ..studies.command_help import CommandParser, shown, train_help
+from ..training import (
     NonFiniteLoss,
     RunDirectory,
     Terminated,
     TrainConfig,
     TrainingInterrupted,
-    evaluate_run,
     load_run,
     options,
     read_config,
     terminate_on_sigterm,
 )
-from .training.banner import reference_line
-from .training.evaluate import METHODS, Annealing, evaluation_line
-from .training.files import atomic_write
-from .training.run_dir import (
-    EVALUATION,
+from ..training.banner import reference_line
+from ..training.files import atomic_write
+from ..training.run_dir import (
     FIGURES,
     METRICS,
     SAMPLES,
     read_metrics,
 )
-from .training.schema import ConfigError, Option, flag_of
+from ..training.schema import ConfigError, Option, flag_of
+from .evaluate import add_evaluate, check_seed, evaluate
 
 EXIT_USAGE, EXIT_NON_FINITE = 2, 3
+MAX_SAMPLES = 10_000  # a 100 x 100 grid; more is a job for the Python API
 
 
 def _add_option(p: argparse.ArgumentParser, name: str, opt: Option) -> None:
@@ -121,7 +120,7 @@ def _as_saved(value: Any) -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .workflow import train
+    from ..workflow import train
 
     config = train_config(args)
     result = train(config, resume=args.resume, overwrite=args.overwrite)
@@ -133,78 +132,6 @@ def _train(args: argparse.Namespace) -> int:
     keys = ["test_neg_elbo", "test_distortion", "test_rate", "train_neg_elbo", "seconds_per_epoch"]
     print(json.dumps({k: round(s[k], 4) for k in keys}))
     print(f"run directory: {config.out}")
-    return 0
-
-
-def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "evaluate",
-        help="test log p(x) (IS, AIS or BDMC), -ELBO, active units",
-        description="Test log p(x) of a run by importance sampling (is), annealed importance "
-        "sampling (ais) or, on images simulated from the model, bidirectional Monte Carlo "
-        "bounds (bdmc); its test -ELBO on the same images and its active units, written to "
-        f"RUN_DIR/{EVALUATION} beside what other methods measured at the same epoch.",
-    )
-    p.add_argument("run_dir", help="a run directory written by pyro-vae train")
-    p.add_argument(
-        "--method", default="is", choices=METHODS, metavar="NAME", help="how log p(x) is estimated"
-    )
-    p.add_argument("--num-samples", type=int, default=5000, help="is: importance samples, K")
-    p.add_argument(
-        "--max-images",
-        type=int,
-        default=None,
-        help="evaluate a fixed random subset of this many test images (default: all)",
-    )
-    defaults = Annealing()
-    p.add_argument("--ais-steps", type=int, default=defaults.steps, help="ais, bdmc: T, the "
-                   "annealing steps (intermediate distributions)")  # fmt: skip
-    p.add_argument(
-        "--chains", type=int, default=defaults.chains, help="ais, bdmc: chains per image"
-    )
-    p.add_argument("--leapfrog", type=int, default=defaults.leapfrog,
-                   help="ais, bdmc: leapfrog steps per HMC transition")  # fmt: skip
-    p.add_argument("--simulate", type=int, default=defaults.simulated,
-                   help="bdmc: images simulated from the model")  # fmt: skip
-    p.add_argument("--ais-initial", default=defaults.initial, choices=("guide", "prior"),
-                   metavar="FROM", help="ais, bdmc: chains start from q(z|x) or p(z)")  # fmt: skip
-    p.add_argument("--device", default="auto", help=train_help("device"))
-    p.add_argument("--seed", type=int, default=0, help="seed of the samples")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    if args.num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
-    if args.max_images is not None and args.max_images < 1:
-        raise ValueError(f"--max-images must be >= 1 (or left out for all), got {args.max_images}")
-    for flag in ("ais_steps", "chains", "leapfrog", "simulate"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    _check_seed(args.seed)
-    r = evaluate_run(
-        args.run_dir,
-        args.num_samples,
-        args.device,
-        args.max_images,
-        args.seed,
-        progress=not args.no_progress,
-        method=args.method,
-        annealing=Annealing(
-            args.ais_steps, args.chains, args.leapfrog, args.ais_initial, args.simulate
-        ),
-    )
-    print(evaluation_line(r, args.method))
-    keys = ["test_neg_elbo", "test_rate", "test_distortion", "active_units"]
-    if args.method == "is":
-        keys = ["test_log_likelihood", "test_log_likelihood_stderr", *keys]
-    shown = {k: round(r[k], 4) for k in keys}
-    if args.method != "is":
-        shown[args.method] = {
-            k: round(v, 4) for k, v in r[args.method].items() if isinstance(v, (int, float))
-        }
-    print(json.dumps(shown))
-    print(f"written: {Path(args.run_dir) / EVALUATION}")
     return 0
 
 
@@ -231,22 +158,14 @@ def _add_sample_and_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help=train_help("device"))
 
 
-def _check_seed(seed: int) -> None:
-    if not 0 <= seed < 2**32:  # numpy's seeds, which Pyro's set_rng_seed also sets
-        raise ValueError(f"--seed must be in [0, 2**32), got {seed}")
-
-
-MAX_SAMPLES = 10_000  # a 100 x 100 grid; more is a job for the Python API
-
-
 def _sample(args: argparse.Namespace) -> int:
     import torch
 
-    from .report import plots
+    from ..report import plots
 
     if not 1 <= args.num <= MAX_SAMPLES:
         raise ValueError(f"--num must be in [1, {MAX_SAMPLES}], got {args.num}")
-    _check_seed(args.seed)
+    check_seed(args.seed)
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir / SAMPLES
     if not out.parent.is_dir():
@@ -265,8 +184,8 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .model import ConditionalVAE
-    from .report import figure_names, make_figures, write_report
+    from ..model import ConditionalVAE
+    from ..report import figure_names, make_figures, write_report
 
     run_dir = RunDirectory(args.run_dir)
     read_config(run_dir.path)
@@ -295,7 +214,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _add_study(sub: argparse._SubParsersAction) -> None:
-    from .studies import STUDIES
+    from ..studies import STUDIES
 
     p = sub.add_parser(
         "study",
@@ -310,14 +229,14 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from .studies import STUDIES
+    from ..studies import STUDIES
 
     return STUDIES.get(args.study)(args)
 
 
 COMMANDS = {
     "train": _train,
-    "evaluate": _evaluate,
+    "evaluate": evaluate,
     "sample": _sample,
     "report": _report,
     "study": _study,
@@ -340,7 +259,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     _add_train(sub)
-    _add_evaluate(sub)
+    add_evaluate(sub)
     _add_sample_and_report(sub)
     _add_study(sub)
     return p

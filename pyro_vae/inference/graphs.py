@@ -1,0 +1,124 @@
+"""A Pyro program captured once as an ATen graph, then compiled: the mechanism behind the
+compiled training step (:mod:`pyro_vae.training.compiled`) and the compiled log p(x)
+(:mod:`pyro_vae.inference.particle_chunks`).
+
+Eager Pyro pays for its generality on every call: effect handlers, traces, distribution
+objects and plates, all in Python. For a program whose structure does not change from call to
+call (a VAE's does not), that work issues the same tensor operations every time. ``make_fx``
+(``torch.fx.experimental.proxy_tensor``) runs the program once on proxy tensors and records
+those ATen operations (the networks, the sampling noise, the densities, a backward pass if the
+program takes one); TorchInductor then fuses the element-wise work into a few loops around the
+matrix products. ``torch.compile`` applied to a Pyro program directly breaks the graph at every
+sample site (Pyro's messages are TypedDicts Dynamo does not trace), hence ``make_fx``.
+
+The parameters of the modules the program uses are graph *inputs* (read afresh at every call),
+not constants baked into the graph, so a captured graph stays right while they train.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
+import pyro
+import torch
+from torch import nn
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.nn.utils.stateless import _reparametrize_module
+
+from .. import param_store
+
+BACKENDS = ("inductor", "eager")
+
+
+def owning_modules(*programs: Callable) -> list[nn.Module]:
+    """The modules whose parameters the programs read: each program that is a module, or a
+    method of one (``vae.model``), once each, in order."""
+    owners: list[nn.Module] = []
+    for program in programs:
+        owner = program if isinstance(program, nn.Module) else getattr(program, "__self__", None)
+        if isinstance(owner, nn.Module) and all(owner is not o for o in owners):
+            owners.append(owner)
+    return owners
+
+
+class Parameters:
+    """The parameters of ``owners`` as one flat list, and a context in which the modules read
+    a given list of tensors instead (``torch.nn.utils.stateless``): how a captured graph takes
+    them as inputs."""
+
+    def __init__(self, owners: Sequence[nn.Module]) -> None:
+        self.owners = list(owners)
+        self.names = [[name for name, _ in m.named_parameters()] for m in self.owners]
+
+    def current(self) -> list[torch.Tensor]:
+        return [p for m in self.owners for p in m.parameters()]
+
+    @contextlib.contextmanager
+    def substituted(self, tensors: Sequence[torch.Tensor]) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            start = 0
+            for module, names in zip(self.owners, self.names, strict=True):
+                given = dict(zip(names, tensors[start : start + len(names)], strict=True))
+                stack.enter_context(_reparametrize_module(module, given))
+                start += len(names)
+            yield
+
+
+def capture(fn: Callable, *args: object) -> torch.fx.GraphModule:
+    """``fn(*args)`` recorded as an ATen graph. Recording runs the program once: its random
+    draws are kept out of the random streams, its proxy tensors out of Pyro's param store, and
+    argument validation (which reads tensor values) is off."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    tensors += [t for a in args if isinstance(a, list) for t in a]
+    devices = sorted({t.device for t in tensors if t.is_cuda}, key=str)
+    with (
+        param_store.off(),
+        pyro.validation_enabled(False),
+        torch.random.fork_rng(devices=devices),
+    ):
+        return make_fx(fn)(*args)
+
+
+def split_addmm(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Each ``addmm(bias, a, b)`` of the graph as ``mm(a, b) + bias``. Inductor lowers an
+    ``addmm`` on the CPU by first copying the broadcast bias into the output and then adding
+    the product to it: a full pass over the output (for log p(x)'s decoder, 7.8 MB per chunk)
+    that, split, becomes part of the fused loop that reads the product anyway (the ReLU, the
+    likelihood)."""
+    aten = torch.ops.aten
+    for node in list(graph.graph.nodes):
+        if node.op == "call_function" and node.target is aten.addmm.default and not node.kwargs:
+            bias, a, b = node.args
+            with graph.graph.inserting_before(node):
+                product = graph.graph.call_function(aten.mm.default, (a, b))
+                summed = graph.graph.call_function(aten.add.Tensor, (product, bias))
+            node.replace_all_uses_with(summed)
+            graph.graph.erase_node(node)
+    graph.recompile()
+    return graph
+
+
+def compile_graph(
+    graph: torch.fx.GraphModule,
+    backend: str = "inductor",
+    cuda_graphs: bool = False,
+    eager_random: bool = False,
+) -> Callable:
+    """The captured graph compiled by TorchInductor (``backend="eager"``: run as recorded,
+    quick to build, for tests). ``cuda_graphs``: also replay it as a CUDA graph
+    (``mode="reduce-overhead"``). ``eager_random``: draw the random numbers with the eager
+    kernels (``fallback_random``), so that the compiled program sees the same noise as the
+    eager one for the same seed; otherwise Inductor's own generator draws them inside the
+    fused loops."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if cuda_graphs and backend != "inductor":
+        raise ValueError("CUDA graphs are captured by the inductor backend")
+    if backend == "eager":
+        return graph
+    if cuda_graphs:
+        return torch.compile(graph, mode="reduce-overhead", dynamic=False)
+    graph = split_addmm(graph)
+    options = {"fallback_random": True} if eager_random else None
+    return torch.compile(graph, backend=backend, dynamic=False, options=options)
