@@ -20,8 +20,9 @@ def bench_args():
 
 
 def test_every_path_trains_and_ratios_use_their_baselines(tmp_path, bench_args):
-    code = main([*bench_args, "--max-other-load", "1.0", "--eval-images", "8",
-                 "--out", str(tmp_path)])  # fmt: skip
+    evaluation = ["--eval-images", "8", "--eval-paths", "hand-written", "pyro-vae-before"]
+    evaluation.append("pyro-vae")
+    code = main([*bench_args, "--max-other-load", "1.0", *evaluation, "--out", str(tmp_path)])
     assert code == 0
     report = json.loads((tmp_path / "benchmark.json").read_text())
     paths = report["paths"]
@@ -36,9 +37,21 @@ def test_every_path_trains_and_ratios_use_their_baselines(tmp_path, bench_args):
         plain["median_epoch_seconds"] / fast["median_epoch_seconds"]
     )
     ev = report["log_likelihood_eval"]
-    assert ev["images"] == 8 and ev["num_samples"] == 5000 and ev["peak_memory_mb"] > 0
+    assert ev["images"] == 8 and ev["num_samples"] == 5000
+    timed = ev["paths"]
+    assert list(timed) == ["hand-written", "pyro-vae-before", "pyro-vae"]
+    assert timed["hand-written"]["vs_hand_written"] == 1.0
+    # the loop by hand and pyro-vae in the same chunks draw the same noise: the same estimate
+    hand, ours = timed["hand-written"], timed["pyro-vae-before"]
+    assert ours["mean_log_likelihood"] == pytest.approx(hand["mean_log_likelihood"], rel=1e-6)
+    for t in timed.values():
+        assert t["peak_memory_mb"] > 0
+        assert t["ms_per_image"] == pytest.approx(1000 * t["seconds"] / 8)
+        flops = 2 * (4 * 32 + 32 * 784) * 5000 * 8
+        assert t["decoder_gflops"] == pytest.approx(flops / t["seconds"] / 1e9)
     md = (tmp_path / "benchmark.md").read_text()
     assert "| plain Pyro SVI(Trace_ELBO) |" in md and "K=5000, 8 test images" in md
+    assert "| pyro-vae eager, cache-sized chunks |" in md
     assert "CONTAMINATED" not in md
 
 

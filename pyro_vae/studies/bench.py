@@ -7,11 +7,12 @@ and device. After one untimed warm-up epoch each, the paths take turns, one time
 turn, for ``rounds`` rounds, the order rotating each round, so that slow drift of the machine
 falls on all of them alike; each path's figure is the median. Per epoch it records wall
 seconds, images per second, peak memory (RSS high-water mark on CPU, reset before each epoch;
-``max_memory_allocated`` on CUDA) and the CPU time that *other* processes used meanwhile. An
-epoch during which other processes used more than ``--max-other-load`` of the machine's CPU
-is contaminated; a path whose median is not backed by a majority of clean epochs makes the
-whole report "contaminated", and the command exits with status 3 instead of reporting it as
-clean.
+``max_memory_allocated`` on CUDA), the cores this process kept busy (its CPU seconds per wall
+second: XLA's thread pool, for one, is not torch's) and the CPU time that *other* processes
+used meanwhile. An epoch during which other processes used more than ``--max-other-load`` of
+the machine's CPU is contaminated; a path whose median is not backed by a majority of clean
+epochs makes the whole report "contaminated", and the command exits with status 3 instead of
+reporting it as clean.
 
 Paths (``--paths``; :mod:`pyro_vae.studies.bench_paths`):
 - ``pyro-vae``: this project's trainer step (sync-free ELBO, fused Adam, no param-store
@@ -26,7 +27,21 @@ Paths (``--paths``; :mod:`pyro_vae.studies.bench_paths`):
   returns a float);
 - ``pyro-example``: Pyro's VAE example style, a ``DataLoader`` over per-image samples (PIL +
   ``ToTensor``, as torchvision's MNIST datasets give them) and ``SVI`` with ``Trace_ELBO``
-  and ``pyro.optim.Adam``.
+  and ``pyro.optim.Adam``;
+- ``numpyro-scan``, ``numpyro-step`` (CPU; JAX and NumPyro, ``pip install
+  'pyro-vae[numpyro]'``): NumPyro's ``SVI(Trace_ELBO)``, a whole epoch in one jitted
+  ``lax.scan``, or a jitted ``svi.update`` per batch (:mod:`pyro_vae.studies.bench_numpyro`).
+
+``--estimator`` (with ``--particles``, ``--grad``) sets the pyro-vae paths' objective; for
+``iwae`` the hand-written path runs the vectorised IWAE_K loss with the same gradient
+estimator. The Pyro and NumPyro paths always train by Trace_ELBO; the NumPyro ones are left
+out (with a line that says why) when the objective is not a one-sample ELBO, or JAX is
+missing, and refused when named.
+
+Before the paths, the run measures the machine's float32 matmul rate (the best of a few
+2048 x 2048 products); each path's epoch is counted in matrix-product FLOPs
+(:func:`~pyro_vae.studies.bench_paths.step_matmul_flops`), so the table gives the GFLOP/s it
+reached and their share of that peak.
 """
 
 from __future__ import annotations
@@ -41,21 +56,43 @@ from typing import Any
 
 import torch
 
-from .. import param_store
 from ..data import ImageData, load_dataset
-from ..inference import log_likelihood
-from ..model import build_vae
+from ..inference import GRADIENT_ESTIMATORS
 from ..training import resolve_device
 from ..training.devices import synchronize
 from ..training.run_dir import write_json, write_text
-from .bench_paths import CUDA_ONLY, PATHS
+from . import bench_numpyro
+from .bench_eval import eval_arguments, eval_markdown, time_log_likelihood
+from .bench_paths import (
+    CUDA_ONLY,
+    DEFAULT_PARTICLES,
+    PATHS,
+    choose_paths,
+    epoch_matmul_flops,
+    estimator_options,
+)
 from .command_help import train_help
 from .harness import at_least, study
-from .machine import LoadMonitor, machine_info, memory_mb, peak_memory_mb, reset_peak_memory
+from .machine import (
+    LoadMonitor,
+    machine_info,
+    matmul_peak_gflops,
+    memory_mb,
+    peak_memory_mb,
+    process_cpu_seconds,
+    reset_peak_memory,
+)
 from .tables import markdown_table
 
 EXIT_CONTAMINATED = 3
-BASELINES = {"vs_hand_written": "hand-written", "speedup_over_trace_elbo": "pyro-trace-elbo"}
+# ratio -> the path it is taken to: time ratios (below 1 is faster), except the speed-ups
+BASELINES = {
+    "vs_hand_written": "hand-written",
+    "speedup_over_trace_elbo": "pyro-trace-elbo",
+    "vs_numpyro_scan": "numpyro-scan",
+}
+SPEEDUPS = {"speedup_over_trace_elbo"}
+PEAK_MATMUL_SIZE, PEAK_REPEATS = 2048, 5
 
 
 @dataclass
@@ -64,22 +101,25 @@ class PathResult:
     epoch_seconds: list[float] = field(default_factory=list)
     peak_memory_mb: list[float] = field(default_factory=list)
     other_cpu_share: list[float] = field(default_factory=list)
+    cores_busy: list[float] = field(default_factory=list)  # own CPU seconds / wall seconds
     warmup_seconds: float = 0.0
     build_seconds: float = 0.0
 
 
-def _timed_epoch(path: Any, device: torch.device) -> tuple[float, float, LoadMonitor]:
+def _timed_epoch(path: Any, device: torch.device) -> tuple[float, float, LoadMonitor, float]:
     """Seconds, the memory the epoch needed beyond what was in use when it began (MB; all
-    paths share one process, so totals would mostly measure each other), and the load."""
+    paths share one process, so totals would mostly measure each other), the load, and the
+    cores the process kept busy (its CPU seconds per second)."""
     reset_peak_memory(device)
     before = memory_mb(device)
     synchronize(device)
     with LoadMonitor() as load:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), process_cpu_seconds()
         path.epoch()
         synchronize(device)
         seconds = time.perf_counter() - t0
-    return seconds, peak_memory_mb(device) - before, load
+        cores = (process_cpu_seconds() - cpu0) / seconds
+    return seconds, peak_memory_mb(device) - before, load, cores
 
 
 def _alternate(
@@ -89,18 +129,19 @@ def _alternate(
     the order rotating every round so that drift of the machine falls on all alike."""
     results = {name: PathResult(name) for name in built}
     for name, path in built.items():  # warm-up: allocations, caches, compilation
-        seconds, _, _ = _timed_epoch(path, device)
+        seconds, *_ = _timed_epoch(path, device)
         results[name].warmup_seconds = seconds
         results[name].build_seconds = getattr(path, "build_seconds", 0.0)
         progress(f"warm-up {name}: {seconds:.2f} s")
     order = list(built)
     for r in range(rounds):
         for name in order:
-            seconds, memory, load = _timed_epoch(built[name], device)
+            seconds, memory, load, cores = _timed_epoch(built[name], device)
             res = results[name]
             res.epoch_seconds.append(seconds)
             res.peak_memory_mb.append(memory)
             res.other_cpu_share.append(load.other_cpu_share)
+            res.cores_busy.append(cores)
             share = load.other_cpu_share
             progress(f"round {r + 1} {name}: {seconds:.3f} s, other load {share:.1%}")
         order = order[1:] + order[:1]
@@ -120,6 +161,7 @@ def _summarize(res: PathResult, n_train: int, max_other_load: float) -> dict[str
         "median_epoch_seconds": median,
         "images_per_second": n_train / median,
         "epoch_peak_extra_memory_mb": max(res.peak_memory_mb),
+        "cores_busy": statistics.median(res.cores_busy),
         "epoch_seconds": res.epoch_seconds,
         "other_cpu_share": res.other_cpu_share,
         "clean_epochs": len(clean_epochs),
@@ -127,6 +169,38 @@ def _summarize(res: PathResult, n_train: int, max_other_load: float) -> dict[str
         "compile_seconds": res.build_seconds,
         "clean": clean,
     }
+
+
+def _matmul_peak(device: torch.device, progress: Callable[[str], None]) -> dict[str, Any]:
+    """The machine's float32 matmul rate (:func:`~pyro_vae.studies.machine.matmul_peak_gflops`)
+    and the CPU share other processes used meanwhile."""
+    with LoadMonitor() as load:
+        gflops = matmul_peak_gflops(device, PEAK_MATMUL_SIZE, PEAK_REPEATS)
+    progress(f"matmul peak: {gflops:.1f} GFLOP/s")
+    return {
+        "gflops": gflops,
+        "n": PEAK_MATMUL_SIZE,
+        "repeats": PEAK_REPEATS,
+        "other_cpu_share": load.other_cpu_share,
+    }
+
+
+def _add_rates(summary: dict, built: dict, data: ImageData, opts: dict, peak: float) -> None:
+    """Each path's matrix-product FLOPs per epoch, the GFLOP/s its median epoch reached and
+    their share of the matmul peak; the ratios to the baselines that ran."""
+    n_train, data_dim = data.train_x.shape
+    for name, s in summary.items():
+        samples = getattr(built[name], "samples_per_image", 1)
+        sizes = (data_dim, opts["hidden"], opts["z_dim"], samples)
+        s["epoch_matmul_flops"] = epoch_matmul_flops(n_train, opts["batch_size"], *sizes)
+        s["achieved_gflops"] = s["epoch_matmul_flops"] / s["median_epoch_seconds"] / 1e9
+        s["fraction_of_matmul_peak"] = s["achieved_gflops"] / peak
+    for key, base in BASELINES.items():
+        if base in summary:
+            seconds = summary[base]["median_epoch_seconds"]
+            for s in summary.values():
+                ratio = s["median_epoch_seconds"] / seconds
+                s[key] = 1 / ratio if key in SPEEDUPS else ratio
 
 
 def run_benchmark(
@@ -137,82 +211,75 @@ def run_benchmark(
     max_other_load: float,
     progress: Callable[[str], None] = print,
 ) -> dict:
-    """Every path timed side by side; ratios to the hand-written loop (time: below 1 is
-    faster) and to plain Pyro (speed-up in images/s), where those paths ran."""
+    """The machine's matmul peak, then every path timed side by side; ratios to the
+    hand-written loop and to numpyro-scan (time: below 1 is faster) and to plain Pyro
+    (speed-up in images/s), where those paths ran."""
     device = torch.device(opts["device"])
+    machine = machine_info(device) | {"matmul_peak": _matmul_peak(device, progress)}
     data = data.to(device)
     built = {name: PATHS[name][1](data, opts) for name in paths}
+    if set(bench_numpyro.PATH_NAMES) & set(built):
+        machine |= bench_numpyro.versions()
     results = _alternate(built, rounds, device, progress)
     n_train = data.train_x.shape[0]
     summary = {n: _summarize(r, n_train, max_other_load) for n, r in results.items()}
     clean = all(s.pop("clean") for s in summary.values())
-    if "hand-written" in summary:
-        base = summary["hand-written"]["median_epoch_seconds"]
-        for s in summary.values():
-            s["vs_hand_written"] = s["median_epoch_seconds"] / base
-    if "pyro-trace-elbo" in summary:
-        base = summary["pyro-trace-elbo"]["images_per_second"]
-        for s in summary.values():
-            s["speedup_over_trace_elbo"] = s["images_per_second"] / base
-    return {"paths": summary, "clean": clean}
+    _add_rates(summary, built, data, opts, machine["matmul_peak"]["gflops"])
+    return {"machine": machine, "paths": summary, "clean": clean}
 
 
 def _ratio(key: str) -> Callable[[dict], str]:
     return lambda r: "–" if r.get(key) is None else f"{r[key]:.2f}x"
 
 
+def _objective(c: dict) -> str:
+    """The pyro-vae paths' objective, as the flags that chose it."""
+    flags = [f"--estimator {c['estimator']}"]
+    flags += [f"--{k} {c[k]}" for k in ("particles", "grad") if c.get(k) is not None]
+    return " ".join(flags)
+
+
+def _columns(report: dict) -> list:
+    vs_numpyro = [("", "time vs numpyro-scan", _ratio("vs_numpyro_scan"))]
+    return [
+        ("path", "path", ""),
+        ("median_epoch_seconds", "s/epoch", ".3f"),
+        ("images_per_second", "images/s", ".0f"),
+        ("achieved_gflops", "GFLOP/s", ".1f"),
+        ("", "% of matmul peak", lambda r: f"{100 * r['fraction_of_matmul_peak']:.1f}%"),
+        ("", "time vs hand-written", _ratio("vs_hand_written")),
+        *(vs_numpyro if "numpyro-scan" in report["paths"] else []),
+        ("", "speed-up over Trace_ELBO", _ratio("speedup_over_trace_elbo")),
+        ("cores_busy", "cores busy", ".1f"),
+        ("epoch_peak_extra_memory_mb", "epoch's extra peak memory (MB)", ".0f"),
+        ("", "clean epochs", lambda r: f"{r['clean_epochs']}/{len(r['epoch_seconds'])}"),
+    ]
+
+
 def _markdown(report: dict) -> str:
     c, m = report["config"], report["machine"]
+    peak = m["matmul_peak"]
     header = (
         f"{c['dataset']} ({c['num_train']} training images), MLP 784-"
         f"{'-'.join(map(str, c['hidden']))}-{c['z_dim']}, batch {c['batch_size']}, "
         f"{c['device']} ({m.get('gpu', m['cpu'])}, {m['torch_threads']} threads), "
-        f"median of the clean epochs among {c['rounds']} alternating ones"
+        f"median of the clean epochs among {c['rounds']} alternating ones; "
+        f"the pyro-vae{' and hand-written' * (c['estimator'] == 'iwae')} paths train by "
+        f"{_objective(c)}"
     )
     rows = [{"path": PATHS[name][0], **p} for name, p in report["paths"].items()]
-    text = markdown_table(
-        header,
-        [
-            ("path", "path", ""),
-            ("median_epoch_seconds", "s/epoch", ".3f"),
-            ("images_per_second", "images/s", ".0f"),
-            ("", "time vs hand-written", _ratio("vs_hand_written")),
-            ("", "speed-up over Trace_ELBO", _ratio("speedup_over_trace_elbo")),
-            ("epoch_peak_extra_memory_mb", "epoch's extra peak memory (MB)", ".0f"),
-            ("", "clean epochs", lambda r: f"{r['clean_epochs']}/{len(r['epoch_seconds'])}"),
-        ],
-        rows,
+    text = markdown_table(header, _columns(report), rows)
+    text += (
+        f"\nmatmul peak of this machine, measured in this run: {peak['gflops']:.1f} GFLOP/s "
+        f"(float32 {peak['n']}x{peak['n']} `a @ b`, best of {peak['repeats']}); a path's "
+        "GFLOP/s count the matrix products of its steps, forward and backward\n"
     )
+    text += "".join(f"\n{line}\n" for line in report.get("skipped", []))
     if "log_likelihood_eval" in report:
-        e = report["log_likelihood_eval"]
-        text += (
-            f"\nlog p(x), K={e['num_samples']}, {e['images']} test images: "
-            f"{e['seconds']:.1f} s, peak memory {e['peak_memory_mb']:.0f} MB, "
-            f"other load {e['other_cpu_share']:.1%}\n"
-        )
+        text += "\n" + eval_markdown(report["log_likelihood_eval"])
     if not report["clean"]:
         text += "\nCONTAMINATED: other processes used the CPU during most epochs of a path.\n"
     return text
-
-
-def _time_log_likelihood(data: ImageData, opts: dict, images: int) -> dict:
-    """Seconds and peak memory of log p(x) with K = 5000 on ``images`` test images."""
-    device = torch.device(opts["device"])
-    vae = build_vae(data.shape, hidden=opts["hidden"], z_dim=opts["z_dim"]).to(device)
-    x = torch.bernoulli(data.test_x[:images].to(device))
-    reset_peak_memory(device)
-    with LoadMonitor() as load, param_store.off():
-        t0 = time.perf_counter()
-        log_likelihood(vae.model, vae.guide, x, num_samples=5000)
-        synchronize(device)
-        seconds = time.perf_counter() - t0
-    return {
-        "images": images,
-        "num_samples": 5000,
-        "seconds": seconds,
-        "peak_memory_mb": peak_memory_mb(device),
-        "other_cpu_share": load.other_cpu_share,
-    }
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -224,7 +291,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         choices=list(PATHS),
         metavar="PATH",
-        help=f"the paths to time, all by default ({', '.join(sorted(CUDA_ONLY))} only on CUDA)",
+        help=f"the paths to time, all that can run by default ({', '.join(sorted(CUDA_ONLY))} "
+        f"only on CUDA, {', '.join(bench_numpyro.PATH_NAMES)} with JAX on the CPU)",
     )
     p.add_argument("--rounds", type=at_least(1), default=5, help="timed epochs per path")
     p.add_argument(
@@ -240,6 +308,21 @@ def _arguments(p: argparse.ArgumentParser) -> None:
             "estimator", "the pyro-vae paths' objective (trace: the Pyro paths' Trace_ELBO)"
         ),
     )
+    p.add_argument(
+        "--particles",
+        type=at_least(1),
+        default=DEFAULT_PARTICLES,
+        metavar="K",
+        help="samples per image of the importance-weighted estimators (the pyro-vae paths; "
+        "the hand-written one for iwae)",
+    )
+    p.add_argument(
+        "--grad",
+        default="standard",
+        choices=GRADIENT_ESTIMATORS,
+        metavar="GRAD",
+        help=train_help("grad", "iwae, miwae: the gradient estimator (hand-written for iwae)"),
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=0, help="seeds the networks and the batches")
     p.add_argument(
@@ -248,22 +331,13 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         default=0.05,
         help="share of the machine's CPU other processes may use in a clean epoch",
     )
-    p.add_argument(
-        "--eval-images",
-        type=at_least(0),
-        default=0,
-        help="also time log p(x) with K=5000 on this many test images; 0 skips it",
-    )
+    eval_arguments(p)
     p.add_argument("--out", default="runs/bench", help="where the timings go")
 
 
 @study("bench", "training speed side by side: pyro-vae, by hand, plain Pyro", _arguments)
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    paths = args.paths or [n for n in PATHS if device.type == "cuda" or n not in CUDA_ONLY]
-    if device.type != "cuda" and CUDA_ONLY & set(paths):
-        raise ValueError(f"{', '.join(sorted(CUDA_ONLY & set(paths)))} needs a CUDA device")
-    data = load_dataset(args.dataset, args.data_dir)
     opts = {
         "hidden": tuple(args.hidden),
         "z_dim": args.z_dim,
@@ -272,14 +346,21 @@ def run(args: argparse.Namespace) -> int:
         "device": str(device),
         "seed": args.seed,
         "estimator": args.estimator,
+        **estimator_options(args.estimator, args.particles, args.grad),
         "binarize": "dynamic",
     }
+    paths, skipped = choose_paths(args.paths, opts)
+    for line in skipped:
+        print(line)
+    data = load_dataset(args.dataset, args.data_dir)
     result = run_benchmark(data, paths, args.rounds, opts, args.max_other_load)
     config = {**opts, "dataset": args.dataset, "rounds": args.rounds}
     config |= {"num_train": int(data.train_x.shape[0]), "max_other_load": args.max_other_load}
-    report = {"machine": machine_info(device), "config": config, **result}
+    report = {"machine": result.pop("machine"), "config": config, **result, "skipped": skipped}
     if args.eval_images:
-        report["log_likelihood_eval"] = _time_log_likelihood(data, opts, args.eval_images)
+        peak = report["machine"]["matmul_peak"]["gflops"]
+        timed = time_log_likelihood(data, opts, args.eval_images, peak, args.eval_paths)
+        report["log_likelihood_eval"] = timed
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "benchmark.json", report, sort_keys=False)  # the paths in the order run

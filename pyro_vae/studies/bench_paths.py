@@ -1,10 +1,15 @@
 """The training paths the benchmark times: this project's step (eager and compiled), a
-hand-written PyTorch loop, plain Pyro SVI on the same tensors, and Pyro's example style. Each
-trains the same MLP with Adam on the same data and batch size; ``epoch()`` trains one epoch."""
+hand-written PyTorch loop, plain Pyro SVI on the same tensors, Pyro's example style, and
+NumPyro's SVI (:mod:`pyro_vae.studies.bench_numpyro`). Each trains the same MLP with Adam on
+the same data and batch size; ``epoch()`` trains one epoch. Also here: why a path cannot run
+with the given options, and the matrix-product FLOPs of a training step.
+
+A path's ``samples_per_image`` is how many z its decoder sees per image (1 unless the
+objective is importance-weighted: K, or M K for M groups of K)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyro
@@ -14,8 +19,10 @@ from pyro.optim import Adam
 
 from ..checks import HandwrittenVAE
 from ..data import Binarizer, ImageData
+from ..inference import ESTIMATORS
 from ..model import build_vae
 from ..training import TrainConfig, Trainer, assemble
+from . import bench_numpyro
 
 
 class PyroVAEPath:
@@ -33,6 +40,8 @@ class PyroVAEPath:
             seed=opts["seed"],
             epochs=1,
             estimator=opts["estimator"],
+            particles=opts.get("particles"),
+            grad=opts.get("grad"),
             binarize=opts["binarize"],
             compile=compile,
             cuda_graphs=cuda_graphs or None,
@@ -40,6 +49,7 @@ class PyroVAEPath:
             progress=False,
         )
         self.trainer = Trainer(assemble(config, data))
+        self.samples_per_image = (config.particles or 1) * (config.groups or 1)
         self.build_seconds = 0.0
 
     def epoch(self) -> None:
@@ -49,9 +59,11 @@ class PyroVAEPath:
 
 
 class HandwrittenPath:
-    """The hand-written loss in a plain loop (:class:`pyro_vae.checks.HandwrittenVAE`)."""
+    """The hand-written loss in a plain loop (:class:`pyro_vae.checks.HandwrittenVAE`): BCE +
+    analytic KL, or for ``--estimator iwae`` the vectorised IWAE_K loss with its ``--grad``."""
 
     def __init__(self, data: ImageData, opts: dict) -> None:
+        iwae = opts["estimator"] == "iwae"
         self.model = HandwrittenVAE(
             data,
             hidden=opts["hidden"],
@@ -60,7 +72,10 @@ class HandwrittenPath:
             lr=opts["lr"],
             seed=opts["seed"],
             binarize=opts["binarize"],
+            particles=opts.get("particles") or DEFAULT_PARTICLES if iwae else None,
+            grad=opts.get("grad") or "standard" if iwae else "standard",
         )
+        self.samples_per_image = self.model.particles or 1
 
     def epoch(self) -> None:
         self.model.epoch()
@@ -144,5 +159,79 @@ PATHS: dict[str, tuple[str, Callable[[ImageData, dict], Any]]] = {
     "hand-written": ("hand-written eager PyTorch", HandwrittenPath),
     "pyro-trace-elbo": ("plain Pyro SVI(Trace_ELBO)", PyroTraceELBOPath),
     "pyro-example": ("Pyro's example style", PyroExamplePath),
+    "numpyro-scan": ("NumPyro SVI, lax.scan epoch", bench_numpyro.NumPyroScanPath),
+    "numpyro-step": ("NumPyro SVI, jitted step", bench_numpyro.NumPyroStepPath),
 }
 CUDA_ONLY = {"pyro-vae-cuda-graphs"}
+DEFAULT_PARTICLES = 50  # K of --particles for the importance-weighted estimators
+
+
+def why_not(name: str, opts: dict) -> str | None:
+    """Why path ``name`` cannot run with these options here (None: it can)."""
+    if name in CUDA_ONLY and torch.device(opts["device"]).type != "cuda":
+        return "needs a CUDA device"
+    if name in bench_numpyro.PATH_NAMES:
+        return bench_numpyro.why_not(opts)
+    return None
+
+
+def estimator_options(estimator: str, particles: int, grad: str) -> dict[str, Any]:
+    """``particles`` for the importance-weighted estimators and ``grad`` for those that take
+    one (None elsewhere); either set to other than its default where it does not apply is
+    refused."""
+    takes = ESTIMATORS.options(estimator) if estimator in ESTIMATORS else []
+    weighted = "num_particles" in takes and estimator not in bench_numpyro.ELBO_ESTIMATORS
+    given = {"particles": particles, "grad": grad}
+    chosen = {"particles": particles if weighted else None}
+    chosen["grad"] = grad if "grad" in takes else None
+    for name, default in (("particles", DEFAULT_PARTICLES), ("grad", "standard")):
+        if chosen[name] is None and given[name] != default:
+            raise ValueError(
+                f"--{name} does not apply to --estimator {estimator}: it is an option of the "
+                f"importance-weighted estimators{' with a gradient estimator' * (name == 'grad')}"
+            )
+    return chosen
+
+
+def choose_paths(named: Sequence[str] | None, opts: dict) -> tuple[list[str], list[str]]:
+    """The paths to run: those named, or all that can run here, with one line per reason
+    for those left out ("numpyro-scan, numpyro-step skipped: ..."). A named path that cannot
+    run is refused."""
+    reasons = {name: why_not(name, opts) for name in named or PATHS}
+    refused = [f"{name} cannot run: {reasons[name]}" for name in named or [] if reasons[name]]
+    if refused:
+        raise ValueError("; ".join(refused))
+    left_out: dict[str, list[str]] = {}
+    for name, reason in reasons.items():
+        if reason:
+            left_out.setdefault(reason, []).append(name)
+    skipped = [f"{', '.join(names)} skipped: {reason}" for reason, names in left_out.items()]
+    return [name for name, reason in reasons.items() if not reason], skipped
+
+
+def step_matmul_flops(
+    data_dim: int, hidden: Sequence[int], z_dim: int, batch: int, particles: int = 1
+) -> int:
+    """Matrix-product FLOPs of one training step of the MLP VAE: each linear layer (in, out)
+    costs 2 rows in out forward and twice that backward (the gradients with respect to its
+    input and to its weight), 3 x 2 rows in out in all, with rows = ``batch`` in the encoder
+    (data_dim -> hidden... -> 2 z_dim) and ``batch`` x ``particles`` in the decoder (z_dim ->
+    reversed hidden -> data_dim). Elementwise work is left out, and so is the fact that
+    autograd skips the first layer's gradient with respect to the data."""
+    encoder = [data_dim, *hidden, 2 * z_dim]
+    decoder = [z_dim, *reversed(hidden), data_dim]
+
+    def products(sizes: list[int]) -> int:
+        return sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+    return 3 * 2 * batch * (products(encoder) + particles * products(decoder))
+
+
+def epoch_matmul_flops(
+    n: int, batch_size: int, data_dim: int, hidden: Sequence[int], z_dim: int, particles: int = 1
+) -> int:
+    """:func:`step_matmul_flops` summed over an epoch of ``n`` images: n // batch_size full
+    batches and the last partial one."""
+    full, rest = divmod(n, batch_size)
+    step = step_matmul_flops(data_dim, hidden, z_dim, batch_size, particles)
+    return full * step + step_matmul_flops(data_dim, hidden, z_dim, rest, particles)

@@ -1,5 +1,6 @@
 """What the machine is and what else it is doing while something is timed: CPU time of other
-processes (a busy machine makes a timing worthless), memory in use and at its peak."""
+processes (a busy machine makes a timing worthless), memory in use and at its peak, and the
+rate of its float32 matrix products (what a training step's FLOPs are measured against)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ def _busy_jiffies() -> int:
 def _own_cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
+
+
+def process_cpu_seconds() -> float:
+    """CPU seconds this process has used so far, all its threads (torch's, XLA's) together."""
+    return _own_cpu_seconds()
 
 
 class LoadMonitor:
@@ -73,6 +79,26 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return _proc_status_mb("VmHWM")
+
+
+def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's float32 matmul rate in GFLOP/s: ``a @ b`` of two n x n matrices costs
+    2 n^3 flops; after one warm-up product, the best of ``repeats`` timed ones, on torch's
+    threads (as the paths use them)."""
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, generator=g, device=device)
+    b = torch.randn(n, n, generator=g, device=device)
+    best = float("inf")
+    for i in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:  # the first is the warm-up
+            best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
