@@ -4,6 +4,7 @@ rate of its float32 matrix products (what a training step's FLOPs are measured a
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import time
@@ -48,10 +49,21 @@ class LoadMonitor:
         self.loadavg = os.getloadavg()[0]
 
 
+def _release_freed_memory() -> None:
+    """Hand the memory freed so far back to the OS (glibc's ``malloc_trim``), so that the
+    resident set measures what is in use now rather than what an earlier measurement left in
+    the allocator's free lists; a no-op without glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     else:
+        _release_freed_memory()
         try:  # Linux: writing 5 resets the process's VmHWM (peak RSS)
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
