@@ -16,6 +16,7 @@ eager chunk see the same noise for the same seed and give the same estimate.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,9 +34,10 @@ CACHE_SHARE = 0.25
 FALLBACK_CACHE_BYTES = 32 << 20
 
 
+@functools.cache
 def _cache_bytes() -> int:
-    """The last-level cache's size (the largest data or unified cache), from sysfs; 32 MiB
-    where it cannot be read."""
+    """The last-level cache's size (the largest data or unified cache), from sysfs once per
+    process; 32 MiB where it cannot be read."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     best = 0
     for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):

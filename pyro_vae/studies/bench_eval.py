@@ -45,10 +45,9 @@ def decoder_flops_per_particle(decoder: nn.Module) -> int:
     )
 
 
-def eval_paths(vae: VAE, x: torch.Tensor) -> dict[str, tuple[str, Callable[[torch.Tensor], Any]]]:
+def eval_paths(vae: VAE, plan: ChunkPlan) -> dict[str, tuple[str, Callable[[torch.Tensor], Any]]]:
     """slug -> (label, evaluate(images)); each returns log p(x) per image."""
     enc, dec = vae.encoder, vae.decoder
-    plan = ChunkPlan.for_data(x.shape[0], NUM_SAMPLES, x[:1].numel() * x.element_size())
 
     def pyro_vae(compile: bool, chunks: tuple[int, int] | None = None):
         sampler = ImportanceSampler(
@@ -140,10 +139,10 @@ def time_log_likelihood(
     torch.manual_seed(opts["seed"])
     vae = build_vae(data.shape, hidden=opts["hidden"], z_dim=opts["z_dim"]).to(device)
     x = torch.bernoulli(data.test_x[:images].to(device))
-    table = eval_paths(vae, x)
+    plan = ChunkPlan.for_data(images, NUM_SAMPLES, x[:1].numel() * x.element_size())
+    table = eval_paths(vae, plan)
     assert set(table) == set(EVAL_PATHS)
     flops = decoder_flops_per_particle(vae.decoder) * NUM_SAMPLES * images
-    plan = ChunkPlan.for_data(images, NUM_SAMPLES, x[:1].numel() * x.element_size())
     results: dict[str, Any] = {}
     with torch.no_grad(), param_store.off():
         for slug in paths or list(table):
