@@ -18,7 +18,8 @@ from .log_likelihood import (
     importance_log_weights,
     log_likelihood,
 )
-from .schedules import KLWarmup, LinearRamp
+from .schedules import GeometricRamp, KLWarmup, LinearRamp
+from .score_function import ScoreFunctionELBO
 from .sync_free import MeanFieldELBO, MonteCarloELBO, sync_free
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "CapacityELBO",
     "ElboTerms",
     "FreeBitsELBO",
+    "GeometricRamp",
     "KLWarmup",
     "LinearRamp",
     "LogLikelihood",
@@ -37,6 +39,7 @@ __all__ = [
     "MeanFieldELBO",
     "MonteCarloELBO",
     "PIWAE",
+    "ScoreFunctionELBO",
     "RenyiBound",
     "active_units",
     "elbo_terms_per_image",

@@ -22,7 +22,7 @@ import torch
 from pyro import poutine
 from torch.distributions import kl_divergence
 
-from .traces import is_sample, latent_sites
+from .traces import is_sample, latent_sites, plain_log_density, rows_kept
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,10 @@ def elbo_terms_per_image(
         if not is_sample(site):
             continue
         if site["is_observed"]:
-            log_lik = log_lik + site["fn"].log_prob(site["value"])
+            log_lik = log_lik + plain_log_density(site)
             continue
-        q = guide_trace.nodes[name]["fn"]
+        q_site = guide_trace.nodes[name]
+        q = q_site["fn"]
         if isinstance(getattr(q, "base_dist", q), dist.Delta):
             # a point mass has no density against p(z): the KL, hence the ELBO, is undefined
             kl = kl + math.nan
@@ -66,9 +67,9 @@ def elbo_terms_per_image(
         try:
             if not analytic_kl:
                 raise NotImplementedError
-            kl = kl + kl_divergence(q, site["fn"])
+            kl = kl + rows_kept(site, kl_divergence(q, site["fn"]))
         except NotImplementedError:
-            kl = kl + q.log_prob(site["value"]) - site["fn"].log_prob(site["value"])
+            kl = kl + plain_log_density(q_site) - plain_log_density(site)
     return log_lik, kl
 
 

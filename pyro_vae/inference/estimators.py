@@ -11,6 +11,10 @@ With q = q(z|x), the per-image evidence lower bound is
   falls back to the Monte Carlo KL, exactly as ``trace`` does.
 - ``iwae`` -> :class:`pyro_vae.inference.iwae.IWAE`: the K-particle importance-weighted bound
   with a ``standard``, ``stl`` or ``dreg`` gradient (``num_particles`` = K).
+- ``enum`` -> :class:`pyro.infer.TraceEnum_ELBO`: a discrete guide site marked for
+  enumeration is summed out exactly; ``score-function`` ->
+  :class:`pyro_vae.inference.score_function.ScoreFunctionELBO` (``TraceGraph_ELBO``): REINFORCE
+  with baselines. Both are for models with a class variable (:mod:`pyro_vae.model.discrete`).
 - ``free-bits`` and ``capacity`` -> :mod:`pyro_vae.inference.kl_shaping`: the KL term
   reshaped against posterior collapse (a floor per latent dimension; a target rate C).
 - ``renyi``, ``miwae``, ``piwae``, ``ciwae`` -> :mod:`pyro_vae.inference.bounds`: the rest of
@@ -24,12 +28,13 @@ nothing to ``trace``; free bits and capacity use one particle and take no ``num_
 
 from __future__ import annotations
 
-from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from ..registry import Registry
 from .bounds import CIWAE, MIWAE, PIWAE, RenyiBound
 from .iwae import IWAE
 from .kl_shaping import CapacityELBO, FreeBitsELBO
+from .score_function import ScoreFunctionELBO
 
 ESTIMATORS: Registry[ELBO] = Registry("estimator")
 
@@ -44,6 +49,20 @@ def trace_elbo(*, num_particles: int = 1) -> ELBO:
 def mean_field_elbo(*, num_particles: int = 1) -> ELBO:
     """Analytic KL where available (Kingma & Welling, 2014, eq. 7)."""
     return TraceMeanField_ELBO(num_particles=num_particles, max_plate_nesting=1)
+
+
+@ESTIMATORS.register("enum")
+def enum_elbo(*, num_particles: int = 1) -> ELBO:
+    """Trace_ELBO with guide sites marked ``infer={"enumerate": "parallel"}`` summed out
+    exactly over their values (Pyro's ``TraceEnum_ELBO``): a class variable's exact sum."""
+    return TraceEnum_ELBO(num_particles=num_particles, max_plate_nesting=1)
+
+
+@ESTIMATORS.register("score-function")
+def score_function_elbo(*, num_particles: int = 1) -> ELBO:
+    """Score-function gradients with baselines for non-reparameterisable sites, downstream
+    costs only (Pyro's ``TraceGraph_ELBO``; :mod:`pyro_vae.inference.score_function`)."""
+    return ScoreFunctionELBO(num_particles=num_particles, max_plate_nesting=1)
 
 
 @ESTIMATORS.register("free-bits")

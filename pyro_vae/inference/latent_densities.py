@@ -30,7 +30,7 @@ from pyro import poutine
 from torch.distributions import constraints
 
 from .. import param_store
-from .traces import is_sample, latent_sites
+from .traces import is_sample, latent_sites, plain_log_density
 
 Latents = dict[str, torch.Tensor]
 CHAINS = "annealing_chains"
@@ -120,7 +120,7 @@ def _summed(trace: poutine.Trace, names: set[str] | None, shape: tuple[int, int]
     total = torch.zeros(())
     for name, site in trace.nodes.items():
         if is_sample(site) and (names is None or name in names):
-            total = total + site["fn"].log_prob(site["value"])
+            total = total + plain_log_density(site)
     return torch.broadcast_to(total, shape)
 
 

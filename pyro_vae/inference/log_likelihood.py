@@ -20,7 +20,7 @@ from pyro import poutine
 
 from ..progress import Progress
 from .particle_chunks import ChunkPlan, CompiledChunk, log_weight_sums
-from .traces import is_sample
+from .traces import is_sample, plain_log_density
 
 
 def _with_particles(fn: Callable, num_particles: int) -> Callable:
@@ -38,7 +38,8 @@ def importance_log_weights(
 ) -> torch.Tensor:
     """log w_k = log p(x, z_k) - log q(z_k|x) for K particles per image: shape (K, N).
 
-    Plain log-densities (no beta weights, no masks): these are the weights of log p(x).
+    Plain log-densities (no beta weights; :func:`~pyro_vae.inference.traces.plain_log_density`):
+    these are the weights of log p(x).
     """
     guide_trace = poutine.trace(_with_particles(guide, num_particles)).get_trace(x)
     replayed = poutine.replay(_with_particles(model, num_particles), trace=guide_trace)
@@ -47,7 +48,7 @@ def importance_log_weights(
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         for site in trace.nodes.values():
             if is_sample(site) and (sign > 0 or not site["is_observed"]):
-                log_w = log_w + sign * site["fn"].log_prob(site["value"])
+                log_w = log_w + sign * plain_log_density(site)
     return log_w
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 from pyro.distributions.util import scale_and_mask
-from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 
 from .surrogate import SurrogateELBO
@@ -75,7 +75,9 @@ class MeanFieldELBO(_VectorisedELBO):
 
 def sync_free(elbo: ELBO) -> ELBO:
     """The sync-free equivalent of ``elbo`` (this project's own ELBOs are already)."""
-    if isinstance(elbo, SurrogateELBO):
+    if isinstance(elbo, (SurrogateELBO, TraceEnum_ELBO, TraceGraph_ELBO)):
+        # enumeration and the score function have no twin: Pyro reads their loss for its NaN
+        # warning, one host sync per step on a GPU (none on the CPU)
         return elbo
     if isinstance(elbo, TraceMeanField_ELBO):
         return MeanFieldELBO(elbo.num_particles, elbo.max_plate_nesting)

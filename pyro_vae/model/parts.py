@@ -1,6 +1,7 @@
 """Which part of a model takes which option.
 
-A model is assembled from parts chosen by name (network, likelihood, prior, guide), each a
+A model is assembled from parts chosen by name (network, likelihood, prior, guide, and the
+class site's treatment for the class-latent models), each a
 family in a registry whose options are its keyword-only constructor parameters. An option
 goes to every chosen part that takes it (``hidden`` to the MLP, ``sigma`` to the Gaussian
 likelihood, ``rank`` to the low-rank guide); one that no chosen part takes is refused, never
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..registry import OptionError, Registry
+from .discrete_sites import DISCRETE_SITES
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS
 from .nets import NETWORKS
@@ -23,6 +25,7 @@ PART_REGISTRIES: dict[str, Registry] = {
     "likelihood": LIKELIHOODS,
     "prior": PRIORS,
     "guide": GUIDES,
+    "discrete": DISCRETE_SITES,
 }
 
 
