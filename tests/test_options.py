@@ -21,7 +21,7 @@ from pyro_vae.training.options import flag_of
     [
         (["--free-bits", "0.5"], "estimator free-bits"),  # its default value: still refused
         (["--grad", "dreg"], "estimator iwae"),
-        (["--estimator", "free-bits", "--particles", "3"], "estimator trace, mean-field, iwae"),
+        (["--estimator", "free-bits", "--particles", "3"], "estimator trace, mean-field, enum"),
         (["--sigma", "0.2"], "likelihood gaussian"),
         (["--z2-dim", "8"], "model two-layer"),
         (["--rank", "3"], "guide low-rank"),

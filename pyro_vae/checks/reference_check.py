@@ -7,10 +7,13 @@ import math
 from collections.abc import Callable
 
 import torch
+from pyro.infer import TraceEnum_ELBO
 from torch import nn
 
+from ..model.invariant import InvariantVAE
 from .reference_densities import LOG_LIKELIHOODS, LOG_PRIORS
 from .reference_guides import GUIDE_SAMPLES
+from .reference_invariant import invariant_reference_loss, pyro_and_invariant_reference_loss
 from .reference_losses import MissingReference, reference_loss
 
 
@@ -33,6 +36,8 @@ def pyro_and_reference_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pyro's differentiable loss and the hand-written one, for the same z (the guide is
     wrapped to keep the z it sampled, so no random-number stream has to line up)."""
+    if isinstance(vae, InvariantVAE):
+        return pyro_and_invariant_reference_loss(vae, elbo, x)
     keeper = _KeepSample(vae)
     pyro_loss = elbo.differentiable_loss(vae.model, keeper.guide, x)
     return pyro_loss, reference_loss(vae, elbo, x, keeper.z)
@@ -73,13 +78,17 @@ def check_against_reference(
     _require_reference(vae)
     if rtol is None:
         rtol = 1e-9 if x.dtype == torch.float64 else 1e-4
-    with torch.no_grad():
+    # TraceEnum_ELBO refuses a loss that needs no gradient: keep autograd on for it
+    with torch.set_grad_enabled(isinstance(elbo, TraceEnum_ELBO)):
         if step is None:
             pyro_loss, ref_loss = pyro_and_reference_loss(vae, elbo, x)
         else:
             pyro_loss, z = step(x, vae.beta)
-            ref_loss = reference_loss(vae, elbo, x, z)
-    p, r = float(pyro_loss), float(ref_loss)
+            reference = (
+                invariant_reference_loss if isinstance(vae, InvariantVAE) else reference_loss
+            )
+            ref_loss = reference(vae, elbo, x, z)
+    p, r = float(torch.as_tensor(pyro_loss).detach()), float(torch.as_tensor(ref_loss).detach())
     if not (math.isfinite(p) and math.isfinite(r)) or abs(p - r) > rtol * max(abs(r), 1.0):
         raise ReferenceMismatch(
             f"Pyro's loss {p:.6f} differs from the hand-written loss {r:.6f} "

@@ -23,10 +23,12 @@ from torch import nn
 from ..inference.iwae import IWAE
 from ..inference.kl_shaping import CapacityELBO, FreeBitsELBO, KLShapingELBO
 from ..inference.sync_free import MeanFieldELBO, MonteCarloELBO
+from ..model.discrete import JointVAE
 from .reference_bounds import reference_bound
 from .reference_bounds import reference_iwae as reference_iwae
 from .reference_bounds import reference_iwae_gradients as reference_iwae_gradients
 from .reference_densities import ANALYTIC_KLS, LOG_PRIORS, normal_kl_per_dimension
+from .reference_discrete import reference_class_loss
 from .reference_weights import is_two_layer, sample_and_decode, two_layer_log_weights
 
 
@@ -104,8 +106,12 @@ def reference_loss(vae: nn.Module, elbo: object, x: torch.Tensor, z: torch.Tenso
     ``TraceMeanField_ELBO`` (and twin), the K-particle bound for ``IWAE`` (whose value does not
     depend on the gradient estimator; compare gradients with :func:`reference_iwae_gradients`)
     and the rest of its family (:func:`~pyro_vae.checks.reference_bounds.reference_bound`),
-    free bits or capacity for the KL-shaping objectives.
+    free bits or capacity for the KL-shaping objectives. For a model with a class variable
+    ``z`` is all the guide drew, and the reference is
+    :func:`~pyro_vae.checks.reference_discrete.reference_class_loss`.
     """
+    if isinstance(vae, JointVAE):  # a class variable: the draws are (y, z[, z_labelled])
+        return reference_class_loss(vae, x, z)
     with torch.no_grad():
         eps = (
             _two_layer_noise(vae, x, z)

@@ -1,8 +1,11 @@
-"""Data: datasets by name as in-memory tensors, binarization, context rows, synthetic counts."""
+"""Data: datasets by name as in-memory tensors, binarization, context rows, label budgets,
+rotated digits, synthetic counts."""
 
 from .binarize import BINARIZATIONS, Binarizer
 from .context import CONTEXTS, with_context
 from .datasets import DATASETS, DataError, ImageData, load_dataset, read_idx_dir
+from .labels import LABEL_CONTEXT, balanced_choice, labelled_rows, with_labels
+from .rotated import RotatedData, rotate_images, rotated_mnist_sample  # registers mnist-rotated
 from .synthetic import CountTruth, count_data
 
 __all__ = [
@@ -11,10 +14,17 @@ __all__ = [
     "DATASETS",
     "Binarizer",
     "CountTruth",
+    "LABEL_CONTEXT",
+    "RotatedData",
     "DataError",
     "ImageData",
+    "balanced_choice",
     "count_data",
+    "labelled_rows",
     "load_dataset",
     "read_idx_dir",
+    "rotate_images",
+    "rotated_mnist_sample",
     "with_context",
+    "with_labels",
 ]

@@ -14,6 +14,9 @@ Datasets (registry ``DATASETS``):
   Debian's ``dataset-fashion-mnist`` in ``/usr/share/datasets/fashion-mnist``, else
   torchvision's download.
 - ``mnist``: full MNIST from IDX files in ``--data-dir``, else torchvision's download.
+- ``mnist-rotated``: ``mnist-sample`` with each digit rotated by its own angle, uniform in
+  [-pi, pi] from a generator seeded with 0 (:mod:`pyro_vae.data.rotated`, which registers it;
+  the angles are ``rotated_mnist_sample().train_angles`` / ``test_angles``).
 - ``npz``: your own images from a ``.npz`` file (see :func:`npz_file`).
 - ``synthetic-counts``: count data from a known model (:mod:`pyro_vae.data.synthetic`).
 """

@@ -1,9 +1,13 @@
 """The generative story and its guide: networks, likelihoods, priors, guides, the VAE and its
-variants (conditional, two stochastic layers, the plain autoencoder), and the builders."""
+variants (conditional, two stochastic layers, the plain autoencoder, a class variable beside z:
+joint and semi-supervised; the pose-invariant VAE), and the builders."""
 
 from .build import MODELS, build_model, build_vae
 from .conditional import ConditionalVAE
+from .discrete import JointVAE, SemiSupervisedVAE
+from .discrete_sites import DISCRETE_SITES
 from .guides import GUIDES, Guide
+from .invariant import InvariantVAE, build_invariant_vae
 from .likelihoods import LIKELIHOODS, DataSupportError, Likelihood
 from .nets import NETWORKS, NetworkShapeError
 from .priors import PRIORS, Prior
@@ -11,6 +15,7 @@ from .two_layer import TwoLayerVAE, build_two_layer_vae
 from .vae import VAE, Autoencoder, kl_weight
 
 __all__ = [
+    "DISCRETE_SITES",
     "GUIDES",
     "LIKELIHOODS",
     "MODELS",
@@ -21,10 +26,14 @@ __all__ = [
     "ConditionalVAE",
     "DataSupportError",
     "Guide",
+    "InvariantVAE",
+    "JointVAE",
     "Likelihood",
     "NetworkShapeError",
     "Prior",
+    "SemiSupervisedVAE",
     "TwoLayerVAE",
+    "build_invariant_vae",
     "build_model",
     "build_two_layer_vae",
     "build_vae",

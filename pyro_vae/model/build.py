@@ -1,5 +1,6 @@
 """Building a model from names: ``build_vae`` assembles the one-layer VAE from its parts, and
-``MODELS`` holds the model structures (``vae``, ``two-layer``) that ``build_model`` picks from.
+``MODELS`` holds the model structures (``vae``, ``two-layer``, the class-latent ``joint`` and
+``m2``, the pose-invariant ``invariant``) that ``build_model`` picks from.
 
 Every option goes to the parts that take it (:mod:`pyro_vae.model.parts`); one that no part
 takes is an error, so a misspelt ``hiden=(64,)`` is refused rather than ignored.
@@ -13,7 +14,9 @@ import torch
 
 from ..registry import Registry, takes
 from .conditional import ConditionalVAE
+from .discrete import build_joint_vae, build_semi_supervised_vae
 from .guides import GUIDES
+from .invariant import build_invariant_vae
 from .likelihoods import LIKELIHOODS
 from .nets import NETWORKS, LogInputEncoder
 from .parts import PART_REGISTRIES, route
@@ -88,14 +91,18 @@ def build_vae(
 
 
 MODELS.register("two-layer")(build_two_layer_vae)
+MODELS.register("joint")(build_joint_vae)
+MODELS.register("m2")(build_semi_supervised_vae)
+MODELS.register("invariant")(build_invariant_vae)
 
 
 def build_model(data_shape: Sequence[int], model: str = "vae", **options: object) -> VAE:
     """The named model structure, given the options it and its parts take (see each
-    builder); ``context_dim`` reaches the models that read a context."""
-    context_dim = options.pop("context_dim", 0)
+    builder); ``context_dim`` reaches the models that read a context, ``labelled_share``
+    (training images per labelled one) the semi-supervised one."""
+    offer = {k: options.pop(k) for k in ("context_dim", "labelled_share") if k in options}
     check_shape(data_shape)
-    return MODELS.create(model, data_shape, offer={"context_dim": context_dim}, **options)
+    return MODELS.create(model, data_shape, offer={"context_dim": 0, **offer}, **options)
 
 
 def takes_option(option: str, model: str = "vae", **chosen: str) -> bool:

@@ -110,13 +110,17 @@ class VAE(nn.Module):
         """``pyro.plate("data")`` over the rows of ``x``, checked to be a batch of this model's
         rows: a single image, or images of another size, is a clear error, not a wrong
         plate."""
+        self.check_rows(x)
+        return pyro.plate("data", x.shape[0])
+
+    def check_rows(self, x: torch.Tensor) -> None:
+        """Raise ValueError unless ``x`` is a batch of this model's rows."""
         if x.dim() != 2 or x.shape[1] != self.row_width:
             hint = " (one image? give x.reshape(1, -1))" if x.dim() == 1 else ""
             raise ValueError(
                 f"the model takes a batch of rows of shape (N, {self.row_width}); "
                 f"got shape {tuple(x.shape)}{hint}"
             )
-        return pyro.plate("data", x.shape[0])
 
     def _kl_weight(self) -> contextlib.AbstractContextManager:
         return kl_weight(self.beta if self._beta_override is None else self._beta_override)
@@ -143,6 +147,11 @@ class VAE(nn.Module):
     def guide_parameters(self) -> list[nn.Parameter]:
         """The variational parameters phi: the encoder's and the guide family's own."""
         return [*self.encoder.parameters(), *self.q.parameters()]
+
+    def code_guide(self, x: torch.Tensor):
+        """The guide whose first latent site holds the codes z that figures and latent
+        statistics (active units, KL per dimension) read: the guide itself for a VAE."""
+        return self.guide(x)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

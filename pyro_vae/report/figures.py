@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..inference import active_units, kl_per_dimension, posterior_means
-from ..model import VAE, ConditionalVAE
+from ..model import VAE, ConditionalVAE, JointVAE
 from . import plots
 
 if TYPE_CHECKING:
@@ -70,7 +70,8 @@ def is_image_shape(shape) -> bool:
 
 def figure_names(shape: Sequence[int], conditional: bool = False) -> list[str]:
     """The figures :func:`make_figures` draws for data of this shape (traversals and
-    interpolations decode codes alone, so not for vectors or conditional models)."""
+    interpolations decode codes alone, so not for vectors, conditional models or models with
+    a class variable)."""
     image = is_image_shape(shape) and not conditional
     return [name for name, _ in FIGURES if image or name not in IMAGE_ONLY]
 
@@ -87,8 +88,13 @@ class RowView:
 
     @classmethod
     def of(cls, vae: VAE, shape: Sequence[int]) -> RowView:
-        if not isinstance(vae, ConditionalVAE):
-            return cls(shape=tuple(shape))
+        if not isinstance(vae, ConditionalVAE):  # (M2's rows carry label columns)
+            width = int(torch.Size(shape).numel())
+            return (
+                cls(shape=tuple(shape))
+                if vae.row_width == width
+                else cls(width, shape=tuple(shape))
+            )
         if vae.context != "top-half":
             return cls(vae.data_dim, shape=tuple(shape))
         c, h, w = shape
@@ -187,7 +193,7 @@ def interpolation(
     ]
     if not chosen:  # one class only: pair the first images
         chosen = [(i, i + 1) for i in range(0, min(2 * pairs, len(x) - 1), 2)]
-    means = posterior_means(vae.guide, x[[i for pair in chosen for i in pair]])
+    means = posterior_means(vae.code_guide, x[[i for pair in chosen for i in pair]])
     t = torch.linspace(0, 1, steps, device=x.device, dtype=means.dtype).unsqueeze(-1)
     rows = []
     decode = _decoder(vae)
@@ -225,7 +231,7 @@ def make_figures(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     image = is_image_shape(shape)
-    names = figure_names(shape, conditional=isinstance(vae, ConditionalVAE))
+    names = figure_names(shape, conditional=isinstance(vae, (ConditionalVAE, JointVAE)))
     view = RowView.of(vae, shape)
     plots.loss_curves(metrics, directory / "loss_curves.png", title=title)
     device = test_x.device
@@ -243,7 +249,11 @@ def make_figures(
         plots.feature_heatmaps(panels, directory / "reconstructions.png")
     with torch.random.fork_rng(devices=[device] if test_x.is_cuda else []):
         torch.manual_seed(0)
-        if image:
+        if image and isinstance(vae, JointVAE):  # a row per class, z shared down a column
+            title = f"samples E[x | {vae.class_site}, z]: a row per class, one z per column"
+            images = vae.sample(10 * vae.classes)
+            plots.samples(images, view.shape, directory / "prior_samples.png", title=title)
+        elif image:
             like = test_x[:100]
             samples = view.display(like, vae.sample(100, like=like))
             plots.samples(samples, view.shape, directory / "prior_samples.png")
@@ -253,14 +263,14 @@ def make_figures(
                 directory / "prior_samples.png",
             )
         x = test_x[:5000]
-        codes = posterior_means(vae.guide, x)
-        n_active, activity = active_units(vae.guide, x, ACTIVE_THRESHOLD)
+        codes = posterior_means(vae.code_guide, x)
+        n_active, activity = active_units(vae.code_guide, x, ACTIVE_THRESHOLD)
         plots.latent_map(codes, test_y[: len(x)], directory / "latent_map.png")
         if "latent_traversal.png" in names:
             traversal(vae, codes, activity, shape, directory / "latent_traversal.png")
             interpolation(vae, x, test_y[: len(x)], shape, directory / "interpolation.png")
         plots.kl_per_dimension(
-            kl_per_dimension(vae.model, vae.guide, x),
+            kl_per_dimension(vae.model, vae.code_guide, x),
             activity,
             ACTIVE_THRESHOLD,
             directory / "kl_per_dimension.png",

@@ -139,6 +139,7 @@ METRIC_COLUMNS = [
     "test_neg_elbo",
     "test_distortion",
     "test_rate",
+    "test_error",
     "train_seconds",
 ]
 

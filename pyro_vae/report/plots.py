@@ -137,7 +137,11 @@ def feature_heatmaps(panels: dict[str, torch.Tensor], path: Path, title: str = "
 
 
 def samples(
-    images: torch.Tensor, shape: Sequence[int], path: Path, per_row: int = 10
+    images: torch.Tensor,
+    shape: Sequence[int],
+    path: Path,
+    per_row: int = 10,
+    title: str = "samples: E[x | z], z ~ p(z)",
 ) -> plt.Figure:
     """A grid of E[x | z] for z drawn from the prior: every image, the last row as full as
     it comes (blank cells after it)."""
@@ -145,7 +149,7 @@ def samples(
     fig, ax = plt.subplots(figsize=(per_row * 0.7, rows * 0.7 + 0.5))
     ax.imshow(_grid(images, shape, per_row), cmap="gray")
     ax.set_axis_off()
-    ax.set_title("samples: E[x | z], z ~ p(z)", fontsize=9)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 

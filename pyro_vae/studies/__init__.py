@@ -16,6 +16,7 @@ from . import (  # noqa: F401  (each registers its study)
     handwritten,
     models,
     posterior_collapse,
+    semi_supervised,
 )
 from .harness import STUDIES, study, train_and_measure, train_or_reuse
 

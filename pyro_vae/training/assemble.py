@@ -11,8 +11,8 @@ import pyro
 import torch
 from pyro.infer import ELBO
 
-from ..data import Binarizer, ImageData, load_dataset, with_context
-from ..inference import ESTIMATORS, KLWarmup, LinearRamp, sync_free
+from ..data import Binarizer, ImageData, labelled_rows, load_dataset, with_context, with_labels
+from ..inference import ESTIMATORS, GeometricRamp, KLWarmup, LinearRamp, sync_free
 from ..model import VAE, build_model
 from .compiled import CompiledStep
 from .devices import resolve_device
@@ -24,7 +24,7 @@ from .options import ConfigError, TrainConfig
 class Schedule:
     """A value raised over the first steps (a :class:`LinearRamp`) and where it is set."""
 
-    ramp: LinearRamp
+    ramp: Callable[[int], float]  # a LinearRamp or a GeometricRamp: the value at a step
     apply: Callable[[float], None]
 
     def update(self, step: int) -> None:
@@ -60,9 +60,21 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float) -> torch.opt
 
 
 def load_data(config: TrainConfig, device: torch.device, data: ImageData | None) -> ImageData:
-    """The run's data on ``device``, each row with its context when the model reads one."""
+    """The run's data on ``device``, each row with its context when the model reads one (for
+    ``m2``: its label columns, one-hot on ``--labels`` training images)."""
     data = load_dataset(config.dataset, config.data_dir) if data is None else data.validate()
+    if config.labels is not None:
+        return with_labels(data, config.labels, seed=config.seed).to(device)
     return with_context(data, config.context or "none").to(device)
+
+
+def _data_facts(config: TrainConfig, data: ImageData) -> dict[str, float]:
+    """What a model builder needs to know of the data beyond its shape."""
+    facts: dict[str, float] = {"context_dim": data.context_dim}
+    if config.labels:
+        labelled = int(labelled_rows(data.train_x, data.context_dim).sum())
+        facts["labelled_share"] = data.train_x.shape[0] / labelled
+    return facts
 
 
 def assemble(config: TrainConfig, data: ImageData | None = None) -> Assembly:
@@ -76,7 +88,7 @@ def assemble(config: TrainConfig, data: ImageData | None = None) -> Assembly:
     pyro.enable_validation(False)  # inputs are checked up front; keep the step lean
     data = load_data(config, device, data)
     binarizer = Binarizer(config.binarize, data, seed=config.seed)
-    vae = build_model(data.shape, context_dim=data.context_dim, **config.model_options())
+    vae = build_model(data.shape, **_data_facts(config, data), **config.model_options())
     vae = vae.to(device)
     vae.likelihood.check_data(binarizer.test_x)
     vae.likelihood.check_data(binarizer.train_x())
@@ -125,7 +137,8 @@ def _set_precision(config: TrainConfig, device: torch.device) -> None:
 
 
 def _schedules(config: TrainConfig, vae: VAE, elbo: ELBO, steps_per_epoch: int) -> list[Schedule]:
-    """KL warm-up sets beta; capacity annealing sets the capacity objective's C."""
+    """KL warm-up sets beta; capacity annealing sets the capacity objective's C; the
+    relaxed class site's temperature falls from ``--temperature`` to its floor."""
 
     def steps(epochs: float | None) -> int:
         return round((epochs or 0.0) * steps_per_epoch)
@@ -141,4 +154,13 @@ def _schedules(config: TrainConfig, vae: VAE, elbo: ELBO, steps_per_epoch: int) 
 
         ramp = LinearRamp(config.capacity, steps(config.capacity_epochs))
         schedules.append(Schedule(ramp, set_capacity))
+    if config.temperature_epochs is not None:
+
+        def set_temperature(value: float) -> None:
+            vae.discrete.temperature = value
+
+        ramp = GeometricRamp(
+            config.temperature, config.temperature_floor, steps(config.temperature_epochs)
+        )
+        schedules.append(Schedule(ramp, set_temperature))
     return schedules

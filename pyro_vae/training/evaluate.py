@@ -132,8 +132,8 @@ def _common(run: LoadedRun, x: torch.Tensor, max_images: int | None) -> dict[str
     """The measures every method reports: -ELBO, rate, distortion, active units."""
     model, guide = run.vae.model, run.vae.guide
     bound = evaluate_elbo(model, guide, x)
-    units, activity = active_units(guide, x)
-    kl_dims = kl_per_dimension(model, guide, x)
+    units, activity = active_units(run.vae.code_guide, x)
+    kl_dims = kl_per_dimension(model, run.vae.code_guide, x)
     return {
         "epoch": run.epoch,
         "num_images": int(x.shape[0]),

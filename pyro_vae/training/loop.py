@@ -66,7 +66,11 @@ class Trainer:
         n_train = parts.data.train_x.shape[0]
         self.images_per_epoch = min(n_train, parts.steps_per_epoch * parts.global_batch)
         self.evaluate = EpochEvaluation(
-            parts.binarizer.test_x, n_train, self.config.seed, self.config.eval_batch_size
+            parts.binarizer.test_x,
+            n_train,
+            self.config.seed,
+            self.config.eval_batch_size,
+            test_y=parts.data.test_y,
         )
         self.check_every = 1 if parts.device.type == "cpu" else GPU_FINITE_CHECK_EVERY
         self.reference_check = self._check_reference() if self.config.check_reference else None

@@ -9,7 +9,8 @@ import pyro
 import torch
 
 from ..inference import evaluate_elbo
-from ..model import VAE
+from ..inference.class_measures import classification_error, cluster_accuracy
+from ..model import VAE, JointVAE, SemiSupervisedVAE
 
 # Training -ELBO is measured on at most this many training images per epoch (a fixed subset).
 TRAIN_EVAL_IMAGES = 10_000
@@ -27,14 +28,42 @@ METRIC_FIELDS = [
     "train_seconds",
     "eval_seconds",
 ]
+# models with a class variable also record test_error: for m2 the classification error of
+# argmax q(y|x), for joint 1 - cluster accuracy (c matched to the classes as well as it can be)
+CLASS_FIELDS = ["test_error"]
+
+
+def metric_fields(vae: VAE) -> list[str]:
+    """The columns of metrics.csv for this model."""
+    return METRIC_FIELDS + (CLASS_FIELDS if isinstance(vae, JointVAE) else [])
+
+
+@torch.no_grad()
+def class_error(vae: JointVAE, x: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
+    """M2: the share of images q(y|x) misclassifies; joint: of images whose most probable
+    cluster, matched to a class, is not their label's."""
+    predicted = torch.cat(
+        [vae.classify(x[i : i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)]
+    )
+    if isinstance(vae, SemiSupervisedVAE):
+        return classification_error(predicted, labels)
+    return 1.0 - cluster_accuracy(predicted, labels)
 
 
 class EpochEvaluation:
     """The plain (beta = 1) bound, its distortion and rate, on the test images and on a fixed
-    random subset of the training images as drawn this epoch."""
+    random subset of the training images as drawn this epoch; for a model with a class
+    variable, its test error (:func:`class_error`) against ``test_y``."""
 
-    def __init__(self, test_x: torch.Tensor, n_train: int, seed: int, batch_size: int) -> None:
-        self.test_x = test_x
+    def __init__(
+        self,
+        test_x: torch.Tensor,
+        n_train: int,
+        seed: int,
+        batch_size: int,
+        test_y: torch.Tensor | None = None,
+    ) -> None:
+        self.test_x, self.test_y = test_x, test_y
         self.batch_size = batch_size
         generator = torch.Generator().manual_seed(seed)
         self.train_idx = torch.randperm(n_train, generator=generator)[:TRAIN_EVAL_IMAGES].to(
@@ -46,7 +75,10 @@ class EpochEvaluation:
         model, guide, batch = vae.model, vae.guide, self.batch_size
         test = evaluate_elbo(model, guide, self.test_x, batch)
         train = evaluate_elbo(model, guide, x_epoch[self.train_idx], batch)
-        return {**train.as_dict("train_"), **test.as_dict("test_")}
+        row = {**train.as_dict("train_"), **test.as_dict("test_")}
+        if isinstance(vae, JointVAE) and self.test_y is not None:
+            row["test_error"] = class_error(vae, self.test_x, self.test_y, batch)
+        return row
 
 
 def summarize(
@@ -57,7 +89,9 @@ def summarize(
     last = metrics[-1]
     timed = metrics[1:] or metrics
     seconds = sum(r["train_seconds"] for r in timed)
+    class_fields = {k: last[k] for k in CLASS_FIELDS if k in last}
     return {
+        **class_fields,
         "test_neg_elbo": last["test_neg_elbo"],
         "test_distortion": last["test_distortion"],
         "test_rate": last["test_rate"],

@@ -16,7 +16,7 @@ import torch
 
 from ..progress import Progress as ProgressOf
 from .banner import banner
-from .metrics import METRIC_FIELDS
+from .metrics import metric_fields
 from .run_dir import MetricsLog, RunDirectory
 
 # Each method receives the pyro_vae.training.loop.Trainer that calls it (its config, position,
@@ -52,7 +52,7 @@ class MetricsCSV(Observer):
         self._log: MetricsLog | None = None
 
     def on_start(self, trainer: CallingTrainer) -> None:
-        self._log = self.run_dir.metrics_log(METRIC_FIELDS)
+        self._log = self.run_dir.metrics_log(metric_fields(trainer.vae))
 
     def on_epoch_end(self, trainer: CallingTrainer, row: dict[str, float]) -> None:
         self._log.append(row)

@@ -18,16 +18,14 @@ Where an option applies:
 An option that does not apply is ``None`` in the config. Set to anything but its default where
 it does not apply, it is refused with a message that says where it does.
 
-Checks that concern one part (a positive ``--sigma``, ``--rank`` >= 1, the VampPrior on a
-two-layer model) are the parts' own: the config builds the model once on the side, before any
-data is read, so they fail here, each written once, in the part. The rules that tie two
-groups together (an estimator that needs a kind of model) are :data:`RULES`, below.
+Checks that concern one part (a positive ``--sigma``, the VampPrior on a two-layer model) are
+the parts' own, written once: the config builds the model on the side before any data is
+read, so they fail here. Rules tying two groups together are :data:`RULES`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,12 +33,13 @@ import torch
 
 from ..data import BINARIZATIONS, CONTEXTS, DATASETS
 from ..inference import ESTIMATORS, GRADIENT_ESTIMATORS
-from ..model import GUIDES, LIKELIHOODS, MODELS, NETWORKS, PRIORS, build_model
+from ..model import DISCRETE_SITES, GUIDES, LIKELIHOODS, MODELS, NETWORKS, PRIORS, build_model
 from ..model.build import takes_option
+from ..model.invariant import INVARIANCE_CHOICES
 from ..model.likelihoods import LIBRARY_OPTIONS
 from ..model.parts import PART_REGISTRIES, takers
 from ..registry import Registry
-from .rules import RULES, automatic_binarization, automatic_estimator
+from .rules import RULES, automatic_binarization, automatic_estimator, nominal_context_dim
 from .schema import (
     POSITIVE,
     POSITIVE_SIZES,
@@ -48,6 +47,8 @@ from .schema import (
     ConfigError,
     Option,
     at_least,
+    check_type,
+    coerce,
     flag_of,
     option,
 )
@@ -74,10 +75,35 @@ class TrainConfig:
         choices=BINARIZATIONS,
         automatic=automatic_binarization,
     )
+    labels: int | None = option(
+        100, "m2: labelled training images (class-balanced, chosen by --seed)", "data",
+        check=at_least(0), applies=lambda c: c.model == "m2", when="--model m2",
+    )  # fmt: skip
     # --- model -----------------------------------------------------------------------------------
     model: str = option(
-        "vae", "vae, or two-layer (two stochastic layers, Burda et al. 2016)", "model",
+        "vae", "vae; two-layer (two stochastic layers, Burda et al. 2016); joint (a class c "
+        "and z, unsupervised); m2 (semi-supervised, Kingma et al. 2014); invariant (rotation "
+        "and shift apart from the content, Bepler et al. 2019)", "model",
         choices=MODELS,
+    )  # fmt: skip
+    classes: int | None = option(
+        10, "joint: values of the class variable c", "model", check=at_least(2), part=True
+    )
+    discrete: str | None = option(
+        "enumerate", "m2, joint: the class site's estimator: enumerate (exact sum), score "
+        "(score function with a learned baseline) or relaxed (Gumbel-softmax, biased)",
+        "model", choices=DISCRETE_SITES, part=True,
+    )  # fmt: skip
+    temperature: float | None = option(
+        1.0, "relaxed: the Gumbel-softmax temperature at the start", "model", part=True
+    )
+    baseline_hidden: int | None = option(
+        100, "score: hidden units of the baseline network b(x)", "model",
+        check=at_least(1), part=True,
+    )  # fmt: skip
+    classifier_weight: float | None = option(
+        0.1, "m2: alpha of the classification term alpha N E_labelled[log q(y|x)] (Kingma et "
+        "al. 2014: 0.1)", "model", check=at_least(0), part=True,
     )  # fmt: skip
     context: str | None = option(
         "none", "a conditional VAE given the label or the top half of the image", "model",
@@ -92,6 +118,18 @@ class TrainConfig:
     upper_hidden: tuple[int, ...] | None = option(
         (100, 100), "two-layer: hidden sizes between z1 and z2", "model",
         check=POSITIVE_SIZES, part=True,
+    )  # fmt: skip
+    invariances: str | None = option(
+        "rotation+translation", "invariant: the pose inferred apart from the content", "model",
+        choices=INVARIANCE_CHOICES, part=True,
+    )  # fmt: skip
+    theta_prior: float | None = option(
+        3.141592653589793, "invariant: sd of the rotation prior, radians", "model",
+        check=POSITIVE, part=True,
+    )  # fmt: skip
+    dx_prior: float | None = option(
+        0.1, "invariant: sd of the shift prior, in half-widths of the image", "model",
+        check=POSITIVE, part=True,
     )  # fmt: skip
     likelihood: str = option("bernoulli", "p(x|z)", "model", choices=LIKELIHOODS)
     sigma: float | None = option(0.1, "fixed sigma of gaussian", "model", part=True)
@@ -115,6 +153,9 @@ class TrainConfig:
         0, "iaf guide: hidden units per MADE (0: twice z_dim)", "model", part=True
     )
     beta: float = option(1.0, "KL weight (beta-VAE); 0 allowed", "model", check=at_least(0))
+    beta_discrete: float | None = option(
+        1.0, "m2, joint: KL weight of the class site", "model", check=at_least(0), part=True
+    )
     autoencoder: bool | None = option(
         False, "the deterministic autoencoder with the same networks", "model", part=True
     )
@@ -157,6 +198,15 @@ class TrainConfig:
         0.0, "capacity: epochs to raise C from 0", "schedule", check=at_least(0),
         applies=lambda c: "capacity" in ESTIMATORS.options(c.estimator),
         when="--estimator capacity",
+    )  # fmt: skip
+    temperature_epochs: float | None = option(
+        10.0, "relaxed: epochs to lower the temperature geometrically to --temperature-floor",
+        "schedule", check=at_least(0), applies=lambda c: c.discrete == "relaxed",
+        when="--discrete relaxed",
+    )  # fmt: skip
+    temperature_floor: float | None = option(
+        0.5, "relaxed: the lowest temperature (Jang et al. 2017: 0.5)", "schedule",
+        check=POSITIVE, applies=lambda c: c.discrete == "relaxed", when="--discrete relaxed",
     )  # fmt: skip
     kl_warmup_epochs: float | None = option(
         0.0, "raise beta linearly from 0 over this many epochs", "schedule",
@@ -223,7 +273,7 @@ class TrainConfig:
     def _settle(self, name: str, opt: Option) -> None:
         """Coerce the value, drop it where it does not apply, check it where it does."""
         default = _default(name)
-        value = _coerce(getattr(self, name), default)
+        value = coerce(getattr(self, name), default)
         if not self.applies(name):
             if value is not None and value != default:
                 raise ConfigError(self.why_not(name))
@@ -233,7 +283,7 @@ class TrainConfig:
         setattr(self, name, value)
         if value is None:
             return
-        _check_type(name, value, opt.type or (str if default is None else type(default)))
+        check_type(name, value, opt.type or (str if default is None else type(default)))
         names = opt.choice_names()
         if names and value not in names:
             kind = opt.choices.kind if isinstance(opt.choices, Registry) else name
@@ -278,8 +328,7 @@ class TrainConfig:
     def _try_building(self) -> None:
         """Build the model and the estimator once, on the side: every check a part makes of
         its options fails here, before any data is read (the random streams are untouched)."""
-        c, h, w = NOMINAL_SHAPE  # a context of nominal width: ten classes, or the top half
-        context_dim = {"none": 0, "label": 10, "top-half": c * (h // 2) * w}[self.context or "none"]
+        context_dim = nominal_context_dim(self, NOMINAL_SHAPE)
         try:
             with torch.random.fork_rng(devices=[]):
                 build_model(NOMINAL_SHAPE, context_dim=context_dim, **self.model_options())
@@ -348,35 +397,3 @@ def options() -> dict[str, Option]:
 
 def _default(name: str) -> Any:
     return TrainConfig.__dataclass_fields__[name].default
-
-
-def _coerce(value: Any, default: Any) -> Any:
-    """JSON and command-line values as the option's type (lists of sizes as tuples)."""
-    if isinstance(value, list):
-        return tuple(value)
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-def _check_type(name: str, value: Any, kind: type) -> None:
-    """A value of the option's type (a config.json is checked as strictly as the flags); a
-    number finite."""
-    if kind is tuple:
-        ok = isinstance(value, tuple) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        )
-        words = "a list of whole numbers"
-    elif kind is float:
-        ok = isinstance(value, float)
-        words = "a number"
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        words = "a whole number"
-    else:
-        ok = isinstance(value, kind)
-        words = {bool: "true or false", str: "a string"}.get(kind, kind.__name__)
-    if not ok:
-        raise ConfigError(f"{flag_of(name)} must be {words}, got {value!r}")
-    if kind is float and not math.isfinite(value):
-        raise ConfigError(f"{flag_of(name)} must be a finite number, got {value}")

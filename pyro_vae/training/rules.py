@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..model import LIKELIHOODS
+from ..model import DISCRETE_SITES, LIKELIHOODS
 from .schema import Automatic, ConfigError
 
 # the config being checked (pyro_vae.training.options.TrainConfig, which imports this module)
@@ -19,12 +19,27 @@ NEEDS_SAMPLED_KL = ("two-layer",)
 SAMPLED_KL_ESTIMATORS = ("trace", "iwae", "renyi", "miwae", "piwae", "ciwae")
 
 
+def nominal_context_dim(c: Config, shape: tuple[int, int, int]) -> int:
+    """The context width of the config's trial build, on images of ``shape`` before any data
+    is read: ten classes (a label context, m2's label columns), or the top half."""
+    channels, height, width = shape
+    context = "label" if c.model == "m2" else c.context or "none"
+    return {"none": 0, "label": 10, "top-half": channels * (height // 2) * width}[context]
+
+
 def _binarization(c: Config) -> str:
     kind = LIKELIHOODS.get(c.likelihood).data_kind if c.likelihood in LIKELIHOODS else None
     return "dynamic" if kind == "binary" else "none"
 
 
+# models with a class variable: the class site's treatment (--discrete) fixes the estimator
+CLASS_MODELS = ("joint", "m2")
+CLASS_ESTIMATORS = tuple(DISCRETE_SITES.get(name).estimator for name in DISCRETE_SITES)
+
+
 def _estimator(c: Config) -> str:
+    if c.model in CLASS_MODELS:
+        return DISCRETE_SITES.get(c.discrete).estimator
     return "trace" if c.model in NEEDS_SAMPLED_KL else "mean-field"
 
 
@@ -33,7 +48,8 @@ automatic_binarization = Automatic(
 )
 automatic_estimator = Automatic(
     _estimator,
-    f"mean-field, or trace for a model whose KL cannot be analytic ({', '.join(NEEDS_SAMPLED_KL)})",
+    f"mean-field, or trace for a model whose KL cannot be analytic ({', '.join(NEEDS_SAMPLED_KL)})"
+    "; for a class variable (joint, m2) the one its --discrete needs",
 )
 
 
@@ -43,7 +59,33 @@ def _binarization_fits_the_likelihood(c: Config) -> None:
         raise ConfigError(f"--likelihood {c.likelihood} models counts: use --binarize none")
 
 
+def _estimator_fits_the_class_site(c: Config) -> None:
+    if c.model in CLASS_MODELS:
+        needed = DISCRETE_SITES.get(c.discrete).estimator
+        if c.estimator != needed:
+            raise ConfigError(
+                f"--discrete {c.discrete} is estimated by --estimator {needed} (or auto), "
+                f"not {c.estimator}"
+            )
+        if c.compile:
+            raise ConfigError(f"--model {c.model} runs the eager step; drop --compile")
+    elif c.estimator in ("enum", "score-function"):
+        raise ConfigError(
+            f"--estimator {c.estimator} is for a model with a class variable: --model "
+            f"{' or '.join(CLASS_MODELS)}"
+        )
+
+
+# the estimators the invariant model's hand-written reference covers
+INVARIANT_ESTIMATORS = ("trace", "mean-field")
+
+
 def _estimator_fits_the_model(c: Config) -> None:
+    if c.model == "invariant" and c.estimator not in INVARIANT_ESTIMATORS:
+        raise ConfigError(
+            f"--model invariant is checked against its hand-written loss with --estimator "
+            f"trace or mean-field, not {c.estimator}"
+        )
     if c.model in NEEDS_SAMPLED_KL and c.estimator not in SAMPLED_KL_ESTIMATORS:
         raise ConfigError(
             f"--model {c.model} needs --estimator trace or {', '.join(SAMPLED_KL_ESTIMATORS[1:])}"
@@ -72,5 +114,6 @@ def _precision_fits_the_step(c: Config) -> None:
 RULES: list[Callable[[Config], None]] = [
     _binarization_fits_the_likelihood,
     _estimator_fits_the_model,
+    _estimator_fits_the_class_site,
     _precision_fits_the_step,
 ]

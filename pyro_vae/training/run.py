@@ -19,7 +19,7 @@ from ..model import VAE
 from .assemble import assemble
 from .distributed import launched_rank
 from .loop import Trainer
-from .metrics import METRIC_FIELDS
+from .metrics import metric_fields
 from .observers import MetricsCSV, Observer, Progress
 from .options import ConfigError, TrainConfig
 from .run_dir import RunDirectory, RunDirectoryError
@@ -84,6 +84,6 @@ def fit(
         trainer = Trainer(parts, run_dir, [*standard, *observers], saved)
         if overwrite and not resume:
             run_dir.clear()  # only now: options, data, model and first batch have passed
-        run_dir.start(config.as_dict(), METRIC_FIELDS, trainer.metrics)
+        run_dir.start(config.as_dict(), metric_fields(parts.vae), trainer.metrics)
         summary = trainer.fit()
     return TrainResult(parts.vae, summary, trainer.metrics)

@@ -70,3 +70,35 @@ def option(default: Any, help: str, group: str, **declared: Any) -> Any:
 
 def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def coerce(value: Any, default: Any) -> Any:
+    """JSON and command-line values as the option's type (lists of sizes as tuples)."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def check_type(name: str, value: Any, kind: type) -> None:
+    """A value of the option's type (a config.json is checked as strictly as the flags); a
+    number finite."""
+    if kind is tuple:
+        ok = isinstance(value, tuple) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        )
+        words = "a list of whole numbers"
+    elif kind is float:
+        ok = isinstance(value, float)
+        words = "a number"
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        words = "a whole number"
+    else:
+        ok = isinstance(value, kind)
+        words = {bool: "true or false", str: "a string"}.get(kind, kind.__name__)
+    if not ok:
+        raise ConfigError(f"{flag_of(name)} must be {words}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{flag_of(name)} must be a finite number, got {value}")

@@ -1,0 +1,161 @@
+"""semi-supervised: M2's classifier q(y | x) against the same network trained on the labelled
+images alone (Kingma et al., 2014, table 1's comparison).
+
+    pyro-vae study semi-supervised --datasets mnist-sample fashion-mnist --labels 100 600 1000
+
+For each dataset, label budget and seed: one M2 run (``--model m2 --labels N --seed S``: the
+labelled images are a class-balanced draw by the seed) and the labelled-only classifier on
+the very same labelled images (:mod:`pyro_vae.checks.baseline_classifier`). The table gives
+the test classification error of each, mean +- sd over the seeds; the figure, error against
+the number of labels. Every M2 run also draws its samples with the class fixed per row and z
+shared down each column (``figures/prior_samples.png``): whether the class holds the digit
+and z the style. Writes semi_supervised.json, semi_supervised.md and semi_supervised.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from ..checks.baseline_classifier import test_error, train_labelled_only
+from ..data import Binarizer, balanced_choice, load_dataset
+from ..training import TrainConfig
+from .command_help import train_help
+from .harness import announce, at_least, study, train_or_reuse
+from .tables import write_tables
+
+LABELS = (100, 600, 1000)
+SEEDS = (0, 1, 2)
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def labelled_only_error(
+    dataset: str, data, labels: int, seed: int, hidden: Sequence[int], steps: int
+) -> float:
+    """Test error of the classifier trained on the ``labels`` images M2's run with ``seed``
+    sees labelled, on the runs' fixed binarization of the test images."""
+    chosen = balanced_choice(data.train_y, labels, seed)
+    classes = int(data.train_y.max()) + 1
+    net = train_labelled_only(
+        data.train_x[chosen], data.train_y[chosen], classes, hidden, seed, steps=steps
+    )
+    test_x = Binarizer("dynamic", data, seed=seed).test_x
+    return test_error(net, test_x, data.test_y)
+
+
+def semi_supervised(args: argparse.Namespace) -> list[dict]:
+    """Every (dataset, labels, seed) cell, trained or reused; returns the table's rows."""
+    out = Path(args.out)
+    rows = []
+    for dataset in args.datasets:
+        data = load_dataset(dataset, args.data_dir if dataset != "mnist-sample" else None)
+        for labels in args.labels:
+            m2, alone = [], []
+            for seed in args.seeds:
+                run_dir = out / dataset / f"labels{labels}" / f"seed{seed}"
+                config = TrainConfig(
+                    dataset=dataset, model="m2", labels=labels, seed=seed, epochs=args.epochs,
+                    z_dim=args.z_dim, hidden=tuple(args.hidden), device=args.device,
+                    out=str(run_dir), progress=not args.no_progress,
+                )  # fmt: skip
+                m2.append(train_or_reuse(config, data)["test_error"])
+                announce(f"{dataset}, {labels} labels, seed {seed}: the labelled-only classifier")
+                alone.append(
+                    labelled_only_error(dataset, data, labels, seed, args.hidden, args.steps)
+                )
+            (m2_mean, m2_sd), (alone_mean, alone_sd) = _mean_sd(m2), _mean_sd(alone)
+            rows.append(
+                {
+                    "dataset": dataset, "labels": labels, "seeds": len(args.seeds),
+                    "m2_error": m2_mean, "m2_error_sd": m2_sd, "m2_errors": m2,
+                    "alone_error": alone_mean, "alone_error_sd": alone_sd,
+                    "alone_errors": alone,
+                    "m2_better": all(a < b for a, b in zip(m2, alone, strict=True)),
+                }
+            )  # fmt: skip
+    return rows
+
+
+def _pm(key: str):
+    return lambda r: f"{100 * r[key]:.1f} ± {100 * r[key + '_sd']:.1f}"
+
+
+def plot_errors(rows: list[dict], path: Path) -> None:
+    """Test error against labels, M2 and the labelled-only classifier, a panel per dataset."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        mine = [r for r in rows if r["dataset"] == dataset]
+        labels = [r["labels"] for r in mine]
+        for key, name in (("m2", "M2: q(y|x)"), ("alone", "labelled images only")):
+            means = [100 * r[f"{key}_error"] for r in mine]
+            sds = [100 * r[f"{key}_error_sd"] for r in mine]
+            ax.errorbar(labels, means, yerr=sds, marker="o", capsize=3, label=name)
+        ax.set_xscale("log")
+        ax.set_xticks(labels, [str(n) for n in labels])
+        ax.set_xlabel("labelled training images")
+        ax.set_ylabel("test error, % (mean ± sd over seeds)")
+        ax.set_title(dataset, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--datasets", nargs="+", default=["mnist-sample"], help="the data sets")
+    p.add_argument("--data-dir", default=None, help=train_help("data_dir"))
+    p.add_argument(
+        "--labels", type=at_least(0), nargs="+", default=list(LABELS), metavar="N",
+        help="label budgets: labelled training images (multiples of the classes)",
+    )  # fmt: skip
+    p.add_argument(
+        "--seeds", type=at_least(0), nargs="+", default=list(SEEDS), metavar="S",
+        help="one run per seed (the seed also draws the labelled images)",
+    )  # fmt: skip
+    p.add_argument("--epochs", type=at_least(1), default=30, help="M2's training epochs")
+    p.add_argument(
+        "--steps", type=at_least(1), default=2000,
+        help="Adam steps of the labelled-only classifier",
+    )  # fmt: skip
+    p.add_argument("--z-dim", type=at_least(1), default=16, help="M2's latent dimensions")
+    p.add_argument(
+        "--hidden", type=at_least(1), nargs="+", default=[400], metavar="N",
+        help="hidden sizes of every network (the classifier's too)",
+    )  # fmt: skip
+    p.add_argument("--device", default="auto", help=train_help("device"))
+    p.add_argument("--out", default="runs/semi-supervised", help="where the runs and tables go")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+@study("semi-supervised", "M2's classifier against the labelled images alone", _arguments)
+def run(args: argparse.Namespace) -> int:
+    rows = semi_supervised(args)
+    out = Path(args.out)
+    write_tables(
+        out,
+        "semi_supervised",
+        {k: v for k, v in vars(args).items() if k not in ("func", "command")},
+        rows,
+        f"test classification error, % (mean ± sd over {len(args.seeds)} seeds); M2 "
+        f"{args.epochs} epochs, MLP {tuple(args.hidden)}, z={args.z_dim}; the labelled-only "
+        f"classifier: the same network, {args.steps} Adam steps on the labelled images",
+        [
+            ("dataset", "data", ""),
+            ("labels", "labels", ""),
+            ("m2_error", "M2 q(y|x)", _pm("m2_error")),
+            ("alone_error", "labelled only", _pm("alone_error")),
+            ("m2_better", "M2 better in every seed", ""),
+        ],
+    )
+    plot_errors(rows, out / "semi_supervised.png")
+    print((out / "semi_supervised.md").read_text())
+    return 0
