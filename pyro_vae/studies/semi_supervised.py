@@ -121,7 +121,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         "--seeds", type=at_least(0), nargs="+", default=list(SEEDS), metavar="S",
         help="one run per seed (the seed also draws the labelled images)",
     )  # fmt: skip
-    p.add_argument("--epochs", type=at_least(1), default=30, help="M2's training epochs")
+    p.add_argument("--epochs", type=at_least(1), default=25, help="M2's training epochs")
     p.add_argument(
         "--steps", type=at_least(1), default=2000,
         help="Adam steps of the labelled-only classifier",

@@ -102,8 +102,8 @@ class TrainConfig:
         check=at_least(1), part=True,
     )  # fmt: skip
     classifier_weight: float | None = option(
-        0.1, "m2: alpha of the classification term alpha N E_labelled[log q(y|x)] (Kingma et "
-        "al. 2014: 0.1)", "model", check=at_least(0), part=True,
+        10.0, "m2: alpha of the classification term alpha N E_labelled[log q(y|x)] (Kingma et "
+        "al. 2014: 0.1, over far longer training)", "model", check=at_least(0), part=True,
     )  # fmt: skip
     context: str | None = option(
         "none", "a conditional VAE given the label or the top half of the image", "model",
