@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         [
             ("dataset", "data", ""),
             ("labels", "labels", ""),
-            ("m2_error", "M2 q(y|x)", _pm("m2_error")),
+            ("m2_error", "M2 q(y\\|x)", _pm("m2_error")),
             ("alone_error", "labelled only", _pm("alone_error")),
             ("m2_better", "M2 better in every seed", ""),
         ],
