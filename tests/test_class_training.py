@@ -135,7 +135,7 @@ def test_the_relaxed_temperature_falls_to_its_floor(tmp_path, small_balanced):
     assert [ramp(t) for t in range(5)] == pytest.approx([1, 0.5**0.25, 0.5**0.5, 0.5**0.75, 0.5])
 
 
-def test_is_evaluation_of_m2_is_finite_and_above_the_elbo(tmp_path, small_balanced):
+def test_is_evaluation_of_m2_is_finite_and_above_the_elbo(tmp_path, small_balanced, capsys):
     """Test rows carry no label: log p(x) by importance sampling, y drawn from q(y|x)."""
     train(tiny_config(tmp_path, model="m2", labels=20, epochs=1), small_balanced)
     status = main(
@@ -145,6 +145,13 @@ def test_is_evaluation_of_m2_is_finite_and_above_the_elbo(tmp_path, small_balanc
     assert status == 0
     e = json.loads((tmp_path / "run" / runs.EVALUATION).read_text())
     assert e["test_log_likelihood"] > -e["test_neg_elbo"] - 1.0  # IWAE_64 is above the ELBO
+    assert e["compiled"] is False
+    # a class site's draw reads tensor values: compiling is refused in one line, not a trace
+    argv = ["evaluate", str(tmp_path / "run"), "--num-samples", "64", "--max-images", "2",
+            "--compile", "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cannot be recorded as one fixed graph" in err and "Traceback" not in err
 
 
 def test_cluster_matching_is_the_best_one_to_one_map():

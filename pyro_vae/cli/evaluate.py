@@ -39,7 +39,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="is: compile the importance-sampling chunks (TorchInductor): the same estimate, "
         "faster, after 20-40 s of compiling; unless given, on when images x K >= "
-        f"{COMPILE_FROM:,}",
+        f"{COMPILE_FROM:,} (never for a model with a class variable, m2 or joint)",
     )
     p.add_argument(
         "--max-images",

@@ -77,7 +77,19 @@ def capture(fn: Callable, *args: object) -> torch.fx.GraphModule:
         pyro.validation_enabled(False),
         torch.random.fork_rng(devices=devices),
     ):
-        return make_fx(fn)(*args)
+        try:
+            return make_fx(fn)(*args)
+        except RuntimeError as err:
+            if "data-dependent" not in str(err) and "_local_scalar_dense" not in str(err):
+                raise
+            raise CaptureError(
+                "this model/guide pair cannot be recorded as one fixed graph: it reads tensor "
+                "values while it runs (as sampling a discrete site does); run it uncompiled"
+            ) from err
+
+
+class CaptureError(ValueError):
+    """A program that cannot be recorded as a fixed graph."""
 
 
 def split_addmm(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:

@@ -321,7 +321,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         default="standard",
         choices=GRADIENT_ESTIMATORS,
         metavar="GRAD",
-        help=train_help("grad", "iwae, miwae: the gradient estimator (hand-written for iwae)"),
+        help="iwae, miwae: the gradient estimator (hand-written for iwae)",  # (choices shown)
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=0, help="seeds the networks and the batches")

@@ -28,6 +28,7 @@ from ..data import ImageData
 from ..inference import active_units, evaluate_elbo, kl_per_dimension, log_likelihood
 from ..inference.ais import ais_log_likelihood, effective_sample_size
 from ..inference.bdmc import bdmc, simulate
+from ..model import JointVAE
 from .load import LoadedRun, load_run, read_config
 from .run_dir import EVALUATION, RunDirectory, write_json
 from .tensorboard import log_evaluation
@@ -155,8 +156,8 @@ def _importance_sampling(
     run: LoadedRun, x: torch.Tensor, num_samples: int, progress: bool, compile: bool | None
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
-    if compile is None:
-        compile = x.shape[0] * num_samples >= COMPILE_FROM
+    if compile is None:  # (a class site's draw reads tensor values: no fixed graph)
+        compile = x.shape[0] * num_samples >= COMPILE_FROM and not isinstance(run.vae, JointVAE)
     if num_samples > 0 and not run.config.autoencoder:
         ll = log_likelihood(
             run.vae.model, run.vae.guide, x, num_samples, progress=progress, compile=compile
