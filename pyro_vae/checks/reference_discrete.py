@@ -112,6 +112,17 @@ def labelled_objective(
     return log_lik + math.log(1.0 / vae.classes) + vae.beta * kl_term + vae.alpha * log_q_y
 
 
+def _rows(vae: nn.Module, x: torch.Tensor):
+    """(pixels, one-hot labels with class 0 on unlabelled rows, which rows are labelled);
+    a joint model's rows are all unlabelled."""
+    if not hasattr(vae, "split"):
+        return x, None, torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    pixels, labels = x[..., : vae.data_dim], x[..., vae.data_dim :]
+    labelled = labels.sum(-1) > 0
+    placeholder = F.one_hot(torch.zeros((), dtype=torch.long), vae.classes).to(labels)
+    return pixels, torch.where(labelled.unsqueeze(-1), labels, placeholder), labelled
+
+
 def reference_class_loss(vae: nn.Module, x: torch.Tensor, draws: tuple) -> torch.Tensor:
     """-objective summed over the batch, for the guide's ``draws``: (y, z) for ``joint``,
     (y, z, z_labelled) for ``m2`` (rows with a label take the labelled objective)."""
@@ -119,10 +130,7 @@ def reference_class_loss(vae: nn.Module, x: torch.Tensor, draws: tuple) -> torch
         y, z = draws
         return -unlabelled_objective(vae, x, y, z).sum()
     y, z, z_labelled = draws
-    pixels, labels = x[..., : vae.data_dim], x[..., vae.data_dim :]
-    labelled = labels.sum(-1) > 0
-    placeholder = F.one_hot(torch.zeros((), dtype=torch.long), vae.classes).to(labels)
-    labels = torch.where(labelled.unsqueeze(-1), labels, placeholder)
+    pixels, labels, labelled = _rows(vae, x)
     unlabelled = unlabelled_objective(vae, pixels, y, z)
     with_label = labelled_objective(vae, pixels, labels, z_labelled)
     return -torch.where(labelled, with_label, unlabelled).sum()
@@ -138,10 +146,7 @@ def reference_score_surrogate(vae: nn.Module, x: torch.Tensor, draws: tuple) -> 
 
     where log q(y | x) enters the objective's own terms as a constant (its gradient is the
     score term's alone)."""
-    pixels, labelled = x[..., : vae.data_dim], torch.zeros(x.shape[0], dtype=torch.bool)
-    if hasattr(vae, "split"):
-        labels = x[..., vae.data_dim :]
-        labelled = labels.sum(-1) > 0
+    pixels, labels, labelled = _rows(vae, x)
     y, z = draws[0], draws[1]
     log_q_y = (y * torch.log_softmax(vae.classifier(pixels), -1)).sum(-1)
     log_lik, kl_term = _z_terms(vae, pixels, y, z)
@@ -149,9 +154,7 @@ def reference_score_surrogate(vae: nn.Module, x: torch.Tensor, draws: tuple) -> 
     f_const_q = f + vae.beta_discrete * (log_q_y - log_q_y.detach())
     cost = torch.where(labelled, torch.zeros_like(f), f)
     objective = torch.where(labelled, torch.zeros_like(f), f_const_q)
-    if hasattr(vae, "split"):
-        placeholder = F.one_hot(torch.zeros((), dtype=torch.long), vae.classes).to(labels)
-        labels = torch.where(labelled.unsqueeze(-1), labels, placeholder)
+    if labels is not None:
         with_label = labelled_objective(vae, pixels, labels, draws[2])
         objective = objective + torch.where(labelled, with_label, torch.zeros_like(f))
     baseline = vae.discrete.baseline(pixels).squeeze(-1)

@@ -22,6 +22,17 @@ from .. import param_store
 from .vae import VAE
 
 
+def class_grid(prior: dist.Distribution, n: int, classes: int):
+    """(z, one-hot class) for n samples drawn as a grid: the classes in turn, n / classes of
+    each, the same codes z ~ p(z) for every class (a row per class, a column per code); the
+    last class takes what is left over."""
+    per_class = max(1, n // classes)
+    codes = prior.sample((per_class,))
+    index = torch.arange(n, device=codes.device)
+    labels = (index // per_class).clamp(max=classes - 1)
+    return codes[index % per_class], F.one_hot(labels, classes).to(codes.dtype)
+
+
 class ConditionalVAE(VAE):
     """A VAE whose decoder reads [z, c] and whose encoder reads [x, c] (see the module doc)."""
 
@@ -73,12 +84,8 @@ class ConditionalVAE(VAE):
         the same codes for every class (a row per class, a column per code: style fixed along
         a column); otherwise c is the context of the first n rows of ``like``."""
         if self.context == "label":
-            per_class = max(1, n // self.context_dim)
-            codes = self.prior().sample((per_class,))
-            index = torch.arange(n, device=codes.device)
-            labels = (index // per_class).clamp(max=self.context_dim - 1)
-            context = F.one_hot(labels, self.context_dim).to(codes.dtype)
-            return self.likelihood.mean(self.decoder_output(codes[index % per_class], context))
+            z, context = class_grid(self.prior(), n, self.context_dim)
+            return self.likelihood.mean(self.decoder_output(z, context))
         z = self.prior().sample((n,))
         if like is None:
             raise ValueError(f"sampling a {self.context} model needs contexts: pass like=")

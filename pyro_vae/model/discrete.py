@@ -42,6 +42,7 @@ from pyro import poutine
 from torch import nn
 
 from .. import param_store
+from .conditional import class_grid
 from .discrete_sites import DiscreteSite
 from .likelihoods import Likelihood
 from .nets import GaussianHead, _mlp
@@ -218,12 +219,8 @@ class JointVAE(VAE):
     def sample(self, n: int, like: torch.Tensor | None = None) -> torch.Tensor:
         """E[x | y, z]: the classes in turn, n / K of each, the same codes z for every class
         (a row per class and a column per code: style fixed along a column)."""
-        per_class = max(1, n // self.classes)
-        codes = self.prior().sample((per_class,))
-        index = torch.arange(n, device=codes.device)
-        labels = (index // per_class).clamp(max=self.classes - 1)
-        y = F.one_hot(labels, self.classes).to(codes.dtype)
-        return self.likelihood.mean(self.decoder(codes[index % per_class], y))
+        z, y = class_grid(self.prior(), n, self.classes)
+        return self.likelihood.mean(self.decoder(z, y))
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None, kind: str = "mean"):
