@@ -308,10 +308,9 @@ def _class_parts(
     data_dim = int(torch.Size(data_shape).numel())
     parts = route(model, options, likelihood=likelihood, prior=prior, discrete=discrete)
     lik = LIKELIHOODS.create(likelihood, data_dim, **parts["likelihood"])
-    encoder_input = data_dim
     return {
-        "classifier": classifier_network(encoder_input, classes, hidden),
-        "encoder": ClassEncoder(encoder_input, classes, z_dim, hidden),
+        "classifier": classifier_network(data_dim, classes, hidden),
+        "encoder": ClassEncoder(data_dim, classes, z_dim, hidden),
         "decoder": ClassDecoder(z_dim, classes, data_dim, hidden, lik.params_per_pixel),
         "likelihood": lik,
         "prior": PRIORS.create(prior, z_dim, **parts["prior"]),

@@ -24,8 +24,6 @@ and its gradient with respect to the classifier can be had three ways:
 
 from __future__ import annotations
 
-import math
-
 import pyro.distributions as dist
 import torch
 from torch import nn
@@ -38,7 +36,6 @@ class DiscreteSite(nn.Module):
     A module, so that a learned part (the score function's baseline) trains with the VAE."""
 
     estimator: str = "trace"  # the registered estimator this treatment needs
-    relaxed: bool = False
 
     def prior(self, probs: torch.Tensor) -> dist.TorchDistribution:
         return dist.OneHotCategorical(probs=probs)
@@ -96,8 +93,6 @@ class Relaxed(DiscreteSite):
     ``temperature`` (annealed by the trainer: tau_t = max(tau_min, tau_0 exp(-r t)), Jang et
     al., 2017). Biased for the discrete model."""
 
-    relaxed = True
-
     def __init__(self, *, temperature: float = 1.0) -> None:
         if not temperature > 0:
             raise ValueError(f"the relaxation's temperature must be > 0, got {temperature}")
@@ -112,8 +107,3 @@ class Relaxed(DiscreteSite):
 
     def _tau(self, like: torch.Tensor) -> torch.Tensor:
         return torch.tensor(self.temperature, dtype=like.dtype, device=like.device)
-
-
-def annealed_temperature(step: int, start: float, rate: float, floor: float) -> float:
-    """tau_t = max(floor, start * exp(-rate * t)) (Jang et al., 2017, sec. 4.1)."""
-    return max(floor, start * math.exp(-rate * step))
