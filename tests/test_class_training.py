@@ -4,8 +4,10 @@ and the semi-supervised study's pieces."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -249,3 +251,59 @@ def test_the_invariance_study_measures_pose_and_content(tmp_path, monkeypatch):
     assert rows[0]["latent_dims"] == rows[1]["latent_dims"] == 5
     assert all(0.1 <= r["knn_accuracy"] <= 1 for r in rows)  # chance is 0.1
     assert (out / "invariance.png").exists()
+
+
+def test_the_semi_supervised_study_trains_m2_beside_the_labelled_only_classifier(
+    tmp_path, monkeypatch, small_balanced
+):
+    """Tiny settings: one label budget, two seeds, two epochs; every M2 run is trained with
+    the study's beta and its own seed's labels, and the table's means are the runs' own
+    errors."""
+    from pyro_vae.studies import semi_supervised
+
+    monkeypatch.setattr(semi_supervised, "load_dataset", lambda name, data_dir=None: small_balanced)
+    out = tmp_path / "ss"
+    argv = ["study", "semi-supervised", "--labels", "20", "--seeds", "0", "1", "--epochs", "2",
+            "--steps", "5", "--hidden", "16", "--z-dim", "2", "--beta", "2.5", "--out",
+            str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    (row,) = json.loads((out / "semi_supervised.json").read_text())["rows"]
+    assert row["labels"] == 20 and row["seeds"] == 2
+    errors, late = [], []
+    for seed in (0, 1):
+        run = out / "mnist-sample" / "labels20" / f"seed{seed}"
+        config = json.loads((run / "config.json").read_text())
+        assert (config["beta"], config["labels"], config["seed"]) == (2.5, 20, seed)
+        epochs = [float(r["test_error"]) for r in csv.DictReader(open(run / "metrics.csv"))]
+        errors.append(epochs[-1])
+        late.append(sum(epochs) / 2)  # both epochs are among the last five
+    assert row["m2_errors"] == pytest.approx(errors)
+    assert row["m2_late_errors"] == pytest.approx(late)
+    assert row["m2_error"] == pytest.approx(sum(errors) / 2)
+    assert all(0 <= e <= 1 for e in row["alone_errors"])
+    assert (out / "semi_supervised.png").exists()
+
+
+def test_the_clustering_study_scores_each_beta_by_its_runs_own_clusters(
+    tmp_path, monkeypatch, small_balanced
+):
+    """Tiny settings: two betas; each row's accuracy is the best one-to-one matching of the
+    run's own argmax q(c|x) on the test images to their digits, recomputed here."""
+    from pyro_vae.studies import clustering
+    from pyro_vae.training import load_run
+
+    monkeypatch.setattr(clustering, "load_dataset", lambda name, data_dir=None: small_balanced)
+    out = tmp_path / "cl"
+    argv = ["study", "clustering", "--betas", "0.5", "4", "--epochs", "1", "--classes", "3",
+            "--hidden", "16", "--z-dim", "2", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads((out / "clustering.json").read_text())["rows"]
+    assert [r["beta"] for r in rows] == [0.5, 4.0]
+    for row in rows:
+        run = load_run(Path(row["run"]), device="cpu", data=small_balanced)
+        assert run.config.beta == row["beta"] and run.config.classes == 3
+        assigned = run.vae.classify(run.test_x).argmax(-1)
+        assert row["cluster_accuracy"] == pytest.approx(
+            cluster_accuracy(assigned, small_balanced.test_y)
+        )
+    assert (out / "clustering.png").exists()

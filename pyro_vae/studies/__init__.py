@@ -9,6 +9,7 @@ from . import (  # noqa: F401  (each registers its study)
     ais_convergence,
     bench,
     beta_sweep,
+    clustering,
     count_recovery,
     discrete_estimators,
     estimators,

@@ -96,6 +96,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         "--hidden", type=at_least(1), nargs="+", default=[128, 128], metavar="N",
         help="hidden sizes (the invariant decoder runs them once per pixel)",
     )  # fmt: skip
+    p.add_argument(
+        "--beta", type=at_least(0, float), default=1.0,
+        help="both runs' weight on z's KL (the invariant model's pose sites too)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="the seed of both runs")
     p.add_argument("--device", default="auto", help=train_help("device"))
     p.add_argument("--out", default="runs/invariance", help="where the runs and tables go")
@@ -110,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     for model, z_dim in (("invariant", args.z_dim), ("vae", args.z_dim + 3)):
         config = TrainConfig(
             dataset="mnist-rotated", model=model, z_dim=z_dim, hidden=tuple(args.hidden),
-            epochs=args.epochs, seed=args.seed, device=args.device, out=str(out / model),
+            beta=args.beta, epochs=args.epochs, seed=args.seed, device=args.device,
+            out=str(out / model),
             progress=not args.no_progress,
         )  # fmt: skip
         summary = train_or_reuse(config, rotated.data)

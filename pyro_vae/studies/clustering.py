@@ -1,0 +1,124 @@
+"""clustering: how well the joint VAE's class variable c matches the digit classes, as the
+weight on z's KL grows.
+
+    pyro-vae study clustering --betas 1 3 10
+
+One ``joint`` run per beta (c enumerated, ``--classes`` values; beta weights z's KL only, so
+c's KL stays at weight 1). With beta = 1, z's dimensions hold the digit as cheaply as c
+does, and c is left to split the data some other way; a dearer z moves the digit into c,
+whose KL is at most log K. Measured on the test images: cluster accuracy, argmax q(c|x)
+matched to the classes one-to-one by the Hungarian algorithm
+(:func:`pyro_vae.inference.class_measures.cluster_accuracy`), and the test -ELBO at the
+run's own beta. The figure puts accuracy against beta beside the per-cluster samples of the
+most accurate run (a row per value of c, one z per column: its ``prior_samples.png``).
+Writes clustering.json, clustering.md and clustering.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
+
+from ..data import load_dataset
+from ..training import TrainConfig
+from ..training.run_dir import FIGURES
+from .command_help import train_help
+from .harness import at_least, study, train_or_reuse
+from .tables import write_tables
+
+BETAS = (1.0, 3.0, 10.0)
+SAMPLES = "prior_samples.png"  # the run's samples, a row per value of c
+
+
+def clustering(args: argparse.Namespace) -> list[dict]:
+    """One joint run per beta, trained or reused; returns the table's rows."""
+    out = Path(args.out)
+    data = load_dataset(args.dataset, args.data_dir)
+    rows = []
+    for beta in args.betas:
+        run_dir = out / f"beta{beta:g}"
+        config = TrainConfig(
+            dataset=args.dataset, data_dir=args.data_dir, model="joint", classes=args.classes,
+            beta=beta, z_dim=args.z_dim, hidden=tuple(args.hidden), epochs=args.epochs,
+            seed=args.seed, device=args.device, out=str(run_dir),
+            progress=not args.no_progress,
+        )  # fmt: skip
+        summary = train_or_reuse(config, data)
+        rows.append(
+            {
+                "beta": beta, "cluster_accuracy": 1.0 - summary["test_error"],
+                "test_neg_elbo": summary["test_neg_elbo"], "test_rate": summary["test_rate"],
+                "run": str(run_dir),
+            }
+        )  # fmt: skip
+    return rows
+
+
+def plot_clustering(rows: list[dict], classes: int, path: Path) -> None:
+    """Cluster accuracy against beta, and the most accurate run's per-cluster samples."""
+    fig, (ax, shown) = plt.subplots(1, 2, figsize=(10, 4.6), width_ratios=(1, 1.1))
+    betas = [r["beta"] for r in rows]
+    ax.plot(betas, [r["cluster_accuracy"] for r in rows], marker="o")
+    ax.axhline(
+        1 / classes, color="grey", ls=":", label=f"one class per cluster by chance (1/{classes})"
+    )
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xticks(betas, [f"{b:g}" for b in betas])
+    ax.set_xlabel("beta: the weight on z's KL")
+    ax.set_ylabel("test cluster accuracy (best one-to-one matching)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    best = max(rows, key=lambda r: r["cluster_accuracy"])
+    shown.imshow(mpimg.imread(Path(best["run"]) / FIGURES / SAMPLES))
+    shown.set_title(f"beta = {best['beta']:g}: a row per value of c, one z per column", fontsize=9)
+    shown.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="mnist-sample", help=train_help("dataset"))
+    p.add_argument("--data-dir", default=None, help=train_help("data_dir"))
+    p.add_argument(
+        "--betas", type=at_least(0, float), nargs="+", default=list(BETAS), metavar="B",
+        help="weights on z's KL, one run each",
+    )  # fmt: skip
+    p.add_argument("--classes", type=at_least(2), default=10, help=train_help("classes"))
+    p.add_argument("--epochs", type=at_least(1), default=30, help="training epochs of each run")
+    p.add_argument("--z-dim", type=at_least(1), default=16, help="z's dimensions")
+    p.add_argument(
+        "--hidden", type=at_least(1), nargs="+", default=[400], metavar="N",
+        help="hidden sizes of every network",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="the seed of every run")
+    p.add_argument("--device", default="auto", help=train_help("device"))
+    p.add_argument("--out", default="runs/clustering", help="where the runs and tables go")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+@study("clustering", "the joint VAE's clusters against the classes, by beta", _arguments)
+def run(args: argparse.Namespace) -> int:
+    rows = clustering(args)
+    out = Path(args.out)
+    write_tables(
+        out,
+        "clustering",
+        {k: v for k, v in vars(args).items() if k not in ("func", "command")},
+        rows,
+        f"joint VAE on {args.dataset}, {args.classes} values of c (enumerated), z={args.z_dim}, "
+        f"MLP {tuple(args.hidden)}, {args.epochs} epochs, seed {args.seed}; test images",
+        [
+            ("beta", "beta", "g"),
+            ("cluster_accuracy", "cluster accuracy", ".3f"),
+            ("test_neg_elbo", "test -ELBO at that beta", ".2f"),
+            ("test_rate", "test KL, nats", ".2f"),
+        ],
+    )
+    plot_clustering(rows, args.classes, out / "clustering.png")
+    print((out / "clustering.md").read_text())
+    return 0
