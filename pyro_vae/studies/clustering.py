@@ -62,10 +62,11 @@ def plot_clustering(rows: list[dict], classes: int, path: Path) -> None:
     fig, (ax, shown) = plt.subplots(1, 2, figsize=(10, 4.6), width_ratios=(1, 1.1))
     betas = [r["beta"] for r in rows]
     ax.plot(betas, [r["cluster_accuracy"] for r in rows], marker="o")
-    ax.axhline(
-        1 / classes, color="grey", ls=":", label=f"one class per cluster by chance (1/{classes})"
-    )
-    ax.set_xscale("symlog", linthresh=1)
+    ax.axhline(1 / classes, color="grey", ls=":", label=f"chance (1/{classes})")
+    if min(betas) > 0:
+        ax.set_xscale("log")
+    else:  # beta = 0 (an autoencoder's z) on a linear stretch below 1
+        ax.set_xscale("symlog", linthresh=1)
     ax.set_xticks(betas, [f"{b:g}" for b in betas])
     ax.set_xlabel("beta: the weight on z's KL")
     ax.set_ylabel("test cluster accuracy (best one-to-one matching)")
