@@ -5,9 +5,11 @@ images alone (Kingma et al., 2014, table 1's comparison).
 
 For each dataset, label budget and seed: one M2 run (``--model m2 --labels N --seed S``: the
 labelled images are a class-balanced draw by the seed) and the labelled-only classifier on
-the very same labelled images (:mod:`pyro_vae.checks.baseline_classifier`). The table gives
-the test classification error of each, mean +- sd over the seeds; the figure, error against
-the number of labels. Every M2 run also draws its samples with the class fixed per row and z
+the very same labelled images (:mod:`pyro_vae.checks.baseline_classifier`). M2 weights z's KL
+by ``--beta`` (3: at 1 the decoder ignores the class, and the unlabelled images teach q(y|x)
+nothing). The table gives the test classification error of each, mean +- sd over the seeds
+(M2's after its last epoch, and averaged over its last five); the figure, error against the
+number of labels. Every M2 run also draws its samples with the class fixed per row and z
 shared down each column (``figures/prior_samples.png``): whether the class holds the digit
 and z the style. Writes semi_supervised.json, semi_supervised.md and semi_supervised.png.
 """
@@ -170,8 +172,8 @@ def run(args: argparse.Namespace) -> int:
         rows,
         f"test classification error, % (mean ± sd over {len(args.seeds)} seeds); M2 "
         f"{args.epochs} epochs, MLP {tuple(args.hidden)}, z={args.z_dim}, beta={args.beta}; the "
-        f"labelled-only "
-        f"classifier: the same network, {args.steps} Adam steps on the labelled images",
+        f"labelled-only classifier: the same network, {args.steps} Adam steps on the labelled "
+        "images",
         [
             ("dataset", "data", ""),
             ("labels", "labels", ""),
