@@ -71,8 +71,14 @@ class Cluster:
             p.grad = flat[offset : offset + n].view_as(g)
             offset += n
 
-    def close(self) -> None:
+    def close(self, *, together: bool = True) -> None:
+        """Leave the process group. ``together`` (a run that ended normally): wait for every
+        process first, so that none tears its connections down while another still reads
+        them (gloo aborts the reading process then). After an error another process may
+        never arrive, so each leaves at once."""
         if self.distributed and dist.is_initialized():
+            if together:
+                dist.barrier()
             dist.destroy_process_group()
 
 

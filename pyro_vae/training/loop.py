@@ -150,16 +150,18 @@ class Trainer:
         with param_store.off():  # the optimizer holds the parameters; observers need none
             for observer in self.observers:
                 observer.on_start(self)
+            ended = False
             try:
                 with stop_requests() as stop, warnings.catch_warnings():
                     # a NaN loss is caught with a better message than Pyro's warning
                     warnings.filterwarnings("ignore", message="Encountered NaN")
                     while self.pos.epoch < self.config.epochs:
                         self._epoch(stop)
+                ended = True
             finally:
                 for observer in self.observers:
                     observer.on_close(self)
-                self.cluster.close()
+                self.cluster.close(together=ended)
             if not self.cluster.is_main:
                 return {}
             summary = self.summary()
