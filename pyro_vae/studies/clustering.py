@@ -26,7 +26,7 @@ from ..data import load_dataset
 from ..training import TrainConfig
 from ..training.run_dir import FIGURES
 from .command_help import train_help
-from .harness import at_least, study, train_or_reuse
+from .harness import at_least, chosen_options, run_arguments, study, train_or_reuse
 from .tables import write_tables
 
 BETAS = (1.0, 3.0, 10.0)
@@ -40,6 +40,8 @@ def clustering(args: argparse.Namespace) -> list[dict]:
     rows = []
     for beta in args.betas:
         run_dir = out / f"beta{beta:g}"
+        # a fresh config, not base_config's: that one's automatic choices (the estimator)
+        # were made for the default model
         config = TrainConfig(
             dataset=args.dataset, data_dir=args.data_dir, model="joint", classes=args.classes,
             beta=beta, z_dim=args.z_dim, hidden=tuple(args.hidden), epochs=args.epochs,
@@ -83,23 +85,12 @@ def plot_clustering(rows: list[dict], classes: int, path: Path) -> None:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="mnist-sample", help=train_help("dataset"))
-    p.add_argument("--data-dir", default=None, help=train_help("data_dir"))
+    run_arguments(p, "runs/clustering", epochs=30, z_dim=16)
     p.add_argument(
         "--betas", type=at_least(0, float), nargs="+", default=list(BETAS), metavar="B",
         help="weights on z's KL, one run each",
     )  # fmt: skip
     p.add_argument("--classes", type=at_least(2), default=10, help=train_help("classes"))
-    p.add_argument("--epochs", type=at_least(1), default=30, help="training epochs of each run")
-    p.add_argument("--z-dim", type=at_least(1), default=16, help="z's dimensions")
-    p.add_argument(
-        "--hidden", type=at_least(1), nargs="+", default=[400], metavar="N",
-        help="hidden sizes of every network",
-    )  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="the seed of every run")
-    p.add_argument("--device", default="auto", help=train_help("device"))
-    p.add_argument("--out", default="runs/clustering", help="where the runs and tables go")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 @study("clustering", "the joint VAE's clusters against the classes, by beta", _arguments)
@@ -109,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     write_tables(
         out,
         "clustering",
-        {k: v for k, v in vars(args).items() if k not in ("func", "command")},
+        chosen_options(args),
         rows,
         f"joint VAE on {args.dataset}, {args.classes} values of c (enumerated), z={args.z_dim}, "
         f"MLP {tuple(args.hidden)}, {args.epochs} epochs, seed {args.seed}; test images",

@@ -28,7 +28,7 @@ from ..inference import ESTIMATORS
 from ..model import DISCRETE_SITES, build_model
 from ..training import TrainConfig, load_run
 from .command_help import train_help
-from .harness import announce, at_least, study, train_or_reuse
+from .harness import announce, at_least, chosen_options, study, train_or_reuse
 from .tables import write_tables
 
 ESTIMATED = ("enumerate", "score", "relaxed")
@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     write_tables(
         out,
         "discrete_estimators",
-        {k: v for k, v in vars(args).items() if k not in ("func", "command")},
+        chosen_options(args),
         rows,
         f"joint VAE, {args.classes} classes, z={args.z_dim}, {args.dataset}; the exact bound "
         f"sums the class out; gradients of the classifier at the enumerated run's end, "

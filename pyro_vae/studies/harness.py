@@ -221,6 +221,12 @@ def measure_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def chosen_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The study's options as the command line set them, for its table's JSON (without
+    argparse's dispatch entries)."""
+    return {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+
+
 def base_config(args: argparse.Namespace) -> TrainConfig:
     """The run every setting of a study starts from, as ``run_arguments`` gave it."""
     return TrainConfig(

@@ -29,7 +29,7 @@ import torch
 from ..data import Binarizer, rotated_mnist_sample
 from ..training import TrainConfig, load_run
 from .command_help import train_help
-from .harness import at_least, study, train_or_reuse
+from .harness import at_least, chosen_options, study, train_or_reuse
 from .tables import write_tables
 
 
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     write_tables(
         out,
         "invariance",
-        {k: v for k, v in vars(args).items() if k not in ("func", "command")},
+        chosen_options(args),
         rows,
         f"mnist-rotated test digits; {args.epochs} epochs, MLP {tuple(args.hidden)}; 5-NN "
         "classifier fitted on the training digits' codes",

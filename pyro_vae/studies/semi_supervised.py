@@ -28,7 +28,7 @@ from ..data import Binarizer, balanced_choice, load_dataset
 from ..training import TrainConfig
 from ..training.run_dir import METRICS, read_metrics
 from .command_help import train_help
-from .harness import announce, at_least, study, train_or_reuse
+from .harness import announce, at_least, chosen_options, study, train_or_reuse
 from .tables import write_tables
 
 LABELS = (100, 600, 1000)
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     write_tables(
         out,
         "semi_supervised",
-        {k: v for k, v in vars(args).items() if k not in ("func", "command")},
+        chosen_options(args),
         rows,
         f"test classification error, % (mean ± sd over {len(args.seeds)} seeds); M2 "
         f"{args.epochs} epochs, MLP {tuple(args.hidden)}, z={args.z_dim}, beta={args.beta}; the "
