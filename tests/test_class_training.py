@@ -27,7 +27,7 @@ from pyro_vae.data import (
 from pyro_vae.data.datasets import DataError
 from pyro_vae.inference.class_measures import cluster_accuracy, cluster_matching
 from pyro_vae.inference.schedules import GeometricRamp
-from pyro_vae.training import Trainer, assemble
+from pyro_vae.training import Trainer, assemble, load_run
 from pyro_vae.training import run_dir as runs
 from pyro_vae.training.options import ConfigError
 
@@ -243,12 +243,16 @@ def test_the_invariance_study_measures_pose_and_content(tmp_path, monkeypatch):
     monkeypatch.setattr(invariance, "rotated_mnist_sample", lambda: small)
     out = tmp_path / "inv"
     argv = ["study", "invariance", "--epochs", "1", "--hidden", "8", "8", "--z-dim", "2",
-            "--out", str(out), "--no-progress"]  # fmt: skip
+            "--rotations", "4", "0", "--out", str(out), "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     rows = json.loads((out / "invariance.json").read_text())["rows"]
-    assert [r["model"] for r in rows] == ["invariant", "vae"]
-    assert -1 <= rows[0]["angle_correlation"] <= 1 and "angle_correlation" not in rows[1]
-    assert rows[0]["latent_dims"] == rows[1]["latent_dims"] == 5
+    assert [r["model"] for r in rows] == ["invariant-r4", "invariant-r0", "vae"]
+    assert [r["rotations"] for r in rows] == [4, 0, None]
+    assert load_run(out / "invariant-r4").vae.rotations == 4
+    for row in rows[:2]:
+        assert -1 <= row["angle_correlation"] <= 1 and 0 <= row["angle_error_deg"] <= 180
+    assert "angle_correlation" not in rows[2]
+    assert rows[0]["latent_dims"] == rows[2]["latent_dims"] == 5
     assert all(0.1 <= r["knn_accuracy"] <= 1 for r in rows)  # chance is 0.1
     assert (out / "invariance.png").exists()
 

@@ -26,6 +26,10 @@ The guide is an MLP encoder of the image giving a diagonal Gaussian for each sit
 Priors. theta_prior = pi by default, spatial-VAE's value for digits rotated by up to +-pi: the
 prior then costs at most 1/2 nat more at |theta| = pi than at 0, so no orientation is ruled
 out. dx_prior = 0.1 (spatial-VAE's): a tenth of the half-width, about 1.4 pixels at 28 x 28.
+
+``rotations = R`` (>= 2) adds a discrete rotation r among R turns 2 pi r / R, enumerated, and
+theta becomes the offset from it (prior sd pi / R by default):
+:mod:`pyro_vae.model.rotation_search`. With R = 0 (the default) the angle is one Gaussian.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from .likelihoods import LIKELIHOODS, Likelihood
 from .nets import LogInputEncoder, MLPEncoder
 from .parts import route
 from .priors import PRIORS, Prior
+from .rotation_search import RotationSearchEncoder, at_rotation, wrapped
 from .vae import VAE
 
 INVARIANCES = ("rotation", "translation")
@@ -118,6 +123,7 @@ class InvariantVAE(VAE):
         theta_prior: float = math.pi,
         dx_prior: float = 0.1,
         beta: float = 1.0,
+        rotations: int = 0,
     ) -> None:
         super().__init__(encoder, decoder, likelihood, prior, beta=beta)
         for name, scale in (("theta_prior", theta_prior), ("dx_prior", dx_prior)):
@@ -126,10 +132,16 @@ class InvariantVAE(VAE):
         self.invariances = parse_invariances(invariances)
         self.theta_prior = float(theta_prior)
         self.dx_prior = float(dx_prior)
+        self.rotations = rotations
+        if rotations and "rotation" not in self.invariances:
+            raise ValueError("a search over rotations needs the rotation invariance")
+        if bool(rotations) != isinstance(encoder, RotationSearchEncoder):
+            raise ValueError("rotations > 0 goes with a RotationSearchEncoder, and only then")
 
     @property
     def latent_sites(self) -> tuple[str, ...]:
-        return ("z", *(POSE_SITES[i][0] for i in self.invariances))
+        turn = ("r",) if self.rotations else ()
+        return (*turn, "z", *(POSE_SITES[i][0] for i in self.invariances))
 
     def site_sizes(self) -> dict[str, int]:
         """Each latent site's size, in the encoder's output order."""
@@ -138,37 +150,70 @@ class InvariantVAE(VAE):
     def prior_scales(self) -> dict[str, float]:
         return {"z": 1.0, "theta": self.theta_prior, "dx": self.dx_prior}
 
+    def _encoded(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor | None, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """The logits of q(r | x), (N, R) (None without the search over rotations), and the
+        (loc, scale) of q(site | x) for every other latent site: (N, size), or (R, N, size),
+        one per turn r, with the search."""
+        if self.rotations:
+            logits, loc, scale = self.encoder(x)
+        else:
+            logits, (loc, scale) = None, self.encoder(x)
+        sizes = list(self.site_sizes().values())
+        locs, scales = loc.split(sizes, -1), scale.split(sizes, -1)
+        parts = {s: (m, sd) for s, m, sd in zip(self.site_sizes(), locs, scales, strict=True)}
+        return logits, parts
+
     def _posterior_parts(self, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """(loc, scale) of q(site | x) for every latent site."""
-        loc, scale = self.encoder(x)
-        sizes = self.site_sizes()
-        locs, scales = loc.split(list(sizes.values()), -1), scale.split(list(sizes.values()), -1)
-        return {s: (m, sd) for s, m, sd in zip(sizes, locs, scales, strict=True)}
+        """(loc, scale) of q(site | x), (N, size), for every continuous site: with the search
+        over rotations, at each image's most probable turn under q(r | x)."""
+        logits, parts = self._encoded(x)
+        if logits is None:
+            return parts
+        return at_rotation(parts, logits.argmax(-1))
+
+    def _angle(self, r: torch.Tensor | None, theta: torch.Tensor | None) -> torch.Tensor | None:
+        """The rotation the decoder applies: phi_r + theta with the search, else theta."""
+        if r is None or theta is None:
+            return theta
+        return self.encoder.angles(theta)[r].unsqueeze(-1) + theta
 
     def model(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """p(x, z, theta, dx) = p(z) p(theta) p(dx) prod_i p(x_i | f(R(theta) c_i + dx, z))."""
         for name in ("decoder", "prior", "likelihood"):
             param_store.register(name, getattr(self, name))
         values: dict[str, torch.Tensor | None] = {"theta": None, "dx": None}
+        r = None
         with self.data_plate(x):
             with self._kl_weight():
+                if self.rotations:
+                    r = pyro.sample("r", dist.Categorical(logits=x.new_zeros(self.rotations)))
                 z = pyro.sample("z", self.prior())
                 for site, size in self.site_sizes().items():
                     if site != "z":
                         p = dist.Normal(x.new_zeros(size), self.prior_scales()[site])
                         values[site] = pyro.sample(site, p.to_event(1))
-            out = self.decoder(z, values["theta"], values["dx"])
+            theta = self._angle(r, values["theta"])
+            out = self.decoder(z, theta, values["dx"])
             pyro.sample("x", self.likelihood(out, x), obs=x)
-        return z, values["theta"], values["dx"]
+        return z, theta, values["dx"]
 
     def guide(self, x: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         """q(z, theta, dx | x) = q(z|x) q(theta|x) q(dx|x), each a diagonal Gaussian; returns
-        the sample (z, theta, dx), None for a pose variable not in use."""
+        the sample (z, theta, dx), None for a pose variable not in use. With the search over
+        rotations, q(r | x) q(z, theta, dx | x, r), r marked for parallel enumeration; theta is
+        then the offset from phi_r, and each sample has r's dimension first when enumerated."""
         param_store.register("encoder", self.encoder)
-        parts = self._posterior_parts(x)
+        logits, parts = self._encoded(x)
         values: dict[str, torch.Tensor | None] = {"theta": None, "dx": None}
         with self.data_plate(x):
             with self._kl_weight():
+                if logits is not None:
+                    r = pyro.sample(
+                        "r", dist.Categorical(logits=logits), infer={"enumerate": "parallel"}
+                    )
+                    parts = at_rotation(parts, r)
                 for site, (loc, scale) in parts.items():
                     values[site] = pyro.sample(site, dist.Normal(loc, scale).to_event(1))
         return values["z"], values["theta"], values["dx"]
@@ -176,9 +221,22 @@ class InvariantVAE(VAE):
     def guide_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())
 
+    def code_guide(self, x: torch.Tensor) -> torch.Tensor:
+        """The guide whose first latent site is the content z (figures, latent statistics):
+        the guide itself, or with the search over rotations z ~ q(z | x, r) at each image's
+        most probable turn."""
+        if not self.rotations:
+            return self.guide(x)
+        param_store.register("encoder", self.encoder)
+        loc, scale = self._posterior_parts(x)["z"]
+        with self.data_plate(x):
+            with self._kl_weight():
+                return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """E_q[z | x], the content code's posterior mean, shape (N, z_dim)."""
+        """E_q[z | x], the content code's posterior mean, shape (N, z_dim) (with the search over
+        rotations: at the most probable turn)."""
         self.data_plate(x)
         return self._posterior_parts(x)["z"][0]
 
@@ -189,6 +247,9 @@ class InvariantVAE(VAE):
         self.data_plate(x)
         parts = self._posterior_parts(x)
         theta = parts["theta"][0][:, 0] if "theta" in parts else x.new_zeros(x.shape[0])
+        if self.rotations:
+            logits, _ = self._encoded(x)
+            theta = wrapped(self._angle(logits.argmax(-1), theta.unsqueeze(-1))[:, 0])
         dx = parts["dx"][0] if "dx" in parts else x.new_zeros(x.shape[0], 2)
         return theta, dx
 
@@ -197,7 +258,8 @@ class InvariantVAE(VAE):
         """E[x | z, theta, dx] at the posterior means: the image redrawn in its own pose."""
         self.data_plate(x)
         parts = self._posterior_parts(x)
-        theta, dx = (parts[s][0] if s in parts else None for s in ("theta", "dx"))
+        dx = parts["dx"][0] if "dx" in parts else None
+        theta = self.pose(x)[0].unsqueeze(-1) if "theta" in parts else None
         return self.likelihood.mean(self.decoder(parts["z"][0], theta, dx), x)
 
     @torch.no_grad()
@@ -212,6 +274,9 @@ class InvariantVAE(VAE):
                 if site != "z":
                     pose[site] = torch.randn(n, size, dtype=z.dtype, device=z.device)
                     pose[site] = pose[site] * self.prior_scales()[site]
+            if self.rotations:
+                r = torch.randint(self.rotations, (n,), device=z.device)
+                pose["theta"] = self._angle(r, pose["theta"])
         return self.likelihood.mean(self.decoder(z, pose["theta"], pose["dx"]))
 
     @torch.no_grad()
@@ -272,14 +337,17 @@ def build_invariant_vae(
     z_dim: int = 2,
     hidden: Sequence[int] = (512, 512),
     invariances: str | Sequence[str] = INVARIANCES,
-    theta_prior: float = math.pi,
+    theta_prior: float | None = None,
     dx_prior: float = 0.1,
     beta: float = 1.0,
+    rotations: int = 0,
     **options: object,
 ) -> InvariantVAE:
     """The spatial-VAE architecture: an MLP encoder with ``hidden`` layers and a coordinate
     decoder with the same layers mirrored (:class:`SpatialDecoder`); ``options`` go to the
-    likelihood. Only one-output-per-pixel likelihoods fit the coordinate decoder."""
+    likelihood. Only one-output-per-pixel likelihoods fit the coordinate decoder.
+    ``rotations`` R >= 2 searches R turns (:mod:`pyro_vae.model.rotation_search`);
+    ``theta_prior`` defaults to pi, or pi / R with the search."""
     side = _image_side(data_shape)
     if prior != "normal":
         raise ValueError(f"the invariant VAE has the normal prior on z, not {prior!r}")
@@ -292,11 +360,17 @@ def build_invariant_vae(
             f"the invariant decoder emits one value per pixel, and the {likelihood} likelihood "
             f"needs {lik.params_per_pixel}: choose bernoulli, continuous-bernoulli, gaussian, ..."
         )
+    if rotations == 1 or rotations < 0:
+        raise ValueError(f"rotations is 0 (one Gaussian angle) or at least 2, got {rotations}")
+    if theta_prior is None:
+        theta_prior = math.pi / rotations if rotations else math.pi
     chosen = parse_invariances(invariances)
     pose_dim = sum(POSE_SITES[i][1] for i in chosen)
     encoder = MLPEncoder(side * side, z_dim + pose_dim, hidden)
     if lik.log_input:
         encoder = LogInputEncoder(encoder)
+    if rotations:
+        encoder = RotationSearchEncoder(encoder, rotations, side)
     decoder = SpatialDecoder(side, z_dim, tuple(reversed(hidden)))
     return InvariantVAE(
         encoder,
@@ -307,4 +381,5 @@ def build_invariant_vae(
         theta_prior=theta_prior,
         dx_prior=dx_prior,
         beta=beta,
+        rotations=rotations,
     )

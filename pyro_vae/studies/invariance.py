@@ -4,17 +4,23 @@ spatial-VAE")
 
     pyro-vae study invariance --out runs/invariance
 
-Two runs on ``mnist-rotated`` (each digit rotated by its own known angle, uniform in
-[-pi, pi]): the invariant VAE (content z of ``--z-dim`` dimensions, an angle and a shift) and a
-plain VAE with as many latent dimensions in all (z-dim + 3). Measured on the test digits:
+Runs on ``mnist-rotated`` (each digit rotated by its own known angle, uniform in [-pi, pi]):
+the invariant VAE (content z of ``--z-dim`` dimensions, an angle and a shift) once per value of
+``--rotations`` (R turns searched, :mod:`pyro_vae.model.rotation_search`; 0: one Gaussian
+angle, spatial-VAE's), and a plain VAE with as many latent dimensions in all (z-dim + 3).
+Measured on the test digits:
 
 - the circular correlation (Jammalamadaka & SenGupta, 2001) between the inferred angle (the
-  posterior mean) and the applied rotation: 1 when the model reads the pose off the image;
+  posterior mean, at the most probable turn) and the applied rotation: 1 when the model reads
+  the pose off the image;
+- the median angle error, after removing each digit class's own offset (a model may draw a
+  class upright at any fixed angle of its choosing: its canonical frame);
 - the accuracy of a simple classifier, 5 nearest neighbours fitted on the training digits'
   codes, on each model's codes: a content code free of the pose should classify the rotated
   digits better than a code that must also hold it.
 
-Writes invariance.json, invariance.md and invariance.png (inferred against applied angle).
+Writes invariance.json, invariance.md and invariance.png (inferred against applied angle, a
+panel per invariant run).
 """
 
 from __future__ import annotations
@@ -57,6 +63,20 @@ def knn_accuracy(
     return float((torch.cat(votes) == test_y).double().mean())
 
 
+def median_angle_error(
+    inferred: torch.Tensor, applied: torch.Tensor, classes: torch.Tensor
+) -> float:
+    """The median of |inferred - applied - offset_c| (wrapped to [-pi, pi)) in radians, where
+    offset_c is the circular mean of inferred - applied over the images of class c."""
+    difference = (inferred - applied).double()
+    errors = torch.empty_like(difference)
+    for c in classes.unique():
+        d = difference[classes == c]
+        offset = torch.atan2(d.sin().mean(), d.cos().mean())
+        errors[classes == c] = (torch.remainder(d - offset + math.pi, 2 * math.pi) - math.pi).abs()
+    return float(errors.median())
+
+
 def _measure(run_dir: Path, rotated, invariant: bool) -> dict:
     data = rotated.data
     run = load_run(run_dir, device="cpu", data=data)
@@ -70,21 +90,24 @@ def _measure(run_dir: Path, rotated, invariant: bool) -> dict:
     if invariant:
         angle, _ = run.vae.pose(run.test_x)
         row["angle_correlation"] = circular_correlation(angle, rotated.test_angles)
+        row["angle_error_deg"] = math.degrees(
+            median_angle_error(angle, rotated.test_angles, data.test_y)
+        )
         row["angles"] = (angle.tolist(), rotated.test_angles.tolist(), data.test_y.tolist())
     return row
 
 
-def plot_angles(angles: tuple[list, list, list], path: Path) -> None:
-    """Inferred angle against the applied rotation, a colour per digit."""
-    inferred, applied, digits = (torch.tensor(v) for v in angles)
-    wrapped = torch.remainder(inferred + math.pi, 2 * math.pi) - math.pi
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    points = ax.scatter(applied, wrapped, c=digits, cmap="tab10", s=6, alpha=0.7)
-    fig.colorbar(points, ax=ax, label="digit")
-    ax.set_xlabel("applied rotation (radians)")
-    ax.set_ylabel("inferred angle, E_q[theta | x] (wrapped to [-pi, pi))")
-    ax.set_title("invariant VAE on mnist-rotated: test digits", fontsize=9)
-    fig.tight_layout()
+def plot_angles(panels: list[tuple[str, tuple[list, list, list]]], path: Path) -> None:
+    """Inferred angle against the applied rotation, a colour per digit, a panel per run."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.2), squeeze=False)
+    for ax, (title, angles) in zip(axes[0], panels, strict=True):
+        inferred, applied, digits = (torch.tensor(v) for v in angles)
+        wrapped = torch.remainder(inferred + math.pi, 2 * math.pi) - math.pi
+        points = ax.scatter(applied, wrapped, c=digits, cmap="tab10", s=6, alpha=0.7)
+        ax.set_xlabel("applied rotation (radians)")
+        ax.set_ylabel("inferred angle, wrapped to [-pi, pi)")
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(points, ax=axes[0].tolist(), label="digit")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -92,6 +115,10 @@ def plot_angles(angles: tuple[list, list, list], path: Path) -> None:
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=at_least(1), default=30, help="training epochs of each run")
     p.add_argument("--z-dim", type=at_least(1), default=4, help="content dimensions")
+    p.add_argument(
+        "--rotations", type=at_least(0), nargs="+", default=[8, 0], metavar="R",
+        help="an invariant run per value: R turns searched, or 0 for one Gaussian angle",
+    )  # fmt: skip
     p.add_argument(
         "--hidden", type=at_least(1), nargs="+", default=[128, 128], metavar="N",
         help="hidden sizes (the invariant decoder runs them once per pixel)",
@@ -110,30 +137,37 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     rotated = rotated_mnist_sample()
-    rows = []
-    for model, z_dim in (("invariant", args.z_dim), ("vae", args.z_dim + 3)):
+    runs = [("invariant", args.z_dim, r, f"invariant-r{r}") for r in args.rotations]
+    rows, panels = [], []
+    for model, z_dim, rotations, name in [*runs, ("vae", args.z_dim + 3, None, "vae")]:
+        extra = {} if rotations is None else {"rotations": rotations}
         config = TrainConfig(
             dataset="mnist-rotated", model=model, z_dim=z_dim, hidden=tuple(args.hidden),
             beta=args.beta, epochs=args.epochs, seed=args.seed, device=args.device,
-            out=str(out / model),
-            progress=not args.no_progress,
+            out=str(out / name), progress=not args.no_progress, **extra,
         )  # fmt: skip
         summary = train_or_reuse(config, rotated.data)
-        row = _measure(out / model, rotated, model == "invariant")
-        rows.append({"model": model, "test_neg_elbo": summary["test_neg_elbo"], **row})
-    plot_angles(rows[0].pop("angles"), out / "invariance.png")
+        row = _measure(out / name, rotated, model == "invariant")
+        if "angles" in row:
+            how = f"{rotations} turns searched" if rotations else "one Gaussian angle"
+            panels.append((f"invariant VAE, {how}: test digits", row.pop("angles")))
+        rows.append({"model": name, "rotations": rotations, **row,
+                     "test_neg_elbo": summary["test_neg_elbo"]})  # fmt: skip
+    plot_angles(panels, out / "invariance.png")
     write_tables(
         out,
         "invariance",
         chosen_options(args),
         rows,
         f"mnist-rotated test digits; {args.epochs} epochs, MLP {tuple(args.hidden)}; 5-NN "
-        "classifier fitted on the training digits' codes",
+        "classifier fitted on the training digits' codes; angle error after removing each "
+        "digit's own offset",
         [
             ("model", "model", ""),
             ("latent_dims", "latent dims", ""),
             ("test_neg_elbo", "test -ELBO", ".2f"),
             ("angle_correlation", "angle correlation", ".3f"),
+            ("angle_error_deg", "median angle error, degrees", ".1f"),
             ("knn_accuracy", "5-NN accuracy on the codes", ".3f"),
         ],
     )

@@ -18,9 +18,8 @@ Where an option applies:
 An option that does not apply is ``None`` in the config. Set to anything but its default where
 it does not apply, it is refused with a message that says where it does.
 
-Checks that concern one part (a positive ``--sigma``, the VampPrior on a two-layer model) are
-the parts' own, written once: the config builds the model on the side before any data is
-read, so they fail here. Rules tying two groups together are :data:`RULES`.
+Checks of one part (a positive ``--sigma``) are the parts' own: the config builds the model
+before any data is read, so they fail here. Rules tying two groups are :data:`RULES`.
 """
 
 from __future__ import annotations
@@ -123,10 +122,12 @@ class TrainConfig:
         "rotation+translation", "invariant: the pose inferred apart from the content", "model",
         choices=INVARIANCE_CHOICES, part=True,
     )  # fmt: skip
+    rotations: int | None = option(
+        0, "invariant: R turns 2 pi r / R searched, summed out exactly (theta: the offset); 0: "
+        "one Gaussian angle", "model", check=at_least(0), part=True)  # fmt: skip
     theta_prior: float | None = option(
-        3.141592653589793, "invariant: sd of the rotation prior, radians", "model",
-        check=POSITIVE, part=True,
-    )  # fmt: skip
+        None, "invariant: sd of the rotation prior, radians (default pi; pi / R with "
+        "--rotations R)", "model", check=POSITIVE, part=True, type=float)  # fmt: skip
     dx_prior: float | None = option(
         0.1, "invariant: sd of the shift prior, in half-widths of the image", "model",
         check=POSITIVE, part=True,

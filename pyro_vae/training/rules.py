@@ -37,9 +37,15 @@ CLASS_MODELS = ("joint", "m2")
 CLASS_ESTIMATORS = tuple(DISCRETE_SITES.get(name).estimator for name in DISCRETE_SITES)
 
 
+def _searches_rotations(c: Config) -> bool:
+    return c.model == "invariant" and bool(c.rotations)
+
+
 def _estimator(c: Config) -> str:
     if c.model in CLASS_MODELS:
         return DISCRETE_SITES.get(c.discrete).estimator
+    if _searches_rotations(c):
+        return "enum"
     return "trace" if c.model in NEEDS_SAMPLED_KL else "mean-field"
 
 
@@ -49,7 +55,8 @@ automatic_binarization = Automatic(
 automatic_estimator = Automatic(
     _estimator,
     f"mean-field, or trace for a model whose KL cannot be analytic ({', '.join(NEEDS_SAMPLED_KL)})"
-    "; for a class variable (joint, m2) the one its --discrete needs",
+    "; for a class variable (joint, m2) the one its --discrete needs; enum for the invariant "
+    "model's search over rotations",
 )
 
 
@@ -69,7 +76,7 @@ def _estimator_fits_the_class_site(c: Config) -> None:
             )
         if c.compile:
             raise ConfigError(f"--model {c.model} runs the eager step; drop --compile")
-    elif c.estimator in ("enum", "score-function"):
+    elif c.estimator in ("enum", "score-function") and not _searches_rotations(c):
         raise ConfigError(
             f"--estimator {c.estimator} is for a model with a class variable: --model "
             f"{' or '.join(CLASS_MODELS)}"
@@ -81,10 +88,18 @@ INVARIANT_ESTIMATORS = ("trace", "mean-field")
 
 
 def _estimator_fits_the_model(c: Config) -> None:
-    if c.model == "invariant" and c.estimator not in INVARIANT_ESTIMATORS:
+    if _searches_rotations(c):
+        if c.estimator != "enum":
+            raise ConfigError(
+                f"--rotations sums the turns out exactly: --estimator enum (or auto), not "
+                f"{c.estimator}"
+            )
+        if c.compile:
+            raise ConfigError("--model invariant --rotations runs the eager step; drop --compile")
+    elif c.model == "invariant" and c.estimator not in INVARIANT_ESTIMATORS:
         raise ConfigError(
             f"--model invariant is checked against its hand-written loss with --estimator "
-            f"trace or mean-field, not {c.estimator}"
+            f"trace or mean-field (enum with --rotations), not {c.estimator}"
         )
     if c.model in NEEDS_SAMPLED_KL and c.estimator not in SAMPLED_KL_ESTIMATORS:
         raise ConfigError(
