@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,21 @@ def test_circular_correlation_and_nearest_neighbours():
     assert knn_accuracy(codes, labels, codes, 1 - labels) == 0.0
 
 
+def test_angle_errors_are_measured_in_each_class_frame():
+    from pyro_vae.studies.invariance import class_aligned_errors
+
+    g = torch.Generator().manual_seed(0)
+    applied = (torch.rand(400, generator=g) * 2 - 1) * math.pi
+    classes = torch.arange(400) % 2
+    frames = torch.where(classes == 0, 1.0, -2.0)  # each class upright at its own angle
+    noise = 0.1 * torch.randn(400, generator=g)
+    errors = class_aligned_errors(applied + frames + noise, applied, classes)
+    torch.testing.assert_close(errors, (noise - noise.mean()).abs().double(), atol=0.01, rtol=0)
+    flipped = applied + frames + torch.where(torch.arange(400) % 8 < 6, 0.0, math.pi)
+    errors = class_aligned_errors(flipped, applied, classes)
+    assert errors.min() < 1e-6 and errors.max() > math.pi - 1e-6  # a half turn counts fully
+
+
 def test_the_discrete_estimator_study_scores_every_run_by_the_exact_bound(
     tmp_path, monkeypatch, small_balanced
 ):
@@ -251,6 +267,7 @@ def test_the_invariance_study_measures_pose_and_content(tmp_path, monkeypatch):
     assert load_run(out / "invariant-r4").vae.rotations == 4
     for row in rows[:2]:
         assert -1 <= row["angle_correlation"] <= 1 and 0 <= row["angle_error_deg"] <= 180
+        assert 0 <= row["within_30_deg"] <= 1 and -1 <= row["axis_correlation"] <= 1
     assert "angle_correlation" not in rows[2]
     assert rows[0]["latent_dims"] == rows[2]["latent_dims"] == 5
     assert all(0.1 <= r["knn_accuracy"] <= 1 for r in rows)  # chance is 0.1

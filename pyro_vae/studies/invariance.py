@@ -13,8 +13,11 @@ Measured on the test digits:
 - the circular correlation (Jammalamadaka & SenGupta, 2001) between the inferred angle (the
   posterior mean, at the most probable turn) and the applied rotation: 1 when the model reads
   the pose off the image;
+- the same correlation of the doubled angles (2 theta against 2 a), which forgives a half turn:
+  a 0, a 1 or an 8 is as well explained turned by pi, and a 6 turned by pi is a 9;
 - the median angle error, after removing each digit class's own offset (a model may draw a
-  class upright at any fixed angle of its choosing: its canonical frame);
+  class upright at any fixed angle of its choosing: its canonical frame), and the share of
+  digits within 30 degrees of it (1/6 by chance);
 - the accuracy of a simple classifier, 5 nearest neighbours fitted on the training digits'
   codes, on each model's codes: a content code free of the pose should classify the rotated
   digits better than a code that must also hold it.
@@ -63,18 +66,18 @@ def knn_accuracy(
     return float((torch.cat(votes) == test_y).double().mean())
 
 
-def median_angle_error(
+def class_aligned_errors(
     inferred: torch.Tensor, applied: torch.Tensor, classes: torch.Tensor
-) -> float:
-    """The median of |inferred - applied - offset_c| (wrapped to [-pi, pi)) in radians, where
-    offset_c is the circular mean of inferred - applied over the images of class c."""
+) -> torch.Tensor:
+    """|inferred - applied - offset_c| wrapped to [0, pi], per image, where offset_c is the
+    circular mean of inferred - applied over the images of its class c (the class's frame)."""
     difference = (inferred - applied).double()
     errors = torch.empty_like(difference)
     for c in classes.unique():
         d = difference[classes == c]
         offset = torch.atan2(d.sin().mean(), d.cos().mean())
         errors[classes == c] = (torch.remainder(d - offset + math.pi, 2 * math.pi) - math.pi).abs()
-    return float(errors.median())
+    return errors
 
 
 def _measure(run_dir: Path, rotated, invariant: bool) -> dict:
@@ -90,23 +93,28 @@ def _measure(run_dir: Path, rotated, invariant: bool) -> dict:
     if invariant:
         angle, _ = run.vae.pose(run.test_x)
         row["angle_correlation"] = circular_correlation(angle, rotated.test_angles)
-        row["angle_error_deg"] = math.degrees(
-            median_angle_error(angle, rotated.test_angles, data.test_y)
-        )
+        row["axis_correlation"] = circular_correlation(2 * angle, 2 * rotated.test_angles)
+        errors = class_aligned_errors(angle, rotated.test_angles, data.test_y)
+        row["angle_error_deg"] = math.degrees(float(errors.median()))
+        row["within_30_deg"] = float((errors < math.radians(30)).double().mean())
         row["angles"] = (angle.tolist(), rotated.test_angles.tolist(), data.test_y.tolist())
     return row
 
 
 def plot_angles(panels: list[tuple[str, tuple[list, list, list]]], path: Path) -> None:
     """Inferred angle against the applied rotation, a colour per digit, a panel per run."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.2 * len(panels) + 0.8, 4.2), squeeze=False,
+        layout="constrained",
+    )  # fmt: skip
     for ax, (title, angles) in zip(axes[0], panels, strict=True):
         inferred, applied, digits = (torch.tensor(v) for v in angles)
         wrapped = torch.remainder(inferred + math.pi, 2 * math.pi) - math.pi
         points = ax.scatter(applied, wrapped, c=digits, cmap="tab10", s=6, alpha=0.7)
         ax.set_xlabel("applied rotation (radians)")
-        ax.set_ylabel("inferred angle, wrapped to [-pi, pi)")
+        ax.set_ylim(-math.pi, math.pi)
         ax.set_title(title, fontsize=9)
+    axes[0][0].set_ylabel("inferred angle, wrapped to [-pi, pi)")
     fig.colorbar(points, ax=axes[0].tolist(), label="digit")
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -167,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
             ("latent_dims", "latent dims", ""),
             ("test_neg_elbo", "test -ELBO", ".2f"),
             ("angle_correlation", "angle correlation", ".3f"),
+            ("axis_correlation", "correlation of doubled angles", ".3f"),
             ("angle_error_deg", "median angle error, degrees", ".1f"),
+            ("within_30_deg", "share within 30 degrees", ".2f"),
             ("knn_accuracy", "5-NN accuracy on the codes", ".3f"),
         ],
     )
