@@ -12,7 +12,12 @@ from linear_gaussian import LinearGaussian
 
 from pyro_vae import build_vae, param_store
 from pyro_vae.checks.baseline_log_likelihood import handwritten_log_likelihood
-from pyro_vae.inference import ImportanceSampler, importance_log_weights, log_likelihood
+from pyro_vae.inference import (
+    ImportanceSampler,
+    importance_log_weights,
+    log_likelihood,
+    particle_chunks,
+)
 from pyro_vae.inference.graphs import capture, owning_modules, split_addmm
 from pyro_vae.inference.particle_chunks import ChunkPlan, _cache_bytes
 from pyro_vae.studies.bench_eval import decoder_flops_per_particle
@@ -32,10 +37,16 @@ def test_a_chunk_fits_the_budget_and_splits_k_evenly(images, samples, row_bytes,
     assert samples - (pieces - 1) * plan.particles > 0  # and every chunk holds particles
 
 
-def test_the_plan_for_mnist_and_k_5000():
-    """Two pieces of 2500 particles for one 784-pixel image at 8 MB (a quarter of 32 MB)."""
+def test_the_plan_for_mnist_and_k_5000(monkeypatch):
+    """Two pieces of 2500 particles for one 784-pixel image at 8 MB (a quarter of 32 MB), and
+    no larger where sysfs reports a host's whole cache (480 MiB on a small virtual machine)."""
     assert ChunkPlan.for_data(1000, 5000, 784 * 4, 8 << 20) == ChunkPlan(1, 2500)
     assert _cache_bytes() >= 1 << 14
+    for cache in (32 << 20, 480 << 20):
+        monkeypatch.setattr(particle_chunks, "_cache_bytes", lambda cache=cache: cache)
+        assert ChunkPlan.for_data(1000, 5000, 784 * 4) == ChunkPlan(1, 2500)
+    monkeypatch.setattr(particle_chunks, "_cache_bytes", lambda: 4 << 20)  # a quarter: 1 MiB
+    assert ChunkPlan.for_data(1000, 5000, 784 * 4) == ChunkPlan(1, 334)  # 334 rows, 15 pieces
 
 
 def _small_vae(dtype=torch.float64):

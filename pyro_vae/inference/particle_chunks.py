@@ -31,6 +31,10 @@ from .graphs import Parameters, capture, compile_graph, owning_modules
 # and the compiled chunk both fastest at 8 MB (docs/speed.md, "Evaluation"); smaller chunks pay
 # the fixed costs of a chunk more often, larger ones leave the cache.
 CACHE_SHARE = 0.25
+# At most this many: a virtual machine reads its host's whole last-level cache from sysfs (480
+# MiB on a 2-core Xeon VM), most of which other tenants use. There the compiled chunk took
+# 17.3-17.7 ms per image at 3-16 MB of logits and 23.1 ms at the quarter, 125 MB.
+MAX_CHUNK_BYTES = 8 << 20
 FALLBACK_CACHE_BYTES = 32 << 20
 
 
@@ -64,7 +68,7 @@ class ChunkPlan:
     def for_data(
         num_images: int, num_samples: int, row_bytes: int, budget_bytes: int | None = None
     ) -> ChunkPlan:
-        budget = budget_bytes or int(CACHE_SHARE * _cache_bytes())
+        budget = budget_bytes or min(int(CACHE_SHARE * _cache_bytes()), MAX_CHUNK_BYTES)
         rows = max(1, budget // max(row_bytes, 1))
         pieces = math.ceil(num_samples / rows)
         particles = math.ceil(num_samples / pieces)
