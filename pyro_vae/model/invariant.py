@@ -180,7 +180,8 @@ class InvariantVAE(VAE):
         return self.encoder.angles(theta)[r].unsqueeze(-1) + theta
 
     def model(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """p(x, z, theta, dx) = p(z) p(theta) p(dx) prod_i p(x_i | f(R(theta) c_i + dx, z))."""
+        """p(x, z, theta, dx) = p(z) p(theta) p(dx) prod_i p(x_i | f(R(theta) c_i + dx, z));
+        with the search over rotations also p(r) = Cat(1/R), and the angle is phi_r + theta."""
         for name in ("decoder", "prior", "likelihood"):
             param_store.register(name, getattr(self, name))
         values: dict[str, torch.Tensor | None] = {"theta": None, "dx": None}
@@ -245,11 +246,12 @@ class InvariantVAE(VAE):
         """The posterior mean pose: angle (N,) in radians and translation (N, 2); zeros for an
         invariance the model leaves out."""
         self.data_plate(x)
-        parts = self._posterior_parts(x)
+        logits, parts = self._encoded(x)
+        best = None if logits is None else logits.argmax(-1)
+        parts = parts if best is None else at_rotation(parts, best)
         theta = parts["theta"][0][:, 0] if "theta" in parts else x.new_zeros(x.shape[0])
-        if self.rotations:
-            logits, _ = self._encoded(x)
-            theta = wrapped(self._angle(logits.argmax(-1), theta.unsqueeze(-1))[:, 0])
+        if best is not None:
+            theta = wrapped(self._angle(best, theta.unsqueeze(-1))[:, 0])
         dx = parts["dx"][0] if "dx" in parts else x.new_zeros(x.shape[0], 2)
         return theta, dx
 
