@@ -37,6 +37,16 @@ def small_data(mnist_sample):
 
 
 @pytest.fixture
+def one_thread():
+    """Tensors of a few hundred numbers: a second thread only adds waiting (much more of it on
+    a busy machine). Modules of small tensors use it with ``pytest.mark.usefixtures``."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
 def float64():
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)

@@ -43,14 +43,7 @@ D = 16
 LABELLED_ROWS = {0: 2, 2: 0, 3: 1}  # row -> label; the other rows carry none
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tensors of a few hundred numbers: a second thread only adds waiting (much more of it
-    on a busy machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def elbo_for(discrete: str):

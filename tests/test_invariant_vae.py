@@ -68,13 +68,7 @@ def centre_of_mass(images: torch.Tensor, side: int = 28) -> torch.Tensor:
     return (images[..., None] * pixel_grid(side)).sum(-2) / images.sum(-1, keepdim=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These small tensors run faster on one thread, which does not fight other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- rotating images -----------------------------------------------------------------------

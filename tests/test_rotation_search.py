@@ -44,12 +44,7 @@ def some_images(likelihood: str = "bernoulli", n: int = 5) -> torch.Tensor:
     return (x < 0.4).to(x.dtype) if likelihood == "bernoulli" else x
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0, 3.0])
