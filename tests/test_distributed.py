@@ -104,7 +104,22 @@ def test_two_gloo_processes_equal_one_process(tmp_path, data_file):
         torch.testing.assert_close(distributed[name], value, rtol=1e-6, atol=1e-7, msg=name)
 
 
+# A worker that aborts while the interpreter shuts down, after its run ended and its process
+# group was destroyed (gloo's worker threads against Python's finalization; seen twice in CI on
+# a loaded machine, never alone): torchrun reports it and ends the other worker. Such a run is
+# started again once (a fresh run, over its directory); any other failure, a resumed run's,
+# and every assertion on the results, stands.
+SHUTDOWN_ABORT = "terminate called without an active exception"
+
+
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    done = _torchrun_once(*args)
+    if done.returncode != 0 and SHUTDOWN_ABORT in done.stderr and "--resume" not in args:
+        done = _torchrun_once(*args, "--overwrite")
+    return done
+
+
+def _torchrun_once(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             sys.executable,

@@ -57,7 +57,9 @@ def _numbers(line: str) -> list[float]:
 
 def test_readme_default_run_output_is_what_the_tool_prints(tmp_path):
     """Every line quoted from the default run is a line the tool prints now (numbers aside);
-    the reference check and the first epoch, which do not depend on --epochs, to the digit."""
+    the reference check and the first epoch, which do not depend on --epochs, to float32's
+    rounding: a sum of 100,000 float32 terms moves by an ulp from one CPU, or thread count, to
+    another (70323.4922 on an EPYC, 70323.5000 on a Xeon)."""
     quoted = _quoted("default-run")
     assert quoted[0] == "$ pyro-vae train --out runs/mnist-sample --overwrite"
     args = ["train", "--out", "runs/mnist-sample", "--overwrite", "--epochs", "2"]
@@ -76,10 +78,13 @@ def test_readme_default_run_output_is_what_the_tool_prints(tmp_path):
             f"the README quotes a line the tool no longer prints: {line}"
         )
     check = next(line for line in printed if line.startswith("reference check:"))
-    assert check in quoted
+    quoted_check = next(line for line in quoted if line.startswith("reference check:"))
+    assert _skeleton(check) == _skeleton(quoted_check)
+    assert _numbers(check) == pytest.approx(_numbers(quoted_check), rel=1e-6)
     first = next(line for line in printed if line.startswith("epoch 1/"))
     quoted_first = next(line for line in quoted if line.startswith("epoch 1/"))
-    assert _numbers(first)[2:-1] == _numbers(quoted_first)[2:-1]  # all but epochs and seconds
+    # all but epochs and seconds: 32 steps from a sum an ulp apart, printed to 0.01
+    assert _numbers(first)[2:-1] == pytest.approx(_numbers(quoted_first)[2:-1], abs=0.02)
 
 
 def test_readme_python_example_runs(tmp_path):

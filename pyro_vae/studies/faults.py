@@ -86,9 +86,13 @@ class Workspace:
 
 
 def _env() -> dict[str, str]:
+    """The subprocess's environment: this package first on the path, unbuffered output, and
+    this process's torch thread count. Runs are compared bit for bit, and on some CPUs the
+    matrix products' sums depend on how many threads share them (MKL on an AVX-512 Xeon)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(PACKAGE_PARENT) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONUNBUFFERED"] = "1"
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     return env
 
 
