@@ -121,14 +121,14 @@ def plot_angles(panels: list[tuple[str, tuple[list, list, list]]], path: Path) -
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=at_least(1), default=30, help="training epochs of each run")
+    p.add_argument("--epochs", type=at_least(1), default=20, help="training epochs of each run")
     p.add_argument("--z-dim", type=at_least(1), default=4, help="content dimensions")
     p.add_argument(
         "--rotations", type=at_least(0), nargs="+", default=[8, 0], metavar="R",
         help="an invariant run per value: R turns searched, or 0 for one Gaussian angle",
     )  # fmt: skip
     p.add_argument(
-        "--hidden", type=at_least(1), nargs="+", default=[128, 128], metavar="N",
+        "--hidden", type=at_least(1), nargs="+", default=[64, 64], metavar="N",
         help="hidden sizes (the invariant decoder runs them once per pixel)",
     )  # fmt: skip
     p.add_argument(
