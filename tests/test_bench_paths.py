@@ -157,7 +157,8 @@ def test_the_iwae_run_counts_every_particle(tmp_path, small_peak):
         want = epoch_matmul_flops(4000, 500, 784, (8,), 2, particles)
         assert paths[name]["epoch_matmul_flops"] == want, name
     assert report["machine"]["matmul_peak"]["gflops"] > 0
-    assert all(0.5 < p["cores_busy"] <= os.cpu_count() + 0.5 for p in paths.values())
+    # a share of the cores, not how large: the suite's other worker may hold them meanwhile
+    assert all(0 < p["cores_busy"] <= os.cpu_count() + 0.5 for p in paths.values())
     md = (tmp_path / "benchmark.md").read_text()
     assert "--estimator iwae --particles 3 --grad dreg" in md and "| % of matmul peak |" in md
 

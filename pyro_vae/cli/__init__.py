@@ -35,6 +35,7 @@ from ..training import (
     terminate_on_sigterm,
 )
 from ..training.banner import reference_line
+from ..training.distributed import leave_worker_process
 from ..training.files import atomic_write
 from ..training.run_dir import (
     FIGURES,
@@ -126,7 +127,7 @@ def _train(args: argparse.Namespace) -> int:
     result = train(config, resume=args.resume, overwrite=args.overwrite)
     s = result.summary
     if not s:  # a process other than rank 0 of a distributed run: rank 0 reports
-        return 0
+        leave_worker_process(0)
     if not config.progress:  # otherwise it was printed before the first step, in the banner
         print(reference_line(s["reference_check"]))
     keys = ["test_neg_elbo", "test_distortion", "test_rate", "train_neg_elbo", "seconds_per_epoch"]

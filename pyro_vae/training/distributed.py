@@ -20,8 +20,9 @@ on CUDA (one GPU per process, ``cuda:LOCAL_RANK``) and Gloo on CPU.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -80,6 +81,18 @@ class Cluster:
             if together:
                 dist.barrier()
             dist.destroy_process_group()
+
+
+def leave_worker_process(code: int = 0) -> NoReturn:
+    """End a worker of a distributed run (rank > 0) whose run ended, without Python's shutdown.
+    In shutdown the interpreter can destroy gloo's objects while gloo's threads still hold
+    tensors, and the worker then aborts ("terminate called without an active exception";
+    PyTorch's c10d names the race: pytorch/pytorch#179291). torchrun reports that as a failed
+    run, and ends rank 0 while it writes the run's figures. A worker writes no files, and its
+    output is flushed first, so nothing is lost by skipping the shutdown."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def launched_rank() -> int:
