@@ -167,11 +167,15 @@ class InvariantVAE(VAE):
 
     def _posterior_parts(self, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """(loc, scale) of q(site | x), (N, size), for every continuous site: with the search
-        over rotations, at each image's most probable turn under q(r | x)."""
+        over rotations, at each image's most probable turn r under q(r | x), and theta's loc
+        the whole angle phi_r + theta."""
         logits, parts = self._encoded(x)
         if logits is None:
             return parts
-        return at_rotation(parts, logits.argmax(-1))
+        best = logits.argmax(-1)
+        parts = at_rotation(parts, best)
+        loc, scale = parts["theta"]
+        return parts | {"theta": (self._angle(best, loc), scale)}
 
     def _angle(self, r: torch.Tensor | None, theta: torch.Tensor | None) -> torch.Tensor | None:
         """The rotation the decoder applies: phi_r + theta with the search, else theta."""
@@ -246,12 +250,10 @@ class InvariantVAE(VAE):
         """The posterior mean pose: angle (N,) in radians and translation (N, 2); zeros for an
         invariance the model leaves out."""
         self.data_plate(x)
-        logits, parts = self._encoded(x)
-        best = None if logits is None else logits.argmax(-1)
-        parts = parts if best is None else at_rotation(parts, best)
+        parts = self._posterior_parts(x)
         theta = parts["theta"][0][:, 0] if "theta" in parts else x.new_zeros(x.shape[0])
-        if best is not None:
-            theta = wrapped(self._angle(best, theta.unsqueeze(-1))[:, 0])
+        if self.rotations:
+            theta = wrapped(theta)
         dx = parts["dx"][0] if "dx" in parts else x.new_zeros(x.shape[0], 2)
         return theta, dx
 
@@ -260,8 +262,7 @@ class InvariantVAE(VAE):
         """E[x | z, theta, dx] at the posterior means: the image redrawn in its own pose."""
         self.data_plate(x)
         parts = self._posterior_parts(x)
-        dx = parts["dx"][0] if "dx" in parts else None
-        theta = self.pose(x)[0].unsqueeze(-1) if "theta" in parts else None
+        theta, dx = (parts[s][0] if s in parts else None for s in ("theta", "dx"))
         return self.likelihood.mean(self.decoder(parts["z"][0], theta, dx), x)
 
     @torch.no_grad()
@@ -362,8 +363,6 @@ def build_invariant_vae(
             f"the invariant decoder emits one value per pixel, and the {likelihood} likelihood "
             f"needs {lik.params_per_pixel}: choose bernoulli, continuous-bernoulli, gaussian, ..."
         )
-    if rotations == 1 or rotations < 0:
-        raise ValueError(f"rotations is 0 (one Gaussian angle) or at least 2, got {rotations}")
     if theta_prior is None:
         theta_prior = math.pi / rotations if rotations else math.pi
     chosen = parse_invariances(invariances)

@@ -36,6 +36,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from ..data import Binarizer, rotated_mnist_sample
+from ..model.rotation_search import wrapped
 from ..training import TrainConfig, load_run
 from .command_help import train_help
 from .harness import at_least, chosen_options, study, train_or_reuse
@@ -76,7 +77,7 @@ def class_aligned_errors(
     for c in classes.unique():
         d = difference[classes == c]
         offset = torch.atan2(d.sin().mean(), d.cos().mean())
-        errors[classes == c] = (torch.remainder(d - offset + math.pi, 2 * math.pi) - math.pi).abs()
+        errors[classes == c] = wrapped(d - offset).abs()
     return errors
 
 
@@ -109,8 +110,7 @@ def plot_angles(panels: list[tuple[str, tuple[list, list, list]]], path: Path) -
     )  # fmt: skip
     for ax, (title, angles) in zip(axes[0], panels, strict=True):
         inferred, applied, digits = (torch.tensor(v) for v in angles)
-        wrapped = torch.remainder(inferred + math.pi, 2 * math.pi) - math.pi
-        points = ax.scatter(applied, wrapped, c=digits, cmap="tab10", s=6, alpha=0.7)
+        points = ax.scatter(applied, wrapped(inferred), c=digits, cmap="tab10", s=6, alpha=0.7)
         ax.set_xlabel("applied rotation (radians)")
         ax.set_ylim(-math.pi, math.pi)
         ax.set_title(title, fontsize=9)

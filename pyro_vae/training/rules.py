@@ -41,6 +41,11 @@ def _searches_rotations(c: Config) -> bool:
     return c.model == "invariant" and bool(c.rotations)
 
 
+def _has_discrete_site(c: Config) -> bool:
+    """A class variable, or the invariant model's turn: what enum and the score function need."""
+    return c.model in CLASS_MODELS or _searches_rotations(c)
+
+
 def _estimator(c: Config) -> str:
     if c.model in CLASS_MODELS:
         return DISCRETE_SITES.get(c.discrete).estimator
@@ -76,7 +81,7 @@ def _estimator_fits_the_class_site(c: Config) -> None:
             )
         if c.compile:
             raise ConfigError(f"--model {c.model} runs the eager step; drop --compile")
-    elif c.estimator in ("enum", "score-function") and not _searches_rotations(c):
+    elif c.estimator in ("enum", "score-function") and not _has_discrete_site(c):
         raise ConfigError(
             f"--estimator {c.estimator} is for a model with a class variable: --model "
             f"{' or '.join(CLASS_MODELS)}"
