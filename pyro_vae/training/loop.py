@@ -31,6 +31,7 @@ import torch
 from .. import param_store
 from ..checks import check_against_reference
 from .assemble import Assembly
+from .denormals import flushed_denormals
 from .devices import synchronize
 from .metrics import EpochEvaluation, summarize
 from .observers import Observer
@@ -147,7 +148,8 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to ``config.epochs`` and return the summary (empty on ranks other than 0)."""
-        with param_store.off():  # the optimizer holds the parameters; observers need none
+        # the optimizer holds the parameters; observers need none
+        with param_store.off(), flushed_denormals(self.config.denormals == "flush"):
             for observer in self.observers:
                 observer.on_start(self)
             ended = False
@@ -198,7 +200,7 @@ class Trainer:
 
     def run_epoch(self) -> float:
         """One training epoch with no evaluation and no files (for benchmarks); its seconds."""
-        with param_store.off():
+        with param_store.off(), flushed_denormals(self.config.denormals == "flush"):
             _, _, seconds = self._train_epoch([])
         self.pos = Position(
             epoch=self.pos.epoch + 1, step=self.pos.step, epoch_rng=self._epoch_rng()

@@ -18,8 +18,8 @@ Where an option applies:
 An option that does not apply is ``None`` in the config. Set to anything but its default where
 it does not apply, it is refused with a message that says where it does.
 
-Checks of one part (a positive ``--sigma``) are the parts' own: the config builds the model
-before any data is read, so they fail here. Rules tying two groups are :data:`RULES`.
+Checks of one part (a positive ``--sigma``) are the parts' own, run as the config builds the
+model before any data is read. Rules tying two groups are :data:`RULES`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from ..model.invariant import INVARIANCE_CHOICES
 from ..model.likelihoods import LIBRARY_OPTIONS
 from ..model.parts import PART_REGISTRIES, takers
 from ..registry import Registry
+from .denormals import DENORMALS
 from .rules import RULES, automatic_binarization, automatic_estimator, nominal_context_dim
 from .schema import (
     POSITIVE,
@@ -52,9 +53,7 @@ from .schema import (
     option,
 )
 
-# fp32: full precision. tf32: CUDA matrix products in TensorFloat-32 (float32 storage).
-# bf16: the step's forward pass under bfloat16 autocast (matrix products in bfloat16).
-PRECISIONS = ("fp32", "tf32", "bf16")
+PRECISIONS = ("fp32", "tf32", "bf16")  # tf32: CUDA matrix products; bf16: autocast forward
 NOMINAL_SHAPE = (1, 28, 28)  # the shape the config's trial build uses before data is read
 
 
@@ -225,6 +224,9 @@ class TrainConfig:
     precision: str = option(
         "fp32", "fp32, tf32 (CUDA matrix products) or bf16 (autocast)", "run", choices=PRECISIONS
     )
+    denormals: str = option("flush", "flush: floats under 1.2e-38 read and written as 0 on "
+                            "the CPU, as in JAX (faster); keep: IEEE", "run",
+                            choices=DENORMALS)  # fmt: skip
     compile: bool = option(
         False, "trace the Pyro step once and run it as a compiled graph (TorchInductor)", "run"
     )
@@ -240,8 +242,7 @@ class TrainConfig:
         0, "also checkpoint every this many steps (0: at epoch ends only)", "run",
         check=at_least(0), resumable=True,
     )  # fmt: skip
-    eval_batch_size: int = option(1000, "images per batch when measuring", "run",
-                                  check=at_least(1))  # fmt: skip
+    eval_batch_size: int = option(1000, "images per batch when measuring", "run", check=at_least(1))
     check_reference: bool = option(
         True, "compare Pyro's loss with the hand-written loss on the first batch", "run",
         flag="--skip-reference-check", resumable=True,
@@ -348,8 +349,7 @@ class TrainConfig:
         }
 
     def model_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`pyro_vae.model.build_model`."""
-        return self.group("model")
+        return self.group("model")  # keyword arguments of pyro_vae.model.build_model
 
     def estimator_options(self) -> dict[str, Any]:
         """Keyword arguments of the estimator (``num_particles`` only where given: otherwise
