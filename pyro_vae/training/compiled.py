@@ -10,6 +10,11 @@ KL warm-up does not retrace; one graph is built per batch shape (the last, small
 epoch gets its own). The graph also returns the sampled z, so the compiled loss can be checked
 against the hand-written one for the same noise, like the eager loss.
 
+The noise is drawn by the eager kernels from torch's generator (Inductor's ``fallback_random``),
+so for the same seed the compiled step draws the eager step's z. It is also faster on the CPU:
+Inductor's own draw runs a Philox engine and a Box-Muller transform per element, scalar, and
+took 0.23 ms of a 2.4 ms step (batch 128, z 50) against 0.02 ms for the eager ``normal_``.
+
 With ``cuda_graphs=True`` (CUDA only) the compiled graph is also captured as a CUDA graph
 (TorchInductor's ``mode="reduce-overhead"``, which records the kernels once and replays them
 with one launch; the random draws stay fresh on each replay through the graph-safe Philox
@@ -78,7 +83,7 @@ class CompiledStep:
 
         params = [p.detach().requires_grad_(True) for p in parameters.current()]
         graph = capture(step, params, x, beta)
-        return compile_graph(graph, self.backend, self.cuda_graphs), unused
+        return compile_graph(graph, self.backend, self.cuda_graphs, eager_random=True), unused
 
     def __call__(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
         beta_t = torch.tensor(float(beta), dtype=x.dtype, device=x.device)
