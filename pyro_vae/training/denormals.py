@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,6 +37,7 @@ DENORMALS = ("flush", "keep")
 _BODY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
 
+@functools.cache
 def _openmp_runtime() -> ctypes.CDLL | None:
     """The libgomp this process has loaded (torch's own copy in its wheels), or None."""
     maps = Path("/proc/self/maps")
@@ -42,7 +45,7 @@ def _openmp_runtime() -> ctypes.CDLL | None:
         return None
     for line in maps.read_text().splitlines():
         path = line.split()[-1]
-        if Path(path).name.startswith("libgomp"):
+        if os.path.basename(path).startswith("libgomp"):
             lib = ctypes.CDLL(path)
             if hasattr(lib, "GOMP_parallel"):
                 lib.GOMP_parallel.argtypes = [_BODY, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
