@@ -151,6 +151,22 @@ def test_inductor_step_matches_the_reference_draws_the_eager_noise_and_trains():
     assert_step_trains(step, x)
 
 
+def test_inductor_step_adds_the_biases_in_its_fused_loops():
+    """No ``addmm`` runs in the compiled step (each would first copy its bias into the
+    product's output): Inductor fuses every bias add back into one unless the split is made
+    after its own rewrites (SplitAddmm)."""
+    torch.manual_seed(0)
+    vae = make_vae("bernoulli", "normal", 1.0).float()
+    x = torch.bernoulli(torch.rand(64, 784))
+    step = CompiledStep(vae, sync_free(make_estimator("mean-field")), backend="inductor")
+    step(x, 1.0)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step(x, 1.0)
+    ran = [e.name for e in prof.events()]
+    assert ran.count("aten::mm") >= 4  # the products run, as plain mm
+    assert "aten::addmm" not in ran
+
+
 def test_fused_adam_on_cpu():
     optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(3))], 1e-3)
     assert optimizer.defaults.get("fused") or optimizer.defaults.get("foreach")
