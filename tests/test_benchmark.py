@@ -75,3 +75,20 @@ def test_the_cuda_graph_path_is_refused_on_cpu(tmp_path, capsys):
                  "--out", str(tmp_path)])  # fmt: skip
     assert code == 2 and "needs a CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "benchmark.json").exists()
+
+
+@pytest.mark.parametrize("mode", ["flush", "keep"])
+def test_every_path_runs_in_the_runs_denormal_mode(mode):
+    """The hand-written paths as much as pyro-vae's: a speed-up must not be the flush's."""
+    from pyro_vae.training.denormals import flushing
+
+    class Path:
+        seen: list[bool] = []
+
+        def epoch(self) -> None:
+            self.seen.append(flushing())
+
+    built = {"a": Path(), "b": Path()}
+    bench._alternate(built, 2, torch.device("cpu"), mode == "flush", lambda line: None)
+    assert Path.seen == [mode == "flush"] * 6
+    assert not flushing()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from tiny_runs import tiny_config
 
-from pyro_vae.training import Trainer, assemble
+from pyro_vae.training import Trainer, assemble, fit
 from pyro_vae.training.denormals import flushed_denormals, flushing, on_every_thread
 from pyro_vae.training.observers import Observer
 
@@ -105,3 +105,21 @@ def test_a_run_trains_in_the_mode_it_asks_for(small_data, tmp_path, mode):
 def test_an_unknown_mode_is_refused(tmp_path):
     with pytest.raises(ValueError, match="choose one of: flush, keep"):
         tiny_config(tmp_path, denormals="ftz")
+
+
+@pytest.mark.parametrize("mode", ["flush", "keep"])
+def test_evaluation_runs_in_the_mode_the_run_trained_in(small_data, tmp_path, monkeypatch, mode):
+    from pyro_vae.training import evaluate as evaluation
+
+    config = tiny_config(tmp_path, epochs=1, denormals=mode, tensorboard=False)
+    fit(config, small_data)
+    seen, measure = [], evaluation._importance_sampling
+
+    def recording(*args, **kwargs):
+        seen.append(flushing())
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "_importance_sampling", recording)
+    evaluation.evaluate_run(config.out, 4, max_images=8, progress=False, data=small_data)
+    assert seen == [mode == "flush"]
+    assert not flushing()

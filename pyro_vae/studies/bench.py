@@ -59,6 +59,7 @@ import torch
 from ..data import ImageData, load_dataset
 from ..inference import GRADIENT_ESTIMATORS
 from ..training import resolve_device
+from ..training.denormals import DENORMALS, flushed_denormals
 from ..training.devices import synchronize
 from ..training.run_dir import write_json, write_text
 from . import bench_numpyro
@@ -106,14 +107,17 @@ class PathResult:
     build_seconds: float = 0.0
 
 
-def _timed_epoch(path: Any, device: torch.device) -> tuple[float, float, LoadMonitor, float]:
+def _timed_epoch(
+    path: Any, device: torch.device, flush: bool
+) -> tuple[float, float, LoadMonitor, float]:
     """Seconds, the memory the epoch needed beyond what was in use when it began (MB; all
     paths share one process, so totals would mostly measure each other), the load, and the
-    cores the process kept busy (its CPU seconds per second)."""
+    cores the process kept busy (its CPU seconds per second). ``flush``: denormal floats as
+    zero on every thread (each torch path alike; JAX flushes them always)."""
     reset_peak_memory(device)
     before = memory_mb(device)
     synchronize(device)
-    with LoadMonitor() as load:
+    with LoadMonitor() as load, flushed_denormals(flush):
         t0, cpu0 = time.perf_counter(), process_cpu_seconds()
         path.epoch()
         synchronize(device)
@@ -123,20 +127,24 @@ def _timed_epoch(path: Any, device: torch.device) -> tuple[float, float, LoadMon
 
 
 def _alternate(
-    built: dict[str, Any], rounds: int, device: torch.device, progress: Callable[[str], None]
+    built: dict[str, Any],
+    rounds: int,
+    device: torch.device,
+    flush: bool,
+    progress: Callable[[str], None],
 ) -> dict[str, PathResult]:
     """One untimed warm-up epoch per path, then ``rounds`` rounds of one timed epoch each,
     the order rotating every round so that drift of the machine falls on all alike."""
     results = {name: PathResult(name) for name in built}
     for name, path in built.items():  # warm-up: allocations, caches, compilation
-        seconds, *_ = _timed_epoch(path, device)
+        seconds, *_ = _timed_epoch(path, device, flush)
         results[name].warmup_seconds = seconds
         results[name].build_seconds = getattr(path, "build_seconds", 0.0)
         progress(f"warm-up {name}: {seconds:.2f} s")
     order = list(built)
     for r in range(rounds):
         for name in order:
-            seconds, memory, load, cores = _timed_epoch(built[name], device)
+            seconds, memory, load, cores = _timed_epoch(built[name], device, flush)
             res = results[name]
             res.epoch_seconds.append(seconds)
             res.peak_memory_mb.append(memory)
@@ -220,7 +228,7 @@ def run_benchmark(
     built = {name: PATHS[name][1](data, opts) for name in paths}
     if set(bench_numpyro.PATH_NAMES) & set(built):
         machine |= bench_numpyro.versions()
-    results = _alternate(built, rounds, device, progress)
+    results = _alternate(built, rounds, device, opts.get("denormals") == "flush", progress)
     n_train = data.train_x.shape[0]
     summary = {n: _summarize(r, n_train, max_other_load) for n, r in results.items()}
     clean = all(s.pop("clean") for s in summary.values())
@@ -263,7 +271,8 @@ def _markdown(report: dict) -> str:
         f"{c['dataset']} ({c['num_train']} training images), MLP 784-"
         f"{'-'.join(map(str, c['hidden']))}-{c['z_dim']}, batch {c['batch_size']}, "
         f"{c['device']} ({m.get('gpu', m['cpu'])}, {m['torch_threads']} threads), "
-        f"median of the clean epochs among {c['rounds']} alternating ones; "
+        f"median of the clean epochs among {c['rounds']} alternating ones, denormals "
+        f"{'flushed' if c.get('denormals', 'keep') == 'flush' else 'kept'} on every path; "
         f"the pyro-vae{' and hand-written' * (c['estimator'] == 'iwae')} paths train by "
         f"{_objective(c)}"
     )
@@ -324,6 +333,12 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         help="iwae, miwae: the gradient estimator (hand-written for iwae)",  # (choices shown)
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--denormals",
+        default="flush",
+        choices=DENORMALS,
+        help=train_help("denormals") + ". For every torch path alike; JAX flushes them always",
+    )
     p.add_argument("--seed", type=int, default=0, help="seeds the networks and the batches")
     p.add_argument(
         "--max-other-load",
@@ -348,6 +363,7 @@ def run(args: argparse.Namespace) -> int:
         "estimator": args.estimator,
         **estimator_options(args.estimator, args.particles, args.grad),
         "binarize": "dynamic",
+        "denormals": args.denormals,
     }
     paths, skipped = choose_paths(args.paths, opts)
     for line in skipped:
@@ -359,7 +375,8 @@ def run(args: argparse.Namespace) -> int:
     report = {"machine": result.pop("machine"), "config": config, **result, "skipped": skipped}
     if args.eval_images:
         peak = report["machine"]["matmul_peak"]["gflops"]
-        timed = time_log_likelihood(data, opts, args.eval_images, peak, args.eval_paths)
+        with flushed_denormals(args.denormals == "flush"):
+            timed = time_log_likelihood(data, opts, args.eval_images, peak, args.eval_paths)
         report["log_likelihood_eval"] = timed
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

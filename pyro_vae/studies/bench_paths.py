@@ -43,6 +43,7 @@ class PyroVAEPath:
             particles=opts.get("particles"),
             grad=opts.get("grad"),
             binarize=opts["binarize"],
+            denormals=opts.get("denormals", "keep"),
             compile=compile,
             cuda_graphs=cuda_graphs or None,
             check_reference=False,

@@ -14,6 +14,7 @@ others made at the same epoch on the same images:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -29,6 +30,7 @@ from ..inference import active_units, evaluate_elbo, kl_per_dimension, log_likel
 from ..inference.ais import ais_log_likelihood, effective_sample_size
 from ..inference.bdmc import bdmc, simulate
 from ..model import JointVAE
+from .denormals import flushed_denormals
 from .load import LoadedRun, load_run, read_config
 from .run_dir import EVALUATION, RunDirectory, write_json
 from .tensorboard import log_evaluation
@@ -83,8 +85,9 @@ def evaluate_run(
     if max_images is not None and max_images < 1:
         raise ValueError(f"--max-images must be >= 1 (or left out for all), got {max_images}")
     read_config(run_dir)  # a directory that holds no run gets no lock file
-    with RunDirectory(run_dir).lock("evaluate"):
+    with RunDirectory(run_dir).lock("evaluate"), contextlib.ExitStack() as mode:
         run = load_run(run_dir, device, data)
+        mode.enter_context(flushed_denormals(run.config.denormals == "flush"))  # as it trained
         x = _images(run, max_images)
         pyro.set_rng_seed(seed)
         if method == "is":
