@@ -337,7 +337,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         "--denormals",
         default="flush",
         choices=DENORMALS,
-        help=train_help("denormals") + ". For every torch path alike; JAX flushes them always",
+        metavar="MODE",
+        help="flush: floats under 1.2e-38 read and written as 0 on every CPU thread, for "
+        "every torch path alike (JAX flushes them always); keep: IEEE",
     )
     p.add_argument("--seed", type=int, default=0, help="seeds the networks and the batches")
     p.add_argument(
