@@ -123,17 +123,14 @@ class SplitAddmm(CustomGraphPass):
 
 
 def compile_graph(
-    graph: torch.fx.GraphModule,
-    backend: str = "inductor",
-    cuda_graphs: bool = False,
-    eager_random: bool = False,
+    graph: torch.fx.GraphModule, backend: str = "inductor", cuda_graphs: bool = False
 ) -> Callable:
     """The captured graph compiled by TorchInductor (``backend="eager"``: run as recorded,
     quick to build, for tests). ``cuda_graphs``: also replay it as a CUDA graph
-    (``mode="reduce-overhead"``). ``eager_random``: draw the random numbers with the eager
-    kernels (``fallback_random``), so that the compiled program sees the same noise as the
-    eager one for the same seed; otherwise Inductor's own generator draws them inside the
-    fused loops."""
+    (``mode="reduce-overhead"``). Otherwise the random numbers are drawn by the eager kernels
+    (``fallback_random``), so that the compiled program sees the same noise as the eager one
+    for the same seed (Inductor's own draw was also slower on the CPU: a Philox engine and a
+    Box-Muller transform per element, scalar)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if cuda_graphs and backend != "inductor":
@@ -142,7 +139,7 @@ def compile_graph(
         return graph
     if cuda_graphs:
         return torch.compile(graph, mode="reduce-overhead", dynamic=False)
-    options = {"fallback_random": eager_random, "post_grad_custom_post_pass": SplitAddmm()}
+    options = {"fallback_random": True, "post_grad_custom_post_pass": SplitAddmm()}
     return InductorGraph(graph, options)
 
 

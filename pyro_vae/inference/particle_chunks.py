@@ -111,5 +111,5 @@ class CompiledChunk:
                     return log_weight_sums(self.log_weights(x, particles))
 
             graph = capture(sums, params, x)
-            self._graphs[key] = compile_graph(graph, self.backend, eager_random=True)
+            self._graphs[key] = compile_graph(graph, self.backend)
         return self._graphs[key](params, x)

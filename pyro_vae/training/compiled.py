@@ -60,7 +60,7 @@ class CompiledStep:
         self.parameters = Parameters([vae])
         # the module's parameter tensors, listed once: optimizer steps, load_state_dict and
         # .to() update them in place (listing them anew cost 2% of a CPU step)
-        self._params = list(vae.parameters())
+        self._params = self.parameters.current()
         self._graphs: dict[tuple, tuple[Callable, list[bool]]] = {}
         self.build_seconds = 0.0
 
@@ -84,9 +84,9 @@ class CompiledStep:
             ]
             return loss.detach(), kept["z"].detach(), grads
 
-        params = [p.detach().requires_grad_(True) for p in parameters.current()]
+        params = [p.detach().requires_grad_(True) for p in self._params]
         graph = capture(step, params, x, beta)
-        return compile_graph(graph, self.backend, self.cuda_graphs, eager_random=True), unused
+        return compile_graph(graph, self.backend, self.cuda_graphs), unused
 
     def __call__(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
         beta_t = torch.tensor(float(beta), dtype=x.dtype, device=x.device)
