@@ -4,7 +4,7 @@ One trainer of the default run (MLP 784-400-16 on mnist-sample, batch 128) train
 epoch, each with one of three sets of observers, in turn (the order alternates each round), so
 that the model, its memory and any drift of the machine are shared by all three:
 
-- ``off``: no observers at all (what ``pyro-vae study bench`` times);
+- ``off``: no observers at all (what ``python -m benchmarks.compare`` times);
 - ``log``: metrics.csv, progress as plain lines (a log file) and TensorBoard event files;
 - ``bar``: the same with the progress bar of a terminal (redrawn every 0.1 s).
 

@@ -16,17 +16,17 @@ os.environ.setdefault(
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from pyro_vae.cli import main  # noqa: E402
-from pyro_vae.data import ImageData  # noqa: E402
-from pyro_vae.studies import bench, bench_paths  # noqa: E402
-from pyro_vae.studies.bench_paths import (  # noqa: E402
+from benchmarks import compare  # noqa: E402
+from benchmarks import paths as bench_paths  # noqa: E402
+from benchmarks.machine import matmul_peak_gflops  # noqa: E402
+from benchmarks.paths import (  # noqa: E402
     PATHS,
     choose_paths,
     epoch_matmul_flops,
     estimator_options,
     step_matmul_flops,
 )
-from pyro_vae.studies.machine import matmul_peak_gflops  # noqa: E402
+from pyro_vae.data import ImageData  # noqa: E402
 
 NO_JAX = "JAX is not installed (pip install 'pyro-vae[numpyro]')"
 
@@ -34,7 +34,7 @@ NO_JAX = "JAX is not installed (pip install 'pyro-vae[numpyro]')"
 @pytest.fixture
 def small_peak(monkeypatch):
     """The matmul peak on 128 x 128 matrices: these runs check bookkeeping, not the machine."""
-    monkeypatch.setattr(bench, "PEAK_MATMUL_SIZE", 128)
+    monkeypatch.setattr(compare, "PEAK_MATMUL_SIZE", 128)
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_without_jax_the_report_says_what_was_skipped(
 ):
     few = {k: PATHS[k] for k in ("hand-written", "numpyro-scan", "numpyro-step")}
     monkeypatch.setattr(bench_paths, "PATHS", few)  # the default set: all paths there are
-    code = main(["study", "bench", "--dataset", "mnist-sample", "--rounds", "1", "--hidden",
+    code = compare.main(["--dataset", "mnist-sample", "--rounds", "1", "--hidden",
                  "8", "--z-dim", "2", "--max-other-load", "1", "--out", str(tmp_path)])  # fmt: skip
     assert code == 0
     line = f"numpyro-scan, numpyro-step skipped: {NO_JAX}"
@@ -97,7 +97,7 @@ def test_without_jax_the_report_says_what_was_skipped(
 
 
 def test_a_numpyro_path_named_without_jax_is_refused(tmp_path, no_jax, capsys):
-    code = main(["study", "bench", "--dataset", "mnist-sample", "--paths", "hand-written",
+    code = compare.main(["--dataset", "mnist-sample", "--paths", "hand-written",
                  "numpyro-step", "--out", str(tmp_path)])  # fmt: skip
     assert code == 2
     assert f"numpyro-step cannot run: {NO_JAX}" in capsys.readouterr().err
@@ -121,7 +121,7 @@ def test_the_table_gives_rates_and_the_ratio_to_numpyro_scan():
     }
     built = {name: object() for name in summary}
     data = ImageData(torch.rand(100, 10), torch.zeros(100), torch.rand(5, 10), torch.zeros(5))
-    bench._add_rates(summary, built, data, _opts(hidden=(6, 4)), peak=2.0)
+    compare._add_rates(summary, built, data, _opts(hidden=(6, 4)), peak=2.0)
     flops = epoch_matmul_flops(100, 32, 10, (6, 4), 2)
     fast = summary["pyro-vae"]
     assert fast["epoch_matmul_flops"] == flops
@@ -135,17 +135,17 @@ def test_the_table_gives_rates_and_the_ratio_to_numpyro_scan():
     config = {"dataset": "d", "num_train": 100, "hidden": (6, 4), "z_dim": 2, "batch_size": 32}
     config |= {"device": "cpu", "rounds": 1, "estimator": "trace"}
     report = {"machine": machine, "config": config, "paths": summary, "clean": True}
-    md = bench._markdown(report)
+    md = compare._markdown(report)
     assert "| GFLOP/s | % of matmul peak | time vs hand-written | time vs numpyro-scan |" in md
     assert f"| {100 * fast['fraction_of_matmul_peak']:.1f}% | 0.50x | 0.25x |" in md
     assert "matmul peak of this machine, measured in this run: 2.0 GFLOP/s" in md
     assert "| speed-up over Trace_ELBO | cores busy |" in md
     del report["paths"]["numpyro-scan"]
-    assert "numpyro-scan" not in bench._markdown(report)
+    assert "numpyro-scan" not in compare._markdown(report)
 
 
 def test_the_iwae_run_counts_every_particle(tmp_path, small_peak):
-    code = main(["study", "bench", "--dataset", "mnist-sample", "--rounds", "1", "--hidden",
+    code = compare.main(["--dataset", "mnist-sample", "--rounds", "1", "--hidden",
                  "8", "--z-dim", "2", "--batch-size", "500", "--estimator", "iwae",
                  "--particles", "3", "--grad", "dreg", "--paths", "pyro-vae", "hand-written",
                  "pyro-trace-elbo", "--max-other-load", "1", "--out", str(tmp_path)])  # fmt: skip
@@ -199,8 +199,8 @@ def test_the_numpyro_networks_are_the_torch_ones():
     import jax
     import numpy as np
 
+    from benchmarks import numpyro_paths as bn
     from pyro_vae.model.nets import NETWORKS
-    from pyro_vae.studies import bench_numpyro as bn
 
     encoder, decoder = NETWORKS.create("mlp", (784,), 3, hidden=(8, 6))
     key_enc, key_dec = jax.random.split(jax.random.PRNGKey(0))

@@ -6,14 +6,13 @@ import json
 import pytest
 import torch
 
-from pyro_vae.cli import main
-from pyro_vae.studies import bench
+from benchmarks import compare, machine
 
 
 @pytest.fixture(scope="module")
 def bench_args():
     return [
-        "study", "bench", "--dataset", "mnist-sample", "--rounds", "2", "--hidden", "32",
+        "--dataset", "mnist-sample", "--rounds", "2", "--hidden", "32",
         "--z-dim", "4", "--batch-size", "256",
         "--paths", "pyro-vae", "hand-written", "pyro-trace-elbo", "pyro-example",
     ]  # fmt: skip
@@ -22,7 +21,9 @@ def bench_args():
 def test_every_path_trains_and_ratios_use_their_baselines(tmp_path, bench_args):
     evaluation = ["--eval-images", "8", "--eval-paths", "hand-written", "pyro-vae-before"]
     evaluation.append("pyro-vae")
-    code = main([*bench_args, "--max-other-load", "1.0", *evaluation, "--out", str(tmp_path)])
+    code = compare.main(
+        [*bench_args, "--max-other-load", "1.0", *evaluation, "--out", str(tmp_path)]
+    )
     assert code == 0
     report = json.loads((tmp_path / "benchmark.json").read_text())
     paths = report["paths"]
@@ -56,14 +57,12 @@ def test_every_path_trains_and_ratios_use_their_baselines(tmp_path, bench_args):
 
 
 def test_a_busy_machine_is_reported_as_contaminated(tmp_path, bench_args, monkeypatch):
-    from pyro_vae.studies import machine
-
     def busy(self, *exc):  # other processes used every CPU during each timed epoch
         self.other_cpu_share, self.loadavg = 1.0, float(self.cpus)
 
     monkeypatch.setattr(machine.LoadMonitor, "__exit__", busy)
-    code = main([*bench_args[:-4], "hand-written", "--out", str(tmp_path)])
-    assert code == bench.EXIT_CONTAMINATED
+    code = compare.main([*bench_args[:-4], "hand-written", "--out", str(tmp_path)])
+    assert code == compare.EXIT_CONTAMINATED
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["clean"] is False and report["paths"]["hand-written"]["clean_epochs"] == 0
     assert "CONTAMINATED" in (tmp_path / "benchmark.md").read_text()
@@ -71,7 +70,7 @@ def test_a_busy_machine_is_reported_as_contaminated(tmp_path, bench_args, monkey
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU machine")
 def test_the_cuda_graph_path_is_refused_on_cpu(tmp_path, capsys):
-    code = main(["study", "bench", "--device", "cpu", "--paths", "pyro-vae-cuda-graphs",
+    code = compare.main(["--device", "cpu", "--paths", "pyro-vae-cuda-graphs",
                  "--out", str(tmp_path)])  # fmt: skip
     assert code == 2 and "needs a CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "benchmark.json").exists()
@@ -89,6 +88,19 @@ def test_every_path_runs_in_the_runs_denormal_mode(mode):
             self.seen.append(flushing())
 
     built = {"a": Path(), "b": Path()}
-    bench._alternate(built, 2, torch.device("cpu"), mode == "flush", lambda line: None)
+    compare._alternate(built, 2, torch.device("cpu"), mode == "flush", lambda line: None)
     assert Path.seen == [mode == "flush"] * 6
     assert not flushing()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--rounds", "0"], "argument --rounds: must be a finite number >= 1, got 0"),
+        (["--max-other-load", "inf"], "--max-other-load: must be a finite number >= 0"),
+    ],
+)
+def test_the_benchmarks_counts_are_checked_before_it_starts(args, needle, capsys):
+    with pytest.raises(SystemExit) as stop:
+        compare.main(args)
+    assert stop.value.code == 2 and needle in capsys.readouterr().err

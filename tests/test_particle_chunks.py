@@ -10,8 +10,9 @@ import pytest
 import torch
 from linear_gaussian import LinearGaussian
 
+from benchmarks.handwritten_log_likelihood import handwritten_log_likelihood
+from benchmarks.log_likelihood_eval import decoder_flops_per_particle
 from pyro_vae import build_vae, param_store
-from pyro_vae.checks.baseline_log_likelihood import handwritten_log_likelihood
 from pyro_vae.inference import (
     ImportanceSampler,
     importance_log_weights,
@@ -20,7 +21,6 @@ from pyro_vae.inference import (
 )
 from pyro_vae.inference.graphs import capture, owning_modules, split_addmm
 from pyro_vae.inference.particle_chunks import ChunkPlan, _cache_bytes
-from pyro_vae.studies.bench_eval import decoder_flops_per_particle
 
 
 @pytest.mark.parametrize(

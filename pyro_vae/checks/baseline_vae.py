@@ -8,7 +8,7 @@ This is the loss people write by hand (Kingma & Welling, 2014, appendix B; PyTor
 
 with the same networks, data, batching and optimizer as :func:`pyro_vae.train`, so the two can be
 compared number for number (``pyro-vae study handwritten``) and timed side by side
-(``pyro-vae study bench``). For the importance-weighted bound (Burda et al., 2016) the same
+(``python -m benchmarks.compare``). For the importance-weighted bound (Burda et al., 2016) the same
 networks give the vectorised K-particle loss of :func:`handwritten_iwae_loss`.
 """
 

@@ -22,7 +22,6 @@ from typing import Any
 
 from .. import __version__
 from ..checks import ReferenceMismatch
-from ..studies.command_help import CommandParser, shown, train_help
 from ..training import (
     NonFiniteLoss,
     RunDirectory,
@@ -37,6 +36,7 @@ from ..training import (
 from ..training.banner import reference_line
 from ..training.distributed import leave_worker_process
 from ..training.files import atomic_write
+from ..training.option_help import option_help
 from ..training.run_dir import (
     FIGURES,
     METRICS,
@@ -45,6 +45,7 @@ from ..training.run_dir import (
 )
 from ..training.schema import ConfigError, Option, flag_of
 from .evaluate import add_evaluate, check_seed, evaluate
+from .help import CommandParser, shown
 
 EXIT_USAGE, EXIT_NON_FINITE = 2, 3
 MAX_SAMPLES = 10_000  # a 100 x 100 grid; more is a job for the Python API
@@ -61,7 +62,8 @@ def _add_option(p: argparse.ArgumentParser, name: str, opt: Option) -> None:
         kw["help"] = f"turn off: {opt.help}" if inverted else opt.help
     else:
         # names are checked by the config, which says in one line what the choices are
-        kw["help"] = train_help(name) + ("" if default is None else f" (default: {shown(default)})")
+        shown_default = "" if default is None else f" (default: {shown(default)})"
+        kw["help"] = option_help(name) + shown_default
         if opt.type is not None or default is None:
             kw["type"] = opt.type or str
         else:
@@ -147,7 +149,7 @@ def _add_sample_and_report(sub: argparse._SubParsersAction) -> None:
         default=None,
         help=f"PNG to write, the tensor beside it as .pt (default: RUN_DIR/{SAMPLES})",
     )
-    p.add_argument("--device", default="auto", help=train_help("device"))
+    p.add_argument("--device", default="auto", help=option_help("device"))
     what = "write RUN_DIR/report.html, one self-contained file"
     p = sub.add_parser("report", help=what, description=what[0].upper() + what[1:] + ".")
     p.add_argument("run_dir", help="a run directory written by pyro-vae train")
@@ -156,7 +158,7 @@ def _add_sample_and_report(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="redraw the figures from the checkpoint first",
     )
-    p.add_argument("--device", default="auto", help=train_help("device"))
+    p.add_argument("--device", default="auto", help=option_help("device"))
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -250,7 +252,7 @@ def _one_line(err: BaseException) -> str:
 
 def parser() -> argparse.ArgumentParser:
     """The command line; each command's and each study's parser shows every option's default
-    (:class:`~pyro_vae.studies.command_help.CommandParser`)."""
+    (:class:`~pyro_vae.cli.help.CommandParser`)."""
     p = CommandParser(
         prog="pyro-vae",
         description="Variational autoencoders as Pyro models, trained by SVI.",

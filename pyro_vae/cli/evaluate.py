@@ -7,9 +7,9 @@ import argparse
 import json
 from pathlib import Path
 
-from ..studies.command_help import train_help
 from ..training import evaluate_run
 from ..training.evaluate import COMPILE_FROM, METHODS, Annealing, evaluation_line
+from ..training.option_help import option_help
 from ..training.run_dir import EVALUATION
 
 
@@ -59,7 +59,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="bdmc: images simulated from the model")  # fmt: skip
     p.add_argument("--ais-initial", default=defaults.initial, choices=("guide", "prior"),
                    metavar="FROM", help="ais, bdmc: chains start from q(z|x) or p(z)")  # fmt: skip
-    p.add_argument("--device", default="auto", help=train_help("device"))
+    p.add_argument("--device", default="auto", help=option_help("device"))
     p.add_argument("--seed", type=int, default=0, help="seed of the samples")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -7,13 +7,11 @@ Importing this package registers every study in :data:`STUDIES`.
 from . import (  # noqa: F401  (each registers its study)
     ae_vs_vae,
     ais_convergence,
-    bench,
     beta_sweep,
     clustering,
     count_recovery,
     discrete_estimators,
     estimators,
-    fault_injection,
     gradient_snr,
     handwritten,
     invariance,

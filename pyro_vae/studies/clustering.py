@@ -24,8 +24,8 @@ import matplotlib.pyplot as plt
 
 from ..data import load_dataset
 from ..training import TrainConfig
+from ..training.option_help import option_help
 from ..training.run_dir import FIGURES
-from .command_help import train_help
 from .harness import at_least, chosen_options, run_arguments, study, train_or_reuse
 from .tables import write_tables
 
@@ -90,7 +90,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         "--betas", type=at_least(0, float), nargs="+", default=list(BETAS), metavar="B",
         help="weights on z's KL, one run each",
     )  # fmt: skip
-    p.add_argument("--classes", type=at_least(2), default=10, help=train_help("classes"))
+    p.add_argument("--classes", type=at_least(2), default=10, help=option_help("classes"))
 
 
 @study("clustering", "the joint VAE's clusters against the classes, by beta", _arguments)

@@ -29,7 +29,7 @@ from ..data import CountTruth, ImageData, count_data
 from ..inference import posterior_means
 from ..report.plots import plt
 from ..training import TrainConfig, load_run
-from .command_help import train_help
+from ..training.option_help import option_help
 from .harness import evaluate_or_reuse, study, train_or_reuse
 from .tables import write_tables
 
@@ -197,7 +197,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--z-dim", type=int, default=2, help="latent dimensions")
     p.add_argument(
-        "--hidden", type=int, nargs="+", default=[128], metavar="N", help=train_help("hidden")
+        "--hidden", type=int, nargs="+", default=[128], metavar="N", help=option_help("hidden")
     )
     p.add_argument("--seed", type=int, default=0, help="the seed of the data and of every run")
 

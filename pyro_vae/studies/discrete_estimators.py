@@ -27,7 +27,7 @@ from ..data import load_dataset
 from ..inference import ESTIMATORS
 from ..model import DISCRETE_SITES, build_model
 from ..training import TrainConfig, load_run
-from .command_help import train_help
+from ..training.option_help import option_help
 from .harness import announce, at_least, chosen_options, study, train_or_reuse
 from .tables import write_tables
 
@@ -175,18 +175,18 @@ def plot_rows(rows: list[dict], path: Path) -> None:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="mnist-sample", help=train_help("dataset"))
+    p.add_argument("--dataset", default="mnist-sample", help=option_help("dataset"))
     p.add_argument("--epochs", type=at_least(1), default=10, help="epochs of the equal-step runs")
-    p.add_argument("--classes", type=at_least(2), default=10, help=train_help("classes"))
+    p.add_argument("--classes", type=at_least(2), default=10, help=option_help("classes"))
     p.add_argument("--z-dim", type=at_least(1), default=16, help="latent dimensions of z")
     p.add_argument(
         "--hidden", type=at_least(1), nargs="+", default=[400], metavar="N",
-        help=train_help("hidden"),
+        help=option_help("hidden"),
     )  # fmt: skip
     p.add_argument("--draws", type=at_least(2), default=200, help="gradient draws per estimator")
     p.add_argument("--batch", type=at_least(1), default=100, help="images in the gradient batch")
     p.add_argument("--seed", type=int, default=0, help="the seed of every run")
-    p.add_argument("--device", default="auto", help=train_help("device"))
+    p.add_argument("--device", default="auto", help=option_help("device"))
     p.add_argument("--out", default="runs/discrete-estimators", help="where the runs go")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

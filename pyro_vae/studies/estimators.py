@@ -28,11 +28,11 @@ from ..training.evaluate import Annealing
 from .harness import (
     at_least,
     measure_arguments,
+    option_help,
     run_arguments,
     study,
     study_metadata,
     train_and_measure,
-    train_help,
 )
 from .tables import of_total, plus_minus, write_tables
 
@@ -218,8 +218,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         help="also measure log p(x) by AIS with T annealing steps (8 chains, 2 leapfrog steps), "
         "on the same images as IS (default: IS only)",
     )
-    p.add_argument("--batch-size", type=int, default=128, help=train_help("batch_size"))
-    p.add_argument("--lr", type=float, default=1e-3, help=train_help("lr"))
+    p.add_argument("--batch-size", type=int, default=128, help=option_help("batch_size"))
+    p.add_argument("--lr", type=float, default=1e-3, help=option_help("lr"))
 
 
 @study(

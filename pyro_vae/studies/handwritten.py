@@ -22,8 +22,8 @@ from ..data import ImageData, load_dataset
 from ..inference import evaluate_elbo
 from ..model import LIKELIHOODS, PRIORS, VAE
 from ..training import TrainConfig, resolve_device
+from ..training.option_help import option_help
 from ..workflow import train
-from .command_help import train_help
 from .harness import study
 from .tables import write_tables
 
@@ -62,12 +62,12 @@ def compare_one_seed(data: ImageData, config: TrainConfig) -> dict[str, Any]:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="mnist-sample", help=train_help("dataset"))
-    p.add_argument("--network", default="mlp", help=train_help("network"))
+    p.add_argument("--dataset", default="mnist-sample", help=option_help("dataset"))
+    p.add_argument("--network", default="mlp", help=option_help("network"))
     p.add_argument("--z-dim", type=int, default=16, help="latent dimensions")
     p.add_argument("--epochs", type=int, default=100, help="training epochs of each run")
-    p.add_argument("--batch-size", type=int, default=128, help=train_help("batch_size"))
-    p.add_argument("--lr", type=float, default=1e-3, help=train_help("lr"))
+    p.add_argument("--batch-size", type=int, default=128, help=option_help("batch_size"))
+    p.add_argument("--lr", type=float, default=1e-3, help=option_help("lr"))
     p.add_argument(
         "--seeds",
         type=int,
@@ -76,8 +76,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         metavar="SEED",
         help="one pair of runs per seed",
     )
-    p.add_argument("--estimator", default="mean-field", help=train_help("estimator"))
-    p.add_argument("--device", default="auto", help=train_help("device"))
+    p.add_argument("--estimator", default="mean-field", help=option_help("estimator"))
+    p.add_argument("--device", default="auto", help=option_help("device"))
     p.add_argument("--out", default="runs/handwritten", help="where the runs and tables go")
 
 

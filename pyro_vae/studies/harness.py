@@ -1,6 +1,6 @@
 """What every study shares: the registry that makes it ``pyro-vae study NAME``, training or
 reusing its runs, measuring them the same way, and the options most studies take (their help
-comes from :mod:`pyro_vae.studies.command_help`).
+comes from :mod:`pyro_vae.training.option_help`).
 
 A study trains its runs under its ``--out`` directory; a finished run is reused and a stopped
 one resumed, so a long study that is killed picks up where it was. A new study is one module
@@ -24,9 +24,9 @@ from ..data import ImageData
 from ..registry import Registry
 from ..training import TrainConfig, evaluate_run, read_config
 from ..training.evaluate import Annealing
+from ..training.option_help import option_help
 from ..training.run_dir import CHECKPOINT, CONFIG, EVALUATION, SUMMARY
 from ..workflow import train
-from .command_help import train_help
 
 # name -> run(args) -> exit status; each has .summary (one line) and .arguments(parser)
 STUDIES: Registry[int] = Registry("study")
@@ -170,8 +170,8 @@ def run_arguments(
     hidden: Sequence[int] = (400,),
 ) -> None:
     """The data, the network's size, the length of training, where runs go."""
-    p.add_argument("--dataset", default="mnist-sample", help=train_help("dataset"))
-    p.add_argument("--data-dir", default=None, help=train_help("data_dir"))
+    p.add_argument("--dataset", default="mnist-sample", help=option_help("dataset"))
+    p.add_argument("--data-dir", default=None, help=option_help("data_dir"))
     p.add_argument("--epochs", type=int, default=epochs, help="training epochs of each run")
     p.add_argument("--z-dim", type=int, default=z_dim, help="latent dimensions")
     p.add_argument(
@@ -180,10 +180,10 @@ def run_arguments(
         nargs="+",
         default=list(hidden),
         metavar="N",
-        help=train_help("hidden"),
+        help=option_help("hidden"),
     )
     p.add_argument("--seed", type=int, default=0, help="the seed of every run")
-    p.add_argument("--device", default="auto", help=train_help("device"))
+    p.add_argument("--device", default="auto", help=option_help("device"))
     p.add_argument("--out", default=out, help="where the runs and tables go")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

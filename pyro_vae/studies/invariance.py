@@ -38,7 +38,7 @@ import torch
 from ..data import Binarizer, rotated_mnist_sample
 from ..model.rotation_search import wrapped
 from ..training import TrainConfig, load_run
-from .command_help import train_help
+from ..training.option_help import option_help
 from .harness import at_least, chosen_options, study, train_or_reuse
 from .tables import write_tables
 
@@ -136,7 +136,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         help="both runs' weight on z's KL (the invariant model's pose sites too)",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="the seed of both runs")
-    p.add_argument("--device", default="auto", help=train_help("device"))
+    p.add_argument("--device", default="auto", help=option_help("device"))
     p.add_argument("--out", default="runs/invariance", help="where the runs and tables go")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

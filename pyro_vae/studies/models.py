@@ -22,10 +22,10 @@ from ..report.plots import plt
 from ..training import TrainConfig
 from .harness import (
     measure_arguments,
+    option_help,
     study,
     study_metadata,
     train_and_measure,
-    train_help,
 )
 from .tables import of_total, plus_minus, write_tables
 
@@ -130,8 +130,8 @@ def _figure(rows: list[dict], path: Path, dataset: str) -> None:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="mnist-sample", help=train_help("dataset"))
-    p.add_argument("--data-dir", default=None, help=train_help("data_dir"))
+    p.add_argument("--dataset", default="mnist-sample", help=option_help("dataset"))
+    p.add_argument("--data-dir", default=None, help=option_help("data_dir"))
     p.add_argument("--epochs", type=int, default=100, help="training epochs of each run")
     p.add_argument(
         "--variants",
@@ -143,7 +143,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         + " (default: all)",
     )
     measure_arguments(p)
-    p.add_argument("--device", default="auto", help=train_help("device"))
+    p.add_argument("--device", default="auto", help=option_help("device"))
     p.add_argument("--seed", type=int, default=0, help="the seed of every run")
     p.add_argument("--out", default="runs/models", help="where the runs and tables go")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -26,8 +26,8 @@ import matplotlib.pyplot as plt
 from ..checks.baseline_classifier import test_error, train_labelled_only
 from ..data import Binarizer, balanced_choice, load_dataset
 from ..training import TrainConfig
+from ..training.option_help import option_help
 from ..training.run_dir import METRICS, read_metrics
-from .command_help import train_help
 from .harness import announce, at_least, chosen_options, study, train_or_reuse
 from .tables import write_tables
 
@@ -132,7 +132,7 @@ def plot_errors(rows: list[dict], path: Path) -> None:
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datasets", nargs="+", default=["mnist-sample"], help="the data sets")
-    p.add_argument("--data-dir", default=None, help=train_help("data_dir"))
+    p.add_argument("--data-dir", default=None, help=option_help("data_dir"))
     p.add_argument(
         "--labels", type=at_least(0), nargs="+", default=list(LABELS), metavar="N",
         help="label budgets: labelled training images (multiples of the classes)",
@@ -156,7 +156,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         "--hidden", type=at_least(1), nargs="+", default=[400], metavar="N",
         help="hidden sizes of every network (the classifier's too)",
     )  # fmt: skip
-    p.add_argument("--device", default="auto", help=train_help("device"))
+    p.add_argument("--device", default="auto", help=option_help("device"))
     p.add_argument("--out", default="runs/semi-supervised", help="where the runs and tables go")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -1,6 +1,6 @@
 """Running the real command line under faults: in a subprocess (or, where no fault is injected
 inside the process, in this one), stopped mid-epoch by a signal, and compared bit for bit with
-an unbroken run. The cases themselves are :mod:`pyro_vae.studies.fault_cases`."""
+an unbroken run. The cases themselves are :mod:`cases`."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ from pathlib import Path
 
 import torch
 
-# the directory that holds this pyro_vae package: subprocesses import the same code
-PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+import pyro_vae
+from pyro_vae.cli import main
+
+# the directory that holds the pyro_vae package under test: subprocesses import the same code
+PACKAGE_PARENT = Path(pyro_vae.__file__).resolve().parents[1]
 # A small, quick configuration: 125 steps per epoch on the 4,000-image sample.
 SMALL = [
     "--hidden",
@@ -101,15 +104,19 @@ def _command(args: list[str], inject: str = "") -> list[str]:
     return [sys.executable, "-c", code, *args]
 
 
-# Cases that need no fault injected inside the process may run pyro_vae.cli.main in this
-# process instead of a subprocess (the test suite does, to save the start-up of each one).
 # Cases that need no fault injected inside the process may run the command line's main() in
-# this process instead of a subprocess: the test suite sets this to pyro_vae.cli.main, to save
-# the start-up of each case. (Studies sit below the command line and do not import it.)
-IN_PROCESS: Callable[[list[str]], int] | None = None
+# this process instead of a subprocess: the test suite turns this on (run_in_process), to save
+# the start-up of each case; the table in docs/reliability.md runs every case in a subprocess.
+IN_PROCESS = False
 
 
-def _in_process(main: Callable[[list[str]], int], args: list[str]) -> Outcome:
+def run_in_process(on: bool) -> None:
+    """Run the cases that inject nothing in this process (True) or each in a subprocess."""
+    global IN_PROCESS
+    IN_PROCESS = on
+
+
+def _in_process(args: list[str]) -> Outcome:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -125,8 +132,8 @@ COMMANDS = ("train", "evaluate", "sample", "report", "--debug")
 def cli(args: list[str], inject: str = "", timeout: float = 300) -> Outcome:
     """``pyro-vae ARGS`` in a subprocess (``train`` is implied unless a command leads)."""
     args = args if args[:1] and args[0] in COMMANDS else ["train", *args]
-    if IN_PROCESS is not None and not inject and args[:1] != ["--debug"]:
-        return _in_process(IN_PROCESS, args)
+    if IN_PROCESS and not inject and args[:1] != ["--debug"]:
+        return _in_process(args)
     done = subprocess.run(
         _command(args, inject),
         capture_output=True,

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..training.run_lock import LOCK_NAME, RunLock
-from .faults import (
+from pyro_vae.training.run_lock import LOCK_NAME, RunLock
+
+from .harness import (
     SMALL,
     Case,
     Workspace,

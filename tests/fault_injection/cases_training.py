@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from .faults import (
+from .harness import (
     SMALL,
     Case,
     Workspace,

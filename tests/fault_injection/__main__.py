@@ -1,13 +1,15 @@
 """Fault injection, end to end: bad input, faults during training, kills and resumes.
 
-    pyro-vae study fault-injection [--out runs/fault-injection] [--only SUBSTRING]
-                                   [--doc docs/reliability.md]
+    python -m tests.fault_injection [--out runs/fault-injection] [--only SUBSTRING]
+                                    [--doc docs/reliability.md]
 
-Every case (:mod:`pyro_vae.studies.fault_cases`) runs the real ``pyro-vae train`` command line
+(from the repository root, with the test dependencies installed). Every case (:mod:`cases`)
+runs the real ``pyro-vae train`` command line
 in a subprocess (faults that need a hand inside the process are injected by a short wrapper
 that patches one function, then calls the same entry point) and compares what happened with
 what should. Prints a table (case | expected | got | ok) and writes it as JSON and Markdown;
-exits 1 if any case fails. ``tests/test_fault_injection.py`` runs each case as its own test.
+exits 1 if any case fails. ``tests/test_fault_injection.py`` runs each case as its own test
+(in this process where a case injects nothing).
 ``--doc FILE`` writes the table into FILE between the two marker comments ``DOC_BEGIN`` and
 ``DOC_END`` (the manual's table comes from the tool itself; ``tests/test_docs.py`` fails when
 its cases drift from the code's).
@@ -20,13 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..training.files import write_text
-from .fault_cases import CASES
-from .faults import Workspace
-from .harness import study
-from .tables import markdown_table, write_tables
+from pyro_vae.cli.help import CommandParser
+from pyro_vae.studies.tables import markdown_table, write_tables
+from pyro_vae.training.files import write_text
 
-DOC_BEGIN = "<!-- fault-injection table: begin (pyro-vae study fault-injection --doc) -->"
+from .cases import CASES
+from .harness import Workspace
+
+DOC_BEGIN = "<!-- fault-injection table: begin (python -m tests.fault_injection --doc) -->"
 DOC_END = "<!-- fault-injection table: end -->"
 
 
@@ -60,7 +63,6 @@ def write_doc_table(path: Path, table: str) -> None:
     write_text(path, f"{before}{DOC_BEGIN}\n{table}{DOC_END}{after}")
 
 
-@study("fault-injection", "bad input, NaN losses, signals and kills, end to end", _arguments)
 def run(args: argparse.Namespace) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="pyro-vae-faults-") as scratch:
@@ -95,3 +97,16 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--doc writes the whole table: leave out --only")
         write_doc_table(Path(args.doc), markdown_table(header, columns, rows))
     return 0 if all(r["ok"] for r in rows) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = CommandParser(
+        prog="python -m tests.fault_injection",
+        description="bad input, NaN losses, signals and kills, end to end",
+    )
+    _arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

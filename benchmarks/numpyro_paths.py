@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..data import ImageData
+from pyro_vae.data import ImageData
 
 PATH_NAMES = ("numpyro-scan", "numpyro-step")
 ELBO_ESTIMATORS = ("trace", "mean-field", "auto")  # the one-sample ELBOs Trace_ELBO matches

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .faults import (
+from .harness import (
     SMALL,
     Case,
     Workspace,

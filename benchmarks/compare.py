@@ -1,6 +1,9 @@
 """Side-by-side training speed: this project, a hand-written PyTorch loop, Pyro's example style.
 
-    pyro-vae study bench --dataset fashion-mnist --rounds 5 --out runs/bench
+    python -m benchmarks.compare --dataset fashion-mnist --rounds 5 --out benchmarks/results
+
+(from the repository root, with pyro-vae installed; ``pip install -e '.[numpyro]'`` adds the
+NumPyro paths).
 
 Every path trains the same MLP (784-400-50 by default) with Adam on the same data, batch size
 and device. After one untimed warm-up epoch each, the paths take turns, one timed epoch per
@@ -14,7 +17,7 @@ the machine's CPU is contaminated; a path whose median is not backed by a majori
 epochs makes the whole report "contaminated", and the command exits with status 3 instead of
 reporting it as clean.
 
-Paths (``--paths``; :mod:`pyro_vae.studies.bench_paths`):
+Paths (``--paths``; :mod:`benchmarks.paths`):
 - ``pyro-vae``: this project's trainer step (sync-free ELBO, fused Adam, no param-store
   registration, data on the device), eager;
 - ``pyro-vae-compile``: the same with the step traced once and compiled (CompiledStep);
@@ -30,7 +33,7 @@ Paths (``--paths``; :mod:`pyro_vae.studies.bench_paths`):
   and ``pyro.optim.Adam``;
 - ``numpyro-scan``, ``numpyro-step`` (CPU; JAX and NumPyro, ``pip install
   'pyro-vae[numpyro]'``): NumPyro's ``SVI(Trace_ELBO)``, a whole epoch in one jitted
-  ``lax.scan``, or a jitted ``svi.update`` per batch (:mod:`pyro_vae.studies.bench_numpyro`).
+  ``lax.scan``, or a jitted ``svi.update`` per batch (:mod:`benchmarks.numpyro_paths`).
 
 ``--estimator`` (with ``--particles``, ``--grad``) sets the pyro-vae paths' objective; for
 ``iwae`` the hand-written path runs the vectorised IWAE_K loss with the same gradient
@@ -40,7 +43,7 @@ missing, and refused when named.
 
 Before the paths, the run measures the machine's float32 matmul rate (the best of a few
 2048 x 2048 products); each path's epoch is counted in matrix-product FLOPs
-(:func:`~pyro_vae.studies.bench_paths.step_matmul_flops`), so the table gives the GFLOP/s it
+(:func:`~benchmarks.paths.step_matmul_flops`), so the table gives the GFLOP/s it
 reached and their share of that peak.
 """
 
@@ -48,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,24 +60,19 @@ from typing import Any
 
 import torch
 
-from ..data import ImageData, load_dataset
-from ..inference import GRADIENT_ESTIMATORS
-from ..training import resolve_device
-from ..training.denormals import DENORMALS, flushed_denormals
-from ..training.devices import synchronize
-from ..training.run_dir import write_json, write_text
-from . import bench_numpyro
-from .bench_eval import eval_arguments, eval_markdown, time_log_likelihood
-from .bench_paths import (
-    CUDA_ONLY,
-    DEFAULT_PARTICLES,
-    PATHS,
-    choose_paths,
-    epoch_matmul_flops,
-    estimator_options,
-)
-from .command_help import train_help
-from .harness import at_least, study
+from pyro_vae.cli.help import CommandParser
+from pyro_vae.data import ImageData, load_dataset
+from pyro_vae.inference import GRADIENT_ESTIMATORS
+from pyro_vae.studies.harness import at_least
+from pyro_vae.studies.tables import markdown_table
+from pyro_vae.training import resolve_device
+from pyro_vae.training.denormals import DENORMALS, flushed_denormals
+from pyro_vae.training.devices import synchronize
+from pyro_vae.training.option_help import option_help
+from pyro_vae.training.run_dir import write_json, write_text
+
+from . import numpyro_paths
+from .log_likelihood_eval import eval_arguments, eval_markdown, time_log_likelihood
 from .machine import (
     LoadMonitor,
     machine_info,
@@ -83,9 +82,16 @@ from .machine import (
     process_cpu_seconds,
     reset_peak_memory,
 )
-from .tables import markdown_table
+from .paths import (
+    CUDA_ONLY,
+    DEFAULT_PARTICLES,
+    PATHS,
+    choose_paths,
+    epoch_matmul_flops,
+    estimator_options,
+)
 
-EXIT_CONTAMINATED = 3
+EXIT_USAGE, EXIT_CONTAMINATED = 2, 3
 # ratio -> the path it is taken to: time ratios (below 1 is faster), except the speed-ups
 BASELINES = {
     "vs_hand_written": "hand-written",
@@ -180,7 +186,7 @@ def _summarize(res: PathResult, n_train: int, max_other_load: float) -> dict[str
 
 
 def _matmul_peak(device: torch.device, progress: Callable[[str], None]) -> dict[str, Any]:
-    """The machine's float32 matmul rate (:func:`~pyro_vae.studies.machine.matmul_peak_gflops`)
+    """The machine's float32 matmul rate (:func:`~benchmarks.machine.matmul_peak_gflops`)
     and the CPU share other processes used meanwhile."""
     with LoadMonitor() as load:
         gflops = matmul_peak_gflops(device, PEAK_MATMUL_SIZE, PEAK_REPEATS)
@@ -226,8 +232,8 @@ def run_benchmark(
     machine = machine_info(device) | {"matmul_peak": _matmul_peak(device, progress)}
     data = data.to(device)
     built = {name: PATHS[name][1](data, opts) for name in paths}
-    if set(bench_numpyro.PATH_NAMES) & set(built):
-        machine |= bench_numpyro.versions()
+    if set(numpyro_paths.PATH_NAMES) & set(built):
+        machine |= numpyro_paths.versions()
     results = _alternate(built, rounds, device, opts.get("denormals") == "flush", progress)
     n_train = data.train_x.shape[0]
     summary = {n: _summarize(r, n_train, max_other_load) for n, r in results.items()}
@@ -292,8 +298,8 @@ def _markdown(report: dict) -> str:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="fashion-mnist", help=train_help("dataset"))
-    p.add_argument("--data-dir", default=None, help=train_help("data_dir"))
+    p.add_argument("--dataset", default="fashion-mnist", help=option_help("dataset"))
+    p.add_argument("--data-dir", default=None, help=option_help("data_dir"))
     p.add_argument(
         "--paths",
         nargs="+",
@@ -301,19 +307,19 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         choices=list(PATHS),
         metavar="PATH",
         help=f"the paths to time, all that can run by default ({', '.join(sorted(CUDA_ONLY))} "
-        f"only on CUDA, {', '.join(bench_numpyro.PATH_NAMES)} with JAX on the CPU)",
+        f"only on CUDA, {', '.join(numpyro_paths.PATH_NAMES)} with JAX on the CPU)",
     )
     p.add_argument("--rounds", type=at_least(1), default=5, help="timed epochs per path")
     p.add_argument(
-        "--hidden", type=int, nargs="+", default=[400], metavar="N", help=train_help("hidden")
+        "--hidden", type=int, nargs="+", default=[400], metavar="N", help=option_help("hidden")
     )
     p.add_argument("--z-dim", type=int, default=50, help="latent dimensions")
-    p.add_argument("--batch-size", type=int, default=128, help=train_help("batch_size"))
-    p.add_argument("--lr", type=float, default=1e-3, help=train_help("lr"))
+    p.add_argument("--batch-size", type=int, default=128, help=option_help("batch_size"))
+    p.add_argument("--lr", type=float, default=1e-3, help=option_help("lr"))
     p.add_argument(
         "--estimator",
         default="trace",
-        help=train_help(
+        help=option_help(
             "estimator", "the pyro-vae paths' objective (trace: the Pyro paths' Trace_ELBO)"
         ),
     )
@@ -349,10 +355,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         help="share of the machine's CPU other processes may use in a clean epoch",
     )
     eval_arguments(p)
-    p.add_argument("--out", default="runs/bench", help="where the timings go")
+    p.add_argument("--out", default="benchmarks/results", help="where benchmark.json and .md go")
 
 
-@study("bench", "training speed side by side: pyro-vae, by hand, plain Pyro", _arguments)
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     opts = {
@@ -387,3 +392,22 @@ def run(args: argparse.Namespace) -> int:
     write_text(out / "benchmark.md", text)
     print(text)
     return 0 if report["clean"] else EXIT_CONTAMINATED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks.compare [OPTIONS]``: time the paths, write the report."""
+    parser = CommandParser(
+        prog="python -m benchmarks.compare",
+        description="training speed side by side: pyro-vae, by hand, plain Pyro, NumPyro",
+    )
+    _arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, OSError) as err:  # a path that cannot run here, data that is missing
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

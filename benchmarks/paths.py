@@ -1,6 +1,6 @@
 """The training paths the benchmark times: this project's step (eager and compiled), a
 hand-written PyTorch loop, plain Pyro SVI on the same tensors, Pyro's example style, and
-NumPyro's SVI (:mod:`pyro_vae.studies.bench_numpyro`). Each trains the same MLP with Adam on
+NumPyro's SVI (:mod:`benchmarks.numpyro_paths`). Each trains the same MLP with Adam on
 the same data and batch size; ``epoch()`` trains one epoch. Also here: why a path cannot run
 with the given options, and the matrix-product FLOPs of a training step.
 
@@ -17,12 +17,13 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
-from ..checks import HandwrittenVAE
-from ..data import Binarizer, ImageData
-from ..inference import ESTIMATORS
-from ..model import build_vae
-from ..training import TrainConfig, Trainer, assemble
-from . import bench_numpyro
+from pyro_vae.checks import HandwrittenVAE
+from pyro_vae.data import Binarizer, ImageData
+from pyro_vae.inference import ESTIMATORS
+from pyro_vae.model import build_vae
+from pyro_vae.training import TrainConfig, Trainer, assemble
+
+from . import numpyro_paths
 
 
 class PyroVAEPath:
@@ -160,8 +161,8 @@ PATHS: dict[str, tuple[str, Callable[[ImageData, dict], Any]]] = {
     "hand-written": ("hand-written eager PyTorch", HandwrittenPath),
     "pyro-trace-elbo": ("plain Pyro SVI(Trace_ELBO)", PyroTraceELBOPath),
     "pyro-example": ("Pyro's example style", PyroExamplePath),
-    "numpyro-scan": ("NumPyro SVI, lax.scan epoch", bench_numpyro.NumPyroScanPath),
-    "numpyro-step": ("NumPyro SVI, jitted step", bench_numpyro.NumPyroStepPath),
+    "numpyro-scan": ("NumPyro SVI, lax.scan epoch", numpyro_paths.NumPyroScanPath),
+    "numpyro-step": ("NumPyro SVI, jitted step", numpyro_paths.NumPyroStepPath),
 }
 CUDA_ONLY = {"pyro-vae-cuda-graphs"}
 DEFAULT_PARTICLES = 50  # K of --particles for the importance-weighted estimators
@@ -171,8 +172,8 @@ def why_not(name: str, opts: dict) -> str | None:
     """Why path ``name`` cannot run with these options here (None: it can)."""
     if name in CUDA_ONLY and torch.device(opts["device"]).type != "cuda":
         return "needs a CUDA device"
-    if name in bench_numpyro.PATH_NAMES:
-        return bench_numpyro.why_not(opts)
+    if name in numpyro_paths.PATH_NAMES:
+        return numpyro_paths.why_not(opts)
     return None
 
 
@@ -181,7 +182,7 @@ def estimator_options(estimator: str, particles: int, grad: str) -> dict[str, An
     one (None elsewhere); either set to other than its default where it does not apply is
     refused."""
     takes = ESTIMATORS.options(estimator) if estimator in ESTIMATORS else []
-    weighted = "num_particles" in takes and estimator not in bench_numpyro.ELBO_ESTIMATORS
+    weighted = "num_particles" in takes and estimator not in numpyro_paths.ELBO_ESTIMATORS
     given = {"particles": particles, "grad": grad}
     chosen = {"particles": particles if weighted else None}
     chosen["grad"] = grad if "grad" in takes else None

@@ -9,8 +9,6 @@ import argparse
 import textwrap
 from typing import Any
 
-from ..training import options
-
 
 def shown(value: Any) -> str:
     """A default as the command line shows it: a list or tuple as its values, space-separated,
@@ -58,13 +56,3 @@ class CommandParser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
-
-
-def train_help(name: str, words: str = "") -> str:
-    """The help of training option ``name`` (:mod:`pyro_vae.training.options`), or ``words``,
-    with the names it takes, as ``pyro-vae train --help`` gives them, for a study's flag that
-    its runs take as that option."""
-    opt = options()[name]
-    names = f"; one of {', '.join(opt.choice_names())}" if opt.choices is not None else ""
-    auto = f"; auto: {opt.automatic.rule}" if opt.automatic is not None else ""
-    return (words or opt.help) + names + auto

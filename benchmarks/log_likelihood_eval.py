@@ -23,16 +23,17 @@ import pyro
 import torch
 from torch import nn
 
-from .. import param_store
-from ..checks.baseline_log_likelihood import handwritten_log_likelihood
-from ..data import ImageData
-from ..inference import ImportanceSampler
-from ..inference.particle_chunks import ChunkPlan
-from ..model import VAE, build_vae
-from ..training.devices import synchronize
-from .harness import at_least
+from pyro_vae import param_store
+from pyro_vae.data import ImageData
+from pyro_vae.inference import ImportanceSampler
+from pyro_vae.inference.particle_chunks import ChunkPlan
+from pyro_vae.model import VAE, build_vae
+from pyro_vae.studies.harness import at_least
+from pyro_vae.studies.tables import markdown_table
+from pyro_vae.training.devices import synchronize
+
+from .handwritten_log_likelihood import handwritten_log_likelihood
 from .machine import LoadMonitor, memory_mb, peak_memory_mb, reset_peak_memory
-from .tables import markdown_table
 
 NUM_SAMPLES = 5000
 OLD_CHUNKS = (100, 500)  # images x particles: the loop's (and this project's former) chunks

@@ -1,0 +1,1 @@
+"""Speed measurements against the peers (see README.md here); not installed with pyro-vae."""
