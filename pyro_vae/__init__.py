@@ -3,7 +3,12 @@
 Building: ``build_vae`` / ``build_model`` from registered parts (``LIKELIHOODS``, ``PRIORS``,
 ``GUIDES``, ``NETWORKS``, ``MODELS``); a new part is one class registered by name. Objectives:
 ``make_estimator`` and ``ESTIMATORS`` (Pyro's ELBOs, IWAE with STL/DReG and the rest of its
-family: ``RenyiBound``, ``MIWAE``, ``PIWAE``, ``CIWAE``; KL shaping). Runs:
+family: ``RenyiBound``, ``MIWAE``, ``PIWAE``, ``CIWAE``; KL shaping: ``FreeBitsELBO``,
+``CapacityELBO``; ``ScoreFunctionELBO``), schedules (``LinearRamp``, ``GeometricRamp``,
+``KLWarmup``). Models: ``VAE`` and the classes ``MODELS`` builds (``TwoLayerVAE``,
+``JointVAE``, ``SemiSupervisedVAE``, ``InvariantVAE``; ``ConditionalVAE``, ``Autoencoder``).
+Every class of the package's registries is reachable here or in ``pyro_vae.model`` /
+``pyro_vae.inference``. Runs:
 ``train`` (a whole run, as ``pyro-vae train``), ``load_run``, ``evaluate_run``. Measures:
 ``evaluate_elbo``, ``log_likelihood``, ``active_units``, ``kl_per_dimension``. Checks:
 ``check_against_reference`` (Pyro's loss against the hand-written one).
@@ -17,9 +22,13 @@ from .inference import (
     IWAE,
     MIWAE,
     PIWAE,
+    CapacityELBO,
+    FreeBitsELBO,
+    GeometricRamp,
     KLWarmup,
     LinearRamp,
     RenyiBound,
+    ScoreFunctionELBO,
     active_units,
     evaluate_elbo,
     kl_per_dimension,
@@ -34,9 +43,15 @@ from .model import (
     NETWORKS,
     PRIORS,
     VAE,
+    Autoencoder,
+    ConditionalVAE,
     Guide,
+    InvariantVAE,
+    JointVAE,
     Likelihood,
     Prior,
+    SemiSupervisedVAE,
+    TwoLayerVAE,
     build_model,
     build_vae,
     kl_weight,
@@ -46,7 +61,17 @@ from .version import __version__ as __version__
 from .workflow import train
 
 __all__ = [
+    "Autoencoder",
     "CIWAE",
+    "CapacityELBO",
+    "ConditionalVAE",
+    "FreeBitsELBO",
+    "GeometricRamp",
+    "InvariantVAE",
+    "JointVAE",
+    "ScoreFunctionELBO",
+    "SemiSupervisedVAE",
+    "TwoLayerVAE",
     "DATASETS",
     "ESTIMATORS",
     "GUIDES",

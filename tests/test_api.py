@@ -9,6 +9,7 @@ import dataclasses
 import inspect
 import json
 import re
+import typing
 from pathlib import Path
 
 import pyro
@@ -62,6 +63,36 @@ def test_every_likelihood_declares_what_its_decoder_returns():
             text = vars(family).get(attribute)  # its own, not inherited from a base class
             assert isinstance(text, str) and text.strip(), f"{name} declares no {attribute}"
             assert "|" not in text and "\n" not in text, f"{name}.{attribute}: one table cell"
+
+
+def _reachable(cls: type) -> bool:
+    """A class of ours is reachable from ``pyro_vae`` or from ``pyro_vae.model`` /
+    ``pyro_vae.inference``, under its own name; Pyro's classes are Pyro's to export."""
+    if not cls.__module__.startswith("pyro_vae."):
+        return True
+    faces = (pyro_vae, pyro_vae.model, pyro_vae.inference)
+    return any(getattr(face, cls.__name__, None) is cls for face in faces)
+
+
+def test_every_registered_class_is_public():
+    from pyro_vae.inference import ESTIMATORS, GeometricRamp, LinearRamp
+    from pyro_vae.model import MODELS
+
+    hidden = [
+        f"estimator {n}: {type(ESTIMATORS.create(n)).__name__}"
+        for n in ESTIMATORS
+        if not _reachable(type(ESTIMATORS.create(n)))
+    ]
+    models = {n: typing.get_type_hints(MODELS.get(n))["return"] for n in MODELS}
+    hidden += [f"model {n}: {cls.__name__}" for n, cls in models.items() if not _reachable(cls)]
+    hidden += [c.__name__ for c in (GeometricRamp, LinearRamp) if not _reachable(c)]
+    assert not hidden, hidden
+    # the top-level face names every model class the registry builds
+    assert all(getattr(pyro_vae, cls.__name__) is cls for cls in models.values())
+
+
+def test_the_package_is_typed():
+    assert (ROOT / "pyro_vae" / "py.typed").is_file()
 
 
 def test_the_likelihood_table_is_the_registry():
