@@ -149,3 +149,18 @@ def test_activity_is_the_variance_of_the_posterior_means():
     torch.testing.assert_close(activity.double(), means.var(0), rtol=1e-6, atol=1e-9)
     assert count == int((means.var(0) > 0.01).sum())
     assert float((means.var(0) - means.std(0)).abs().max()) > 0.1  # the two would differ here
+
+
+def test_posterior_means_of_two_layers_are_those_of_the_layer_next_to_the_data():
+    """With two stochastic layers the codes are E_q[z1 | x], the encoder's loc, not z2's mean
+    (which depends on the z1 drawn): figures and active units are about z1."""
+    torch.manual_seed(0)
+    vae = build_model(
+        (1, 4, 4), model="two-layer", z_dim=3, z2_dim=2, hidden=(8,), upper_hidden=(4,)
+    )
+    x = torch.bernoulli(torch.rand(10, 16))
+    loc, _ = vae.encoder(x)
+    means = posterior_means(vae.code_guide, x, batch_size=4)
+    assert means.shape == (10, 3) and vae.z_dim == 3
+    torch.testing.assert_close(means, loc.detach())
+    assert active_units(vae.code_guide, x, threshold=0.0)[1].shape == (3,)

@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import itertools
 
+import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
-from pyro.infer import Trace_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from torch.distributions import kl_divergence
 
 from pyro_vae import GUIDES, LIKELIHOODS, NETWORKS, PRIORS, build_vae, make_estimator
-from pyro_vae.checks import ReferenceMismatch, check_against_reference, pyro_and_reference_loss
+from pyro_vae.checks import (
+    MissingReference,
+    ReferenceMismatch,
+    check_against_reference,
+    pyro_and_reference_loss,
+    reference_check,
+)
 from pyro_vae.checks.reference_densities import ANALYTIC_KLS, LOG_LIKELIHOODS, LOG_PRIORS
+from pyro_vae.checks.reference_guides import GUIDE_SAMPLES
 from pyro_vae.checks.reference_losses import reference_elbo
 
 BETAS = [0.0, 0.5, 1.0, 4.0]
@@ -219,3 +227,89 @@ def test_check_against_reference_reports_a_mismatch(float64, monkeypatch):
     monkeypatch.setattr(elbo, "differentiable_loss", lambda *a: 1.01 * original(*a))
     with pytest.raises(ReferenceMismatch, match="differs from the hand-written loss"):
         check_against_reference(vae, elbo, x)
+
+
+@pytest.mark.parametrize(
+    "losses",
+    [
+        (float("nan"), float("nan")),
+        (float("inf"), float("inf")),
+        (-float("inf"), -float("inf")),
+        (float("nan"), 3.0),
+        (3.0, float("inf")),
+    ],
+    ids=["nan", "inf", "-inf", "pyro-nan", "reference-inf"],
+)
+def test_check_against_reference_fails_when_a_loss_is_not_finite(monkeypatch, losses):
+    """Two NaN (or two equal infinite) losses agree on nothing, and neither does one such loss
+    beside a number: the first-batch check fails."""
+    vae = make_vae("bernoulli", "normal")
+    x = make_data("bernoulli")
+    pair = tuple(torch.tensor(v) for v in losses)
+    monkeypatch.setattr(reference_check, "pyro_and_reference_loss", lambda *a: pair)
+    with pytest.raises(ReferenceMismatch, match="differs from the hand-written loss"):
+        check_against_reference(vae, make_estimator("trace"), x)
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+def test_check_against_reference_fails_on_weights_that_make_both_losses_nan():
+    """The same, with NaN in the decoder's weights: Pyro's loss and the reference are both NaN."""
+    vae = make_vae("bernoulli", "normal")
+    x = make_data("bernoulli")
+    with torch.no_grad():
+        list(vae.decoder.parameters())[-1][0] = float("nan")  # one pixel's logit
+    with pyro.validation_enabled(False):
+        p, r = pyro_and_reference_loss(vae, make_estimator("trace"), x)
+        assert torch.isnan(p) and torch.isnan(r)
+        with pytest.raises(ReferenceMismatch):
+            check_against_reference(vae, make_estimator("trace"), x)
+
+
+def _off_by(elbo, relative: float, monkeypatch):
+    """``elbo`` with its loss multiplied by 1 + relative."""
+    original = elbo.differentiable_loss
+    monkeypatch.setattr(elbo, "differentiable_loss", lambda *a: (1 + relative) * original(*a))
+    return elbo
+
+
+def test_the_float64_check_holds_to_1e_9(float64, monkeypatch):
+    """In float64 a loss off by a relative 1e-6 is a mismatch (the tolerance is 1e-9); one off
+    by 1e-12 is summation order. In float32 the same 1e-6 passes (its tolerance is 1e-4)."""
+    vae = make_vae("bernoulli", "normal")
+    x = make_data("bernoulli")
+    for relative in (1e-6, 1e-8):
+        with pytest.raises(ReferenceMismatch, match=r"> 1e-09"):
+            check_against_reference(vae, _off_by(make_estimator("trace"), relative, monkeypatch), x)
+    p, r = check_against_reference(vae, _off_by(make_estimator("trace"), 1e-12, monkeypatch), x)
+    assert p != r and p == pytest.approx(r, rel=1e-11)
+    vae32, x32 = vae.float(), x.float()
+    p, r = check_against_reference(vae32, _off_by(make_estimator("trace"), 1e-6, monkeypatch), x32)
+    assert abs(p - r) > 1e-7 * abs(r)
+
+
+@pytest.mark.parametrize(
+    "kind, table, name",
+    [
+        ("likelihood", LOG_LIKELIHOODS, "bernoulli"),
+        ("prior", LOG_PRIORS, "normal"),
+        ("guide", GUIDE_SAMPLES, "diagonal"),
+    ],
+    ids=["likelihood", "prior", "guide"],
+)
+def test_a_family_with_no_reference_is_refused_by_name(monkeypatch, kind, table, name):
+    """A likelihood, prior or guide with no hand-written counterpart is refused, naming it and
+    the table to add it to, before anything is compared."""
+    vae = make_vae("bernoulli", "normal")
+    x = make_data("bernoulli")
+    monkeypatch.delitem(table, name)
+    with pytest.raises(MissingReference, match=f"the {kind} '{name}': add one to"):
+        check_against_reference(vae, make_estimator("trace"), x)
+
+
+@pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites")
+def test_an_estimator_with_no_reference_is_refused():
+    """Pyro's TraceEnum_ELBO has a loss but no hand-written counterpart: refused, not passed."""
+    vae = make_vae("bernoulli", "normal")
+    x = make_data("bernoulli")
+    with pytest.raises(MissingReference, match="no hand-written reference for TraceEnum_ELBO"):
+        check_against_reference(vae, TraceEnum_ELBO(), x)

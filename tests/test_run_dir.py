@@ -4,6 +4,7 @@ and the inputs checked at the edge (data, shapes, options from a config.json).""
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import os
 import shlex
@@ -54,6 +55,32 @@ def test_a_killed_holders_lock_is_taken_over(tmp_path):
     holder.wait()
     with RunLock(tmp_path, "train") as lock:
         assert lock.took_over["pid"] == holder.pid
+
+
+@pytest.mark.parametrize("change", ["replaced", "removed"])
+def test_a_lock_file_changed_between_open_and_lock_is_opened_again(tmp_path, monkeypatch, change):
+    """The lock file may be removed (a holder releasing) and made anew while we wait to lock
+    the one we opened: the lock taken is on the file the path names now, so a second writer
+    is still refused."""
+    path = tmp_path / LOCK_NAME
+    real_flock = fcntl.flock
+    changed = []
+
+    def flock_after_a_change(fd, operation):
+        if not changed:
+            changed.append(operation)
+            path.unlink()
+            if change == "replaced":
+                path.write_text("")
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_a_change)
+    with RunLock(tmp_path, "train"):
+        monkeypatch.setattr(fcntl, "flock", real_flock)
+        assert changed and path.exists()
+        with pytest.raises(RunInUse, match=f"pid {os.getpid()}, pyro-vae train"):
+            RunLock(tmp_path, "evaluate").acquire()
+    assert not path.exists()
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -109,6 +136,24 @@ def test_a_changed_weight_is_named_corrupt(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize("removed", ["sha256", "format"])
+def test_a_checkpoint_with_its_digest_or_format_removed_is_still_checked(tmp_path, removed):
+    """Taking one of the two keys out of a checkpoint does not make it load unchecked: only
+    a 0.2.0 checkpoint, with neither, is read without its checksum."""
+    path = tmp_path / runs.CHECKPOINT
+    save_checkpoint(path, _state())
+    state = torch.load(path, weights_only=True)
+    state["model"]["w"][0, 0] = 5.0
+    del state[removed]
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="do not match its checksum"):
+        load_checkpoint(path)
+    state.pop("sha256", None)
+    state.pop("format", None)
+    torch.save(state, path)
+    assert float(load_checkpoint(path)["model"]["w"][0, 0]) == 5.0
+
+
 RAN: list[str] = []
 
 
@@ -151,6 +196,19 @@ def test_a_corrupt_checkpoint_offers_the_previous_one(tmp_path):
     assert "step 40" in str(err.value) and command[0] == "mv"
     os.replace(command[1], command[2])
     assert run.saved_state()["position"]["step"] == 40
+
+
+@pytest.mark.parametrize("key", ["model", "optimizer", "position", "config", "rng", "metrics"])
+def test_a_checkpoint_missing_a_part_is_refused_for_resume(tmp_path, key):
+    """A whole, checksummed checkpoint that lacks one of the parts a run continues from is
+    named incomplete, not resumed."""
+    run = runs.RunDirectory(tmp_path)
+    whole = {k: 0 for k in ("model", "optimizer", "position", "config", "rng", "metrics")}
+    run.save_checkpoint(whole)
+    assert run.saved_state() == whole
+    run.save_checkpoint({k: v for k, v in whole.items() if k != key})
+    with pytest.raises(runs.RunDirectoryError, match=rf"is incomplete \(no {key}\)"):
+        run.saved_state()
 
 
 # --- whole files and whole sets -------------------------------------------------------------------
@@ -214,6 +272,32 @@ def test_a_directory_made_for_a_failed_command_is_removed(tmp_path):
         with runs.RunDirectory(target).lock("train"):
             raise RuntimeError("bad data")
     assert not target.exists()
+
+
+def test_a_directory_that_was_there_is_kept_though_left_empty(tmp_path):
+    """Only a directory the lock made is removed again: an empty one that was already there
+    stays, whether the command fails or writes nothing."""
+    target = tmp_path / "mine"
+    target.mkdir()
+    with pytest.raises(RuntimeError):
+        with runs.RunDirectory(target).lock("train"):
+            raise RuntimeError("bad data")
+    assert target.is_dir() and list(target.iterdir()) == []
+    with runs.RunDirectory(target).lock("evaluate"):
+        pass
+    assert target.is_dir()
+
+
+def test_the_previous_checkpoint_alone_is_a_run(tmp_path):
+    """A directory holding only checkpoint.prev.pt (and a config) holds a run: a new one is
+    refused with the run's advice (--resume or --overwrite), and its files are not foreign."""
+    run = runs.RunDirectory(tmp_path)
+    save_checkpoint(tmp_path / runs.PREVIOUS_CHECKPOINT, {"model": torch.zeros(2)})
+    (tmp_path / runs.CONFIG).write_text("{}")
+    assert run.holds_a_run()
+    assert run.foreign_files() == []
+    with pytest.raises(runs.RunDirectoryError, match="already holds a run: continue it"):
+        run.refuse_to_clobber()
 
 
 def test_a_run_directory_path_must_name_a_directory(tmp_path):
