@@ -1,16 +1,8 @@
 """The package keeps its layers: imports only run downward, no module imports itself back in a
-circle, and modules and functions stay small enough to read in one sitting.
-
-    registry, densities, param_store, progress, version    shared leaves
-    data                                datasets, binarization, contexts, synthetic counts
-    model | inference                   the generative story | objectives and measures
-    checks                              the hand-written yardsticks
-    training                            options, assembly, the loop, the run directory
-    report                              figures and the HTML page
-    workflow                            whole runs from Python
-    studies                             one module per study
-    cli                                 the command line
-    __main__                            python -m pyro_vae
+circle, and modules and functions stay small enough to read in one sitting. And the map of the
+package, docs/layout.md, stays true: its layer table is the one statement of the layer order
+(read here, with no copy of it in this file), and its module tables name every module on disk
+and no other.
 
 ``model`` and ``inference`` sit side by side and never import each other: objectives know
 traces, not the VAE class. (``__init__.py`` is the package's face and imports everything.)
@@ -19,23 +11,78 @@ traces, not the VAE class. (``__init__.py`` is the package's face and imports ev
 from __future__ import annotations
 
 import ast
+import functools
+import re
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "pyro_vae"
-LAYERS = [
-    {"registry", "densities", "param_store", "progress", "version"},
-    {"data"},
-    {"model", "inference"},
-    {"checks"},
-    {"training"},
-    {"report"},
-    {"workflow"},
-    {"studies"},
-    {"cli"},
-    {"__main__"},
-]
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "pyro_vae"
+LAYOUT = ROOT / "docs" / "layout.md"
+LAYERS_BLOCK = ("<!-- layers: begin", "<!-- layers: end -->")
+MODULES_BLOCK = ("<!-- modules: begin", "<!-- modules: end -->")
+
+
+def _block(marks: tuple[str, str]) -> str:
+    """The part of docs/layout.md between a pair of marker comments."""
+    text = LAYOUT.read_text()
+    begin, end = marks
+    found = text.count(begin) == 1 and text.count(end) == 1
+    assert found, f"docs/layout.md needs one {begin} ... -->, then one {end}"
+    return text.split(begin, 1)[1].split("\n", 1)[1].split(end, 1)[0]
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of a Markdown table row (an escaped ``\\|`` stays inside its cell)."""
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+
+
+def _table_rows(lines: list[str]) -> list[tuple[int, list[str]]]:
+    """(index, cells) of each body row of the Markdown tables in ``lines``: the header (the row
+    above a |---| rule) and the rule itself left out."""
+    rule = re.compile(r"^\|[\s|:-]+\|$")
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.startswith("|") or rule.match(line):
+            continue
+        if i + 1 < len(lines) and rule.match(lines[i + 1]):
+            continue  # a header
+        rows.append((i, _cells(line)))
+    return rows
+
+
+@functools.cache
+def _layers() -> tuple[frozenset[str], ...]:
+    """The layer order as docs/layout.md states it, lowest first: the roles of each layer."""
+    rows = [cells for _, cells in _table_rows(_block(LAYERS_BLOCK).splitlines())]
+    numbers = [r[0] for r in rows]
+    assert numbers == [str(i) for i in range(1, len(rows) + 1)], (
+        f"docs/layout.md: the layer table's rows must be numbered 1, 2, ... in order: {numbers}"
+    )
+    return tuple(frozenset(re.findall(r"`([^`]+)`", r[1])) for r in rows)
+
+
+def _documented_modules() -> list[tuple[str, str]]:
+    """(path, job) of each row of docs/layout.md's module tables, the path as on disk
+    (``pyro_vae/data/binarize.py``): a row's module lives in the folder of the heading above
+    its table."""
+    lines = _block(MODULES_BLOCK).splitlines()
+    headings = [(i, m[1]) for i, line in enumerate(lines) if (m := re.match(r"#+ `(.+/)`", line))]
+    found = []
+    for i, cells in _table_rows(lines):
+        folder = next((f for at, f in reversed(headings) if at < i), "?/")
+        found.append((folder + cells[0].strip("`"), cells[1] if len(cells) > 1 else ""))
+    return found
+
+
+def _suggested_row(path: str) -> str:
+    """A row for a module missing from docs/layout.md, from its docstring's first sentence."""
+    doc = ast.get_docstring(ast.parse((ROOT / path).read_text())) or "..."
+    job = " ".join(doc.split()).split(". ")[0].rstrip(".").replace("|", "\\|")
+    return f"| `{Path(path).name}` | {job} |"
+
+
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
@@ -96,12 +143,49 @@ def _graph() -> dict[str, set[str]]:
 
 def _layer(module: str) -> int:
     role = module.split(".")[0]
-    return next(i for i, roles in enumerate(LAYERS) if role in roles)
+    return next(i for i, roles in enumerate(_layers()) if role in roles)
 
 
 def test_every_module_has_a_layer():
     roles = {name.split(".")[0] for name in _modules() if name}
-    assert roles <= set().union(*LAYERS), roles - set().union(*LAYERS)
+    placed = set().union(*_layers())
+    assert roles <= placed, (
+        f"roles with no layer in docs/layout.md's layer table: {sorted(roles - placed)}"
+    )
+
+
+def test_the_layer_table_names_only_roles_that_exist():
+    roles = {name.split(".")[0] for name in _modules() if name}
+    placed = [role for layer in _layers() for role in sorted(layer)]
+    gone = sorted(set(placed) - roles)
+    twice = sorted({role for role in placed if placed.count(role) > 1})
+    assert not gone, f"docs/layout.md's layer table names roles that are not in pyro_vae/: {gone}"
+    assert not twice, f"docs/layout.md's layer table puts roles in two layers: {twice}"
+
+
+def test_the_map_names_every_module_and_only_those():
+    rows = _documented_modules()
+    documented = [path for path, _ in rows]
+    on_disk = sorted(str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py"))
+    missing = [p for p in on_disk if p not in documented]
+    gone = [p for p in documented if p not in on_disk]
+    twice = sorted({p for p in documented if documented.count(p) > 1})
+    wordless = [path for path, job in rows if not job]
+    problems = [
+        *(
+            f"  missing: {p}; add under ### `{p.rsplit('/', 1)[0]}/`:  {_suggested_row(p)}"
+            for p in missing
+        ),
+        *(
+            f"  gone from disk: {p}; remove its row (or move it where the module went)"
+            for p in gone
+        ),
+        *(f"  listed twice: {p}" for p in twice),
+        *(f"  no job given: {p}" for p in wordless),
+    ]
+    assert not problems, "docs/layout.md's module tables and pyro_vae/ differ:\n" + "\n".join(
+        problems
+    )
 
 
 def test_imports_run_downward():
