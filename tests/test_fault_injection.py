@@ -4,7 +4,6 @@ where a fault is injected inside the process, else in this one."""
 from __future__ import annotations
 
 import pytest
-
 from fault_injection import harness
 from fault_injection.cases import CASES
 
