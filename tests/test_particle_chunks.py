@@ -19,7 +19,7 @@ from pyro_vae.inference import (
     log_likelihood,
     particle_chunks,
 )
-from pyro_vae.inference.graphs import capture, owning_modules, split_addmm
+from pyro_vae.inference.graph_compiler import capture, owning_modules, split_addmm
 from pyro_vae.inference.particle_chunks import ChunkPlan, _cache_bytes
 
 

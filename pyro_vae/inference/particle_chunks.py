@@ -8,7 +8,7 @@ every element-wise pass over it is a trip to memory, and a chunk of 100 images x
 (157 MB of logits) made those passes cost as much as the products.
 
 With ``compile`` the chunk is captured once per shape as an ATen graph and compiled
-(:mod:`pyro_vae.inference.graphs`): the likelihood, the prior and posterior densities and both
+(:mod:`pyro_vae.inference.graph_compiler`): the likelihood, the prior and posterior densities and both
 log-sum-exps fuse into loops around the decoder's products, and Pyro's per-call machinery runs
 once instead of once per chunk. The random draws use the eager kernels, so the compiled and the
 eager chunk see the same noise for the same seed and give the same estimate.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .graphs import Parameters, capture, compile_graph, owning_modules
+from .graph_compiler import Parameters, capture, compile_graph, owning_modules
 
 # Bytes of decoder output per chunk, as a share of the last-level cache: measured on a 2-core
 # EPYC (512 KiB L2 per core, 32 MiB L3) with chunks of 0.8 to 16 MB of logits, the eager loop

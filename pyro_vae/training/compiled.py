@@ -1,7 +1,7 @@
 """A compiled SVI step for a Pyro model: trace the program once, run a fused graph after.
 
 The loss *and its gradient* are captured once as an ATen graph, with the module's parameters,
-the batch and beta as inputs (:mod:`pyro_vae.inference.graphs`: the forward pass, the sampling
+the batch and beta as inputs (:mod:`pyro_vae.inference.graph_compiler`: the forward pass, the sampling
 noise, the densities, the backward pass), TorchInductor compiles it, and each step calls the
 compiled graph and hands its gradients to the optimizer.
 
@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 from pyro.infer import ELBO
 
-from ..inference.graphs import Parameters, capture, compile_graph
+from ..inference.graph_compiler import Parameters, capture, compile_graph
 from ..model import VAE
 
 
