@@ -62,7 +62,7 @@ import torch
 
 from pyro_vae.cli.help import CommandParser
 from pyro_vae.data import ImageData, load_dataset
-from pyro_vae.inference import GRADIENT_ESTIMATORS
+from pyro_vae.inference import IWAE_GRADIENTS
 from pyro_vae.studies.harness import at_least
 from pyro_vae.studies.tables import markdown_table
 from pyro_vae.training import resolve_device
@@ -334,7 +334,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--grad",
         default="standard",
-        choices=GRADIENT_ESTIMATORS,
+        choices=IWAE_GRADIENTS,
         metavar="GRAD",
         help="iwae, miwae: the gradient estimator (hand-written for iwae)",  # (choices shown)
     )

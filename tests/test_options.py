@@ -7,9 +7,12 @@ import json
 
 import pytest
 import torch
+from pyro.infer import Trace_ELBO
 
 from pyro_vae import LIKELIHOODS, TrainConfig, build_vae, make_estimator
 from pyro_vae.cli import main
+from pyro_vae.inference import ESTIMATORS, EstimatorTraits
+from pyro_vae.model import DISCRETE_SITES
 from pyro_vae.model.likelihoods import Likelihood
 from pyro_vae.registry import OptionError
 from pyro_vae.training import ConfigError, assemble, options
@@ -164,3 +167,52 @@ def test_the_estimator_left_out_is_one_the_model_can_use():
     saved = TrainConfig(model="two-layer").as_dict()
     assert saved["estimator"] == "trace"  # config.json records the choice, not "auto"
     assert TrainConfig.from_dict({**saved, "estimator": "auto"}).estimator == "trace"
+
+
+@pytest.fixture
+def toy_estimators(monkeypatch):
+    """Estimators registered in a test with the traits it gives them, gone after it."""
+    monkeypatch.setattr(ESTIMATORS, "_entries", dict(ESTIMATORS._entries))
+
+    def register(name: str, traits: EstimatorTraits | None = None) -> None:
+        def factory(*, num_particles: int = 1) -> Trace_ELBO:
+            return Trace_ELBO(num_particles=num_particles, max_plate_nesting=1)
+
+        ESTIMATORS.register(name, traits)(factory)
+
+    return register
+
+
+def test_the_rules_read_the_traits_an_estimator_is_registered_with(toy_estimators):
+    """A new estimator's traits decide which models it takes, with no list to extend."""
+    toy_estimators("toy-sampled", EstimatorTraits(sampled_kl=True))
+    toy_estimators("toy-shaping", EstimatorTraits(kl_per_dimension=True))
+    toy_estimators("toy-discrete", EstimatorTraits(needs_discrete_site=True))
+    toy_estimators("toy-plain")  # no traits: the cautious defaults
+    assert TrainConfig(model="two-layer", estimator="toy-sampled").estimator == "toy-sampled"
+    with pytest.raises(ConfigError, match="needs --estimator trace or iwae, .*ciwae, toy-sampled"):
+        TrainConfig(model="two-layer", estimator="toy-plain")
+    assert TrainConfig(estimator="toy-plain").estimator == "toy-plain"
+    with pytest.raises(ConfigError, match="toy-shaping needs the KL per dimension: --guide"):
+        TrainConfig(estimator="toy-shaping", guide="low-rank")
+    with pytest.raises(ConfigError, match="toy-shaping needs the KL per dimension in closed"):
+        TrainConfig(estimator="toy-shaping", prior="mixture")
+    with pytest.raises(ConfigError, match="toy-discrete is for a model with a class variable"):
+        TrainConfig(estimator="toy-discrete")
+    assert TrainConfig(model="joint", discrete="relaxed").estimator == "trace"
+    with pytest.raises(ConfigError, match="--discrete relaxed is estimated by --estimator trace"):
+        TrainConfig(model="joint", discrete="relaxed", estimator="toy-sampled")
+
+
+def test_the_built_in_estimators_declare_their_traits():
+    """The traits the rules read, as each estimator is registered (what the rules refused by
+    name before the traits existed)."""
+    assert ESTIMATORS.having("sampled_kl") == ["trace", "iwae", "renyi", "miwae", "piwae", "ciwae"]
+    assert ESTIMATORS.having("kl_per_dimension") == ["free-bits", "capacity"]
+    assert ESTIMATORS.having("needs_discrete_site") == ["enum", "score-function"]
+    assert [DISCRETE_SITES.get(n).estimated_by for n in DISCRETE_SITES] == [
+        "enum", "score-function", "trace"
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="no estimator trait 'grad'"):
+        ESTIMATORS.having("grad")  # what it takes is its factory's parameters
+    assert "grad" in ESTIMATORS.options("iwae") and "grad" not in ESTIMATORS.options("trace")

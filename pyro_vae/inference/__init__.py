@@ -8,8 +8,8 @@ Nothing here knows the ``VAE`` class: objectives and measures read Pyro traces, 
 
 from .bounds import CIWAE, MIWAE, PIWAE, RenyiBound
 from .elbo_terms import ElboTerms, elbo_terms_per_image, evaluate_elbo
-from .estimators import ESTIMATORS, make_estimator
-from .iwae import GRADIENT_ESTIMATORS, IWAE
+from .estimators import ESTIMATORS, EstimatorTraits, make_estimator
+from .iwae import IWAE, IWAE_GRADIENTS
 from .kl_shaping import CapacityELBO, FreeBitsELBO
 from .latents import active_units, kl_per_dimension, posterior_means
 from .log_likelihood import (
@@ -25,11 +25,12 @@ from .sync_free import MeanFieldELBO, MonteCarloELBO, sync_free
 __all__ = [
     "CIWAE",
     "ESTIMATORS",
-    "GRADIENT_ESTIMATORS",
     "IWAE",
+    "IWAE_GRADIENTS",
     "ImportanceSampler",
     "CapacityELBO",
     "ElboTerms",
+    "EstimatorTraits",
     "FreeBitsELBO",
     "GeometricRamp",
     "KLWarmup",

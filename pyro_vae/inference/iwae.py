@@ -56,7 +56,7 @@ from .. import param_store
 from .surrogate import SurrogateELBO
 from .traces import latent_sites
 
-GRADIENT_ESTIMATORS = ("standard", "stl", "dreg")
+IWAE_GRADIENTS = ("standard", "stl", "dreg")
 
 
 class IWAE(SurrogateELBO):
@@ -77,10 +77,9 @@ class IWAE(SurrogateELBO):
         max_plate_nesting: int = 1,
         groups: int = 1,
     ):
-        if grad not in GRADIENT_ESTIMATORS:
+        if grad not in IWAE_GRADIENTS:
             raise ValueError(
-                f"unknown gradient estimator {grad!r}; choose one of: "
-                f"{', '.join(GRADIENT_ESTIMATORS)}"
+                f"unknown gradient estimator {grad!r}; choose one of: {', '.join(IWAE_GRADIENTS)}"
             )
         if num_particles < 1:
             raise ValueError(f"particles must be >= 1, got {num_particles}")

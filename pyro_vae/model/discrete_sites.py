@@ -1,4 +1,5 @@
-"""How a discrete latent site is estimated: one small class per estimator, in a registry.
+"""How a discrete latent site is treated: one small class per treatment, in a registry, each
+naming the estimator (the objective, :data:`pyro_vae.inference.ESTIMATORS`) it is estimated by.
 
 A class variable y in {1..K} (a one-hot vector here) with prior p(y) = Cat(pi) and guide
 q(y | x) = Cat(softmax(logits(x))) enters the ELBO as
@@ -32,10 +33,10 @@ from ..registry import Registry
 
 
 class DiscreteSite(nn.Module):
-    """The guide's and the model's distribution for a class site, and the ELBO that fits.
+    """The guide's and the model's distribution for a class site, and the estimator that fits.
     A module, so that a learned part (the score function's baseline) trains with the VAE."""
 
-    estimator: str = "trace"  # the registered estimator this treatment needs
+    estimated_by: str = "trace"  # the name of the registered estimator this treatment needs
 
     def prior(self, probs: torch.Tensor) -> dist.TorchDistribution:
         return dist.OneHotCategorical(probs=probs)
@@ -52,7 +53,7 @@ DISCRETE_SITES: Registry[DiscreteSite] = Registry("discrete estimator")
 class Enumerated(DiscreteSite):
     """Summed out exactly over the classes (``TraceEnum_ELBO``)."""
 
-    estimator = "enum"
+    estimated_by = "enum"
 
     def guide(self, logits, x):
         return dist.OneHotCategorical(logits=logits), {"enumerate": "parallel"}
@@ -63,7 +64,7 @@ class ScoreFunction(DiscreteSite):
     """One sampled class; score-function gradient with a learned baseline b(x)
     (``TraceGraph_ELBO``; the baseline is trained by Pyro's (f - b)^2 term)."""
 
-    estimator = "score-function"
+    estimated_by = "score-function"
 
     def __init__(self, *, data_dim: int, baseline_hidden: int = 100) -> None:
         super().__init__()

@@ -76,7 +76,7 @@ def gradient_statistics(
     means, variances, result = {}, {}, {}
     for discrete in ESTIMATED:
         vae.discrete = sites[discrete]  # the class site's treatment; the networks stay
-        elbo = ESTIMATORS.create(vae.discrete.estimator)
+        elbo = ESTIMATORS.create(vae.discrete.estimated_by)
         grads = []
         for draw in range(draws):
             pyro.set_rng_seed(seed + draw)

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from ..data import BINARIZATIONS, CONTEXTS, DATASETS
-from ..inference import ESTIMATORS, GRADIENT_ESTIMATORS
+from ..inference import ESTIMATORS, IWAE_GRADIENTS
 from ..model import DISCRETE_SITES, GUIDES, LIKELIHOODS, MODELS, NETWORKS, PRIORS, build_model
 from ..model.build import takes_option
 from ..model.invariant import INVARIANCE_CHOICES
@@ -171,7 +171,7 @@ class TrainConfig:
     )  # fmt: skip
     grad: str | None = option(
         "standard", "iwae, miwae: the gradient estimator", "estimator",
-        choices=GRADIENT_ESTIMATORS, part=True,
+        choices=IWAE_GRADIENTS, part=True,
     )  # fmt: skip
     alpha: float | None = option(
         0.5, "renyi: the order alpha of the VR bound, in [0, 1) (0 is IWAE)",

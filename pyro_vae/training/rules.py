@@ -1,22 +1,26 @@
 """Rules that tie options of two groups together (an estimator that needs a kind of model), and
 how the options that may be ``auto`` choose their value. :class:`TrainConfig
-<pyro_vae.training.options.TrainConfig>` applies them after each option is checked alone."""
+<pyro_vae.training.options.TrainConfig>` applies them after each option is checked alone.
+
+What an estimator needs of the model is not listed here: the rules read the traits it was
+registered with (:class:`~pyro_vae.inference.estimators.EstimatorTraits`), and what a class
+site's treatment needs its ``estimated_by``; the models named here are the model side."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from ..inference import ESTIMATORS
 from ..model import DISCRETE_SITES, LIKELIHOODS
 from .schema import Automatic, ConfigError
 
 # the config being checked (pyro_vae.training.options.TrainConfig, which imports this module)
 Config = Any
 
-# models whose guide makes one latent site depend on another: no analytic KL for them
+# models whose guide makes one latent site depend on another: no analytic KL for them, only
+# the estimators registered with the trait sampled_kl
 NEEDS_SAMPLED_KL = ("two-layer",)
-# the estimators that take such a model: Monte Carlo KL, and the importance-weighted bounds
-SAMPLED_KL_ESTIMATORS = ("trace", "iwae", "renyi", "miwae", "piwae", "ciwae")
 
 
 def nominal_context_dim(c: Config, shape: tuple[int, int, int]) -> int:
@@ -34,7 +38,6 @@ def _binarization(c: Config) -> str:
 
 # models with a class variable: the class site's treatment (--discrete) fixes the estimator
 CLASS_MODELS = ("joint", "m2")
-CLASS_ESTIMATORS = tuple(DISCRETE_SITES.get(name).estimator for name in DISCRETE_SITES)
 
 
 def _searches_rotations(c: Config) -> bool:
@@ -48,7 +51,7 @@ def _has_discrete_site(c: Config) -> bool:
 
 def _estimator(c: Config) -> str:
     if c.model in CLASS_MODELS:
-        return DISCRETE_SITES.get(c.discrete).estimator
+        return DISCRETE_SITES.get(c.discrete).estimated_by
     if _searches_rotations(c):
         return "enum"
     return "trace" if c.model in NEEDS_SAMPLED_KL else "mean-field"
@@ -73,7 +76,7 @@ def _binarization_fits_the_likelihood(c: Config) -> None:
 
 def _estimator_fits_the_class_site(c: Config) -> None:
     if c.model in CLASS_MODELS:
-        needed = DISCRETE_SITES.get(c.discrete).estimator
+        needed = DISCRETE_SITES.get(c.discrete).estimated_by
         if c.estimator != needed:
             raise ConfigError(
                 f"--discrete {c.discrete} is estimated by --estimator {needed} (or auto), "
@@ -81,7 +84,7 @@ def _estimator_fits_the_class_site(c: Config) -> None:
             )
         if c.compile:
             raise ConfigError(f"--model {c.model} runs the eager step; drop --compile")
-    elif c.estimator in ("enum", "score-function") and not _has_discrete_site(c):
+    elif ESTIMATORS.traits(c.estimator).needs_discrete_site and not _has_discrete_site(c):
         raise ConfigError(
             f"--estimator {c.estimator} is for a model with a class variable: --model "
             f"{' or '.join(CLASS_MODELS)}"
@@ -106,13 +109,15 @@ def _estimator_fits_the_model(c: Config) -> None:
             f"--model invariant is checked against its hand-written loss with --estimator "
             f"trace or mean-field (enum with --rotations), not {c.estimator}"
         )
-    if c.model in NEEDS_SAMPLED_KL and c.estimator not in SAMPLED_KL_ESTIMATORS:
+    traits = ESTIMATORS.traits(c.estimator)
+    if c.model in NEEDS_SAMPLED_KL and not traits.sampled_kl:
+        first, *rest = ESTIMATORS.having("sampled_kl")
         raise ConfigError(
-            f"--model {c.model} needs --estimator trace or {', '.join(SAMPLED_KL_ESTIMATORS[1:])}"
-            " (z2 depends on z1 in the guide, which TraceMeanField_ELBO's analytic KLs and the "
-            "KL-shaping objectives cannot take)"
+            f"--model {c.model} needs --estimator {first}{' or ' if rest else ''}"
+            f"{', '.join(rest)} (z2 depends on z1 in the guide, which TraceMeanField_ELBO's "
+            "analytic KLs and the KL-shaping objectives cannot take)"
         )
-    if c.estimator in ("free-bits", "capacity"):
+    if traits.kl_per_dimension:
         if c.guide != "diagonal":
             raise ConfigError(
                 f"--estimator {c.estimator} needs the KL per dimension: --guide diagonal"
