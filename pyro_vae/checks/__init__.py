@@ -1,6 +1,7 @@
 """The yardsticks: hand-written PyTorch losses (no Pyro, no ``torch.distributions``) that every
 objective is checked against, the first-batch check that compares them in every run, and the
-hand-written baseline VAE that pyro-vae is compared with."""
+hand-written baseline VAE that pyro-vae is compared with. An estimator's reference is
+registered against its class (:func:`register_reference`)."""
 
 from .baseline_vae import HandwrittenVAE, train_handwritten
 from .reference_check import (
@@ -8,14 +9,23 @@ from .reference_check import (
     check_against_reference,
     pyro_and_reference_loss,
 )
-from .reference_losses import MissingReference, reference_loss
+from .reference_losses import reference_loss
+from .references import (
+    MissingReference,
+    find_reference,
+    register_no_reference,
+    register_reference,
+)
 
 __all__ = [
     "HandwrittenVAE",
     "MissingReference",
     "ReferenceMismatch",
     "check_against_reference",
+    "find_reference",
     "pyro_and_reference_loss",
     "reference_loss",
+    "register_no_reference",
+    "register_reference",
     "train_handwritten",
 ]

@@ -11,7 +11,10 @@ of shape (P, N, z_dim), P particles) and LME_k(a_k) = log (1/K) sum_k exp(a_k):
     PIWAE(M, K)(x) = IWAE_{MK}(x) in value; gradients in :func:`reference_piwae_gradients`
 
 VR-alpha and CIWAE take the plain gradient of their value; the IWAE, MIWAE and PIWAE
-gradients are written here with separate surrogates per parameter group.
+gradients are written here with separate surrogates per parameter group. Each bound's batch
+loss, -sum_n bound(x_n), is registered as the reference of its estimator class
+(:func:`~pyro_vae.checks.references.register_reference`); MIWAE, an IWAE with groups, takes
+IWAE's.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ..inference.iwae import IWAE
 from .reference_densities import ENCODER_PRIORS, LOG_PRIORS
 from .reference_guides import reference_sample
 from .reference_weights import reference_log_weights, with_frozen_encoder
+from .references import Noise, as_particles, register_reference
 
 
 def _log_mean_exp(a: torch.Tensor, dim: int) -> torch.Tensor:
@@ -156,14 +160,32 @@ def reference_piwae_gradients(
     return _by_role(vae, phi_grads, theta_grads)
 
 
-def reference_bound(vae: nn.Module, elbo: IWAE, x: torch.Tensor, eps) -> torch.Tensor:
-    """The per-image value of any bound of the importance-weighted family, at the noise eps
-    of all its particles, shape (M K, N, z_dim) (the pair (eps1, eps2) for two layers)."""
-    beta = vae.beta
-    if isinstance(elbo, PIWAE):  # its value is IWAE_{MK}'s
-        return reference_iwae(vae, x, eps, beta)
-    if isinstance(elbo, RenyiBound):
-        return reference_renyi(vae, x, eps, beta, elbo.alpha)
-    if isinstance(elbo, CIWAE):
-        return reference_ciwae(vae, x, eps, beta, elbo.mix)
-    return reference_miwae(vae, x, eps, beta, elbo.groups)
+def _noise(elbo: IWAE, x: torch.Tensor, eps: Noise) -> Noise:
+    """The noise of all M K particles, shape (M K, N, z_dim) (each of the pair for two layers)."""
+    return as_particles(eps, elbo.num_particles, x.shape[0])
+
+
+@register_reference(IWAE)
+def iwae_loss(vae: nn.Module, elbo: IWAE, x: torch.Tensor, eps: Noise) -> torch.Tensor:
+    """-sum_n MIWAE(M, K)(x_n) with M = ``elbo.groups``: IWAE_K for M = 1, and MIWAE (an IWAE
+    with groups) by inheritance. The value does not depend on the gradient estimator; compare
+    gradients with :func:`reference_miwae_gradients`."""
+    return -reference_miwae(vae, x, _noise(elbo, x, eps), vae.beta, elbo.groups).sum()
+
+
+@register_reference(PIWAE)
+def piwae_loss(vae: nn.Module, elbo: PIWAE, x: torch.Tensor, eps: Noise) -> torch.Tensor:
+    """-sum_n IWAE_{MK}(x_n): PIWAE's value (its gradients: :func:`reference_piwae_gradients`)."""
+    return -reference_iwae(vae, x, _noise(elbo, x, eps), vae.beta).sum()
+
+
+@register_reference(RenyiBound)
+def renyi_loss(vae: nn.Module, elbo: RenyiBound, x: torch.Tensor, eps: Noise) -> torch.Tensor:
+    """-sum_n VR_alpha(x_n)."""
+    return -reference_renyi(vae, x, _noise(elbo, x, eps), vae.beta, elbo.alpha).sum()
+
+
+@register_reference(CIWAE)
+def ciwae_loss(vae: nn.Module, elbo: CIWAE, x: torch.Tensor, eps: Noise) -> torch.Tensor:
+    """-sum_n [mix ELBO(x_n) + (1 - mix) IWAE_K(x_n)]."""
+    return -reference_ciwae(vae, x, _noise(elbo, x, eps), vae.beta, elbo.mix).sum()

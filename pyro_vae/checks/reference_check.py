@@ -10,11 +10,13 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 from torch import nn
 
+from ..model.discrete import JointVAE
 from ..model.invariant import InvariantVAE
 from .reference_densities import LOG_LIKELIHOODS, LOG_PRIORS
 from .reference_guides import GUIDE_SAMPLES
 from .reference_invariant import invariant_reference_loss, pyro_and_invariant_reference_loss
 from .reference_losses import MissingReference, reference_loss
+from .references import find_reference
 
 
 class _KeepSample(nn.Module):
@@ -38,6 +40,8 @@ def pyro_and_reference_loss(
     wrapped to keep the z it sampled, so no random-number stream has to line up)."""
     if isinstance(vae, InvariantVAE):
         return pyro_and_invariant_reference_loss(vae, elbo, x)
+    if not isinstance(vae, JointVAE):  # (whose reference is the model's, for any estimator)
+        find_reference(elbo)  # refused before the guide runs
     keeper = _KeepSample(vae)
     pyro_loss = elbo.differentiable_loss(vae.model, keeper.guide, x)
     return pyro_loss, reference_loss(vae, elbo, x, keeper.z)

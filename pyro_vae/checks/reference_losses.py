@@ -10,30 +10,33 @@ With z = loc(x) + scale(x) * eps, eps ~ N(0, I), and the densities of
 
 and, for the free-bits and capacity objectives, their reshaped KL terms. The importance-weighted
 bounds (IWAE, MIWAE, PIWAE, CIWAE, VR-alpha) are :mod:`pyro_vae.checks.reference_bounds`, from
-the log-weights of :mod:`pyro_vae.checks.reference_weights`. Pyro's estimator classes are
-imported only to pick the matching reference.
+the log-weights of :mod:`pyro_vae.checks.reference_weights`. Each estimator class has its
+reference registered against it (:func:`~pyro_vae.checks.references.register_reference`), and
+:func:`reference_loss` dispatches through them by the class's MRO.
 """
 
 from __future__ import annotations
 
 import torch
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from torch import nn
 
-from ..inference.iwae import IWAE
-from ..inference.kl_shaping import CapacityELBO, FreeBitsELBO, KLShapingELBO
+from ..inference.kl_shaping import CapacityELBO, FreeBitsELBO
 from ..inference.sync_free import MeanFieldELBO, MonteCarloELBO
 from ..model.discrete import JointVAE
-from .reference_bounds import reference_bound
 from .reference_bounds import reference_iwae as reference_iwae
 from .reference_bounds import reference_iwae_gradients as reference_iwae_gradients
 from .reference_densities import ANALYTIC_KLS, LOG_PRIORS, normal_kl_per_dimension
 from .reference_discrete import reference_class_loss
 from .reference_weights import is_two_layer, sample_and_decode, two_layer_log_weights
-
-
-class MissingReference(ValueError):
-    """A likelihood, prior, guide or estimator has no hand-written counterpart."""
+from .references import MissingReference as MissingReference
+from .references import (
+    Noise,
+    as_particles,
+    find_reference,
+    register_no_reference,
+    register_reference,
+)
 
 
 def _is_diagonal(vae: nn.Module) -> bool:
@@ -61,26 +64,82 @@ def reference_elbo(
     return log_lik - beta * kl
 
 
-def reference_shaped_kl_loss(
-    vae: nn.Module, x: torch.Tensor, eps: torch.Tensor, elbo: KLShapingELBO
-) -> torch.Tensor:
-    """Free bits (Kingma et al., 2016) or capacity (Burgess et al., 2018), for a batch:
-    -sum_n log p(x_n|z_n) + beta * N * sum_j max(lambda, mean_n KL_nj)
-    or  ... + beta * N * gamma * |mean_n sum_j KL_nj - C|."""
+def _shaped_kl_terms(vae: nn.Module, x: torch.Tensor, eps: torch.Tensor):
+    """(sum_n log p(x_n|z_n), KL_nj of shape (N, D)) for the KL-shaping objectives."""
     if not _is_diagonal(vae):
         raise MissingReference("free bits and capacity need the diagonal Gaussian guide")
     q, log_lik = sample_and_decode(vae, x, eps)
-    kl = normal_kl_per_dimension(vae.prior, q.loc, q.scale)  # (N, D)
-    n = x.shape[0]
-    if isinstance(elbo, FreeBitsELBO):
-        shaped = n * torch.clamp(kl.mean(0), min=elbo.free_bits).sum()
-    elif isinstance(elbo, CapacityELBO):
-        shaped = n * elbo.gamma * torch.abs(kl.sum(1).mean() - elbo.capacity)
-    else:
-        raise MissingReference(f"no hand-written reference for {type(elbo).__name__}")
-    if vae.beta == 0:
-        return -log_lik.sum()
-    return -log_lik.sum() + vae.beta * shaped
+    return log_lik.sum(), normal_kl_per_dimension(vae.prior, q.loc, q.scale)
+
+
+def _shaped_loss(vae: nn.Module, log_lik: torch.Tensor, shaped: torch.Tensor) -> torch.Tensor:
+    return -log_lik if vae.beta == 0 else -log_lik + vae.beta * shaped
+
+
+@register_reference(FreeBitsELBO)
+def free_bits_loss(vae: nn.Module, elbo: FreeBitsELBO, x: torch.Tensor, eps: Noise):
+    """Free bits (Kingma et al., 2016), for a batch of N:
+    -sum_n log p(x_n|z_n) + beta * N * sum_j max(lambda, mean_n KL_nj)."""
+    log_lik, kl = _shaped_kl_terms(vae, x, eps)
+    return _shaped_loss(
+        vae, log_lik, x.shape[0] * torch.clamp(kl.mean(0), min=elbo.free_bits).sum()
+    )
+
+
+@register_reference(CapacityELBO)
+def capacity_loss(vae: nn.Module, elbo: CapacityELBO, x: torch.Tensor, eps: Noise):
+    """Capacity (Burgess et al., 2018), for a batch of N:
+    -sum_n log p(x_n|z_n) + beta * N * gamma * |mean_n sum_j KL_nj - C|."""
+    log_lik, kl = _shaped_kl_terms(vae, x, eps)
+    shaped = x.shape[0] * elbo.gamma * torch.abs(kl.sum(1).mean() - elbo.capacity)
+    return _shaped_loss(vae, log_lik, shaped)
+
+
+def _one_particle(elbo: ELBO) -> None:
+    if elbo.num_particles > 1:  # Pyro draws its particles one after another: z is the last
+        raise MissingReference("the reference of Pyro's ELBOs takes num_particles=1")
+
+
+def _elbo_loss(vae: nn.Module, elbo: ELBO, x: torch.Tensor, eps: Noise, analytic: bool):
+    """-(1/K) sum_k sum_n ELBO_beta(x_n) over the K particles of eps."""
+    particles = elbo.num_particles
+    if particles > 1:
+        eps = as_particles(eps, particles, x.shape[0])
+    return -reference_elbo(vae, x, eps, beta=vae.beta, analytic_kl=analytic).sum() / particles
+
+
+@register_reference(Trace_ELBO)
+def trace_elbo_loss(vae: nn.Module, elbo: Trace_ELBO, x: torch.Tensor, eps: Noise):
+    """-sum_n ELBO_beta(x_n) with the Monte Carlo KL (one particle)."""
+    _one_particle(elbo)
+    return _elbo_loss(vae, elbo, x, eps, analytic=False)
+
+
+@register_reference(TraceMeanField_ELBO)
+def mean_field_elbo_loss(vae: nn.Module, elbo: TraceMeanField_ELBO, x: torch.Tensor, eps: Noise):
+    """-sum_n ELBO_beta(x_n) with the analytic KL where one exists (one particle)."""
+    _one_particle(elbo)
+    return _elbo_loss(vae, elbo, x, eps, analytic=True)
+
+
+@register_reference(MonteCarloELBO)
+def monte_carlo_elbo_loss(vae: nn.Module, elbo: MonteCarloELBO, x: torch.Tensor, eps: Noise):
+    """Trace_ELBO's sync-free twin: the Monte Carlo KL, K particles vectorised."""
+    return _elbo_loss(vae, elbo, x, eps, analytic=False)
+
+
+@register_reference(MeanFieldELBO)
+def sync_free_mean_field_loss(vae: nn.Module, elbo: MeanFieldELBO, x: torch.Tensor, eps: Noise):
+    """TraceMeanField_ELBO's sync-free twin: the analytic KL, K particles vectorised."""
+    return _elbo_loss(vae, elbo, x, eps, analytic=True)
+
+
+register_no_reference(
+    TraceEnum_ELBO,
+    TraceGraph_ELBO,
+    reason="it is for a model with a discrete site, whose own reference checks it (a class "
+    "variable: reference_discrete; the invariant model's turns: reference_invariant)",
+)
 
 
 def _two_layer_noise(vae: nn.Module, x: torch.Tensor, z: tuple[torch.Tensor, torch.Tensor]):
@@ -90,44 +149,27 @@ def _two_layer_noise(vae: nn.Module, x: torch.Tensor, z: tuple[torch.Tensor, tor
     return (z1 - loc1) / scale1, (z2 - loc2) / scale2
 
 
-def _particles(eps, particles: int, n: int) -> object:
-    """eps (or each of a tuple of eps) reshaped to (particles, n, latent size)."""
-    if isinstance(eps, tuple):
-        return tuple(e.reshape(particles, n, e.shape[-1]) for e in eps)
-    return eps.reshape(particles, n, eps.shape[-1])
-
-
 def reference_loss(vae: nn.Module, elbo: object, x: torch.Tensor, z: torch.Tensor):
     """The hand-written loss that ``elbo`` estimates, at the guide's sample ``z``.
 
     The guide family recovers the noise eps (for the diagonal Gaussian, (z - loc) / scale),
-    and the reference redraws z from it by hand. The estimator decides the reference: Monte
-    Carlo KL for ``Trace_ELBO`` (and its sync-free twin), analytic KL where one exists for
+    and the reference registered for the estimator's class (the most specific in its MRO,
+    :func:`~pyro_vae.checks.references.find_reference`) redraws z from it by hand: Monte Carlo
+    KL for ``Trace_ELBO`` (and its sync-free twin), analytic KL where one exists for
     ``TraceMeanField_ELBO`` (and twin), the K-particle bound for ``IWAE`` (whose value does not
     depend on the gradient estimator; compare gradients with :func:`reference_iwae_gradients`)
-    and the rest of its family (:func:`~pyro_vae.checks.reference_bounds.reference_bound`),
-    free bits or capacity for the KL-shaping objectives. For a model with a class variable
-    ``z`` is all the guide drew, and the reference is
-    :func:`~pyro_vae.checks.reference_discrete.reference_class_loss`.
+    and the rest of its family (:mod:`pyro_vae.checks.reference_bounds`), free bits or
+    capacity for the KL-shaping objectives; :class:`MissingReference` for a class with none.
+    For a model with a class variable ``z`` is all the guide drew, and the reference is
+    :func:`~pyro_vae.checks.reference_discrete.reference_class_loss`, whatever the estimator.
     """
     if isinstance(vae, JointVAE):  # a class variable: the draws are (y, z[, z_labelled])
         return reference_class_loss(vae, x, z)
+    reference = find_reference(elbo)
     with torch.no_grad():
         eps = (
             _two_layer_noise(vae, x, z)
             if is_two_layer(vae)
             else (vae.q.noise(vae.encoder, x, z.detach()))
         )
-    particles = getattr(elbo, "num_particles", 1)
-    if isinstance(elbo, (Trace_ELBO, TraceMeanField_ELBO)) and particles > 1:
-        raise MissingReference("the reference of Pyro's ELBOs takes num_particles=1")
-    if isinstance(elbo, IWAE):  # and the rest of its family
-        return -reference_bound(vae, elbo, x, _particles(eps, particles, x.shape[0])).sum()
-    if isinstance(elbo, KLShapingELBO):
-        return reference_shaped_kl_loss(vae, x, eps, elbo)
-    if isinstance(elbo, (Trace_ELBO, TraceMeanField_ELBO, MonteCarloELBO, MeanFieldELBO)):
-        if particles > 1:
-            eps = _particles(eps, particles, x.shape[0])
-        analytic = isinstance(elbo, (TraceMeanField_ELBO, MeanFieldELBO))
-        return -reference_elbo(vae, x, eps, beta=vae.beta, analytic_kl=analytic).sum() / particles
-    raise MissingReference(f"no hand-written reference for {type(elbo).__name__}")
+    return reference(vae, elbo, x, eps)
