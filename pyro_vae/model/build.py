@@ -2,7 +2,7 @@
 ``MODELS`` holds the model structures (``vae``, ``two-layer``, the class-latent ``joint`` and
 ``m2``, the pose-invariant ``invariant``) that ``build_model`` picks from.
 
-Every option goes to the parts that take it (:mod:`pyro_vae.model.parts`); one that no part
+Every option goes to the parts that take it (:mod:`pyro_vae.model.option_routing`); one that no part
 takes is an error, so a misspelt ``hiden=(64,)`` is refused rather than ignored.
 """
 
@@ -19,7 +19,7 @@ from .guides import GUIDES
 from .invariant import build_invariant_vae
 from .likelihoods import LIKELIHOODS
 from .nets import NETWORKS, LogInputEncoder
-from .parts import PART_REGISTRIES, route
+from .option_routing import PART_REGISTRIES, route
 from .priors import PRIORS
 from .two_layer import build_two_layer_vae
 from .vae import VAE, Autoencoder

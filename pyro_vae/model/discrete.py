@@ -298,7 +298,7 @@ def _class_parts(
     """The parts both class-latent models are made of, from registered names."""
     from .discrete_sites import DISCRETE_SITES
     from .likelihoods import LIKELIHOODS
-    from .parts import route
+    from .option_routing import route
     from .priors import PRIORS
 
     if classes < 2:

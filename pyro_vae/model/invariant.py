@@ -45,7 +45,7 @@ from torch import nn
 from .. import param_store
 from .likelihoods import LIKELIHOODS, Likelihood
 from .nets import LogInputEncoder, MLPEncoder
-from .parts import route
+from .option_routing import route
 from .priors import PRIORS, Prior
 from .rotation_search import RotationSearchEncoder, at_rotation, wrapped
 from .vae import VAE

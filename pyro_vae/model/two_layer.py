@@ -22,7 +22,7 @@ from torch import nn
 from .. import param_store
 from .likelihoods import LIKELIHOODS
 from .nets import LogInputEncoder, MLPDecoder, MLPEncoder
-from .parts import route
+from .option_routing import route
 from .priors import PRIORS
 from .vae import VAE
 

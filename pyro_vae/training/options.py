@@ -36,7 +36,7 @@ from ..model import DISCRETE_SITES, GUIDES, LIKELIHOODS, MODELS, NETWORKS, PRIOR
 from ..model.build import takes_option
 from ..model.invariant import INVARIANCE_CHOICES
 from ..model.likelihoods import LIBRARY_OPTIONS
-from ..model.parts import PART_REGISTRIES, takers
+from ..model.option_routing import PART_REGISTRIES, takers
 from ..registry import Registry
 from .denormals import DENORMALS
 from .rules import RULES, automatic_binarization, automatic_estimator, nominal_context_dim
