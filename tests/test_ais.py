@@ -3,6 +3,7 @@ linear_gaussian.py), and the HMC transition against Gaussians whose moments are 
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pyro
@@ -14,7 +15,7 @@ from pyro import poutine
 
 from pyro_vae import build_model, build_vae
 from pyro_vae.inference.ais import ais_log_likelihood
-from pyro_vae.inference.annealing import schedule
+from pyro_vae.inference.annealing import AnnealingSettings, schedule
 from pyro_vae.inference.bdmc import bdmc, simulate
 from pyro_vae.inference.hmc import Point, adapt_step_size, hmc_transition, leapfrog
 from pyro_vae.inference.latent_densities import LatentDensities, with_chains
@@ -326,3 +327,29 @@ def test_schedules_run_from_0_to_1():
     sigmoid = schedule("sigmoid", 50)
     torch.testing.assert_close(sigmoid + sigmoid.flip(0), torch.ones(51, dtype=torch.float64))
     assert float(sigmoid.diff()[0]) < 0.2 * float(sigmoid.diff()[25])  # slow at the ends
+
+
+@pytest.mark.parametrize("estimator", [ais_log_likelihood, bdmc])
+def test_one_settings_object_gives_every_option_and_default(estimator):
+    """AIS and BDMC take exactly the settings' fields (less ``simulated``, which is the
+    caller's), with the settings' defaults; a bad value is refused by the settings."""
+    params = inspect.signature(estimator).parameters
+    options = AnnealingSettings().run_options()
+    assert {k: params[k].default for k in options} == options
+    assert set(params) - set(options) <= {"model", "guide", "x", "z_exact", "progress"}
+    with pytest.raises(ValueError, match="simulated must be >= 1, got 0"):
+        AnnealingSettings(simulated=0)
+
+
+def test_bdmc_s_forward_run_is_ais():
+    """Forward AIS is one code path: BDMC's lower bound is AIS's estimate for the same seed
+    and settings (one chunk; the reverse runs draw after it)."""
+    lg, x, _ = _imperfect(6)
+    settings = AnnealingSettings(num_steps=5, chains=3, leapfrog_steps=2, step_size=0.2)
+    z, xs = simulate(lg.model, 6, x)
+    pyro.set_rng_seed(3)
+    ais = ais_log_likelihood(lg.model, lg.guide, xs, **settings.run_options())
+    pyro.set_rng_seed(3)
+    both = bdmc(lg.model, lg.guide, xs, z, **settings.run_options())
+    torch.testing.assert_close(both.lower, ais.per_image, rtol=0, atol=0)
+    torch.testing.assert_close(both.forward.step_sizes, ais.step_sizes, rtol=0, atol=0)

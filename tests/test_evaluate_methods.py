@@ -11,12 +11,12 @@ import pytest
 from tiny_runs import tiny_config
 
 from pyro_vae.cli import main
+from pyro_vae.inference.annealing import AnnealingSettings
 from pyro_vae.studies.ais_convergence import linear_gaussian_curve
 from pyro_vae.training import evaluate_run, fit
 from pyro_vae.training import run_dir as runs
-from pyro_vae.training.evaluate import Annealing
 
-QUICK = Annealing(steps=100, chains=4, leapfrog=2)
+QUICK = AnnealingSettings(num_steps=100, chains=4, leapfrog_steps=2)
 
 
 @pytest.fixture
@@ -39,6 +39,7 @@ def test_ais_is_kept_beside_importance_sampling(trained, small_data):
     assert second["test_neg_elbo"] == first["test_neg_elbo"]  # the same noise for every method
     ais = saved["ais"]
     assert {ais["steps"], ais["chains"], ais["leapfrog"]} == {100, 4, 2}
+    assert (ais["schedule"], ais["step_size"], ais["target_accept"]) == ("sigmoid", 0.05, 0.65)
     assert 1 <= ais["ess_mean"] <= 4 and 0 < ais["acceptance_mean"] <= 1
     few = evaluate_run(trained, 4, **common)["test_log_likelihood"]
     assert ais["test_log_likelihood"] > few + 0.5  # annealing beats 4 importance samples
@@ -56,7 +57,8 @@ def test_another_image_set_starts_a_new_evaluation(trained, small_data):
 def test_bdmc_brackets_log_px_of_simulated_images(trained, small_data):
     result = evaluate_run(
         trained, device="cpu", max_images=20, progress=False, data=small_data,
-        method="bdmc", annealing=Annealing(steps=200, chains=4, leapfrog=2, simulated=15),
+        method="bdmc",
+        annealing=AnnealingSettings(num_steps=200, chains=4, leapfrog_steps=2, simulated=15),
     )  # fmt: skip
     b = result["bdmc"]
     assert b["simulated"] == 15 and result["num_images"] == 20

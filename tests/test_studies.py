@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,12 @@ import torch
 from linear_gaussian import LinearGaussian
 
 from pyro_vae.cli import main
+from pyro_vae.inference.annealing import AnnealingSettings
 from pyro_vae.studies.estimators import ESTIMATOR_SET, compare
 from pyro_vae.studies.gradient_snr import gradient_snr
+from pyro_vae.studies.harness import ais_or_reuse
+from pyro_vae.training import RunDirectoryError
 from pyro_vae.training import run_dir as runs
-from pyro_vae.training.evaluate import Annealing
 
 
 def test_gradient_snr_trends_follow_rainforth_and_tucker():
@@ -133,7 +136,7 @@ def test_compare_adds_ais_on_the_same_images_and_ranks_by_both(tmp_path):
     kwargs = dict(
         dataset="mnist-sample", epochs=1, betas=[1.0], estimators=chosen, out=tmp_path,
         num_samples=20, max_images=30, hidden=(32,), z_dim=4, progress=False,
-        annealing=Annealing(steps=30, chains=2, leapfrog=2),
+        annealing=AnnealingSettings(num_steps=30, chains=2, leapfrog_steps=2),
     )  # fmt: skip
     rows = compare(**kwargs)
     for r in rows:
@@ -150,6 +153,19 @@ def test_compare_adds_ais_on_the_same_images_and_ranks_by_both(tmp_path):
     before = evaluation.stat().st_mtime_ns
     assert compare(**kwargs) == rows
     assert evaluation.stat().st_mtime_ns == before
+
+
+def test_ais_is_reused_only_with_the_settings_it_was_measured_with(tmp_path):
+    """An evaluation.json's ais block is reused when every setting it records is the one
+    asked for (a block written before a setting was recorded counts as made at its default);
+    with another setting AIS is measured anew (here there is no run to measure: the error)."""
+    block = {"steps": 30, "chains": 2, "leapfrog": 2, "initial": "guide", "seconds": 1.0}
+    (tmp_path / runs.EVALUATION).write_text(json.dumps({"max_images": 30, "ais": block}))
+    settings = AnnealingSettings(num_steps=30, chains=2, leapfrog_steps=2)
+    assert ais_or_reuse(tmp_path, 30, settings) == block
+    for other in (replace(settings, step_size=0.2), replace(settings, num_steps=31)):
+        with pytest.raises(RunDirectoryError, match="not a run directory"):
+            ais_or_reuse(tmp_path, 30, other)
 
 
 def test_iwae_training_from_the_cli(tmp_path):

@@ -7,8 +7,9 @@ import argparse
 import json
 from pathlib import Path
 
+from ..inference.annealing import AnnealingSettings
 from ..training import evaluate_run
-from ..training.evaluate import COMPILE_FROM, METHODS, Annealing, evaluation_line
+from ..training.evaluate import COMPILE_FROM, METHODS, evaluation_line
 from ..training.option_help import option_help
 from ..training.run_dir import EVALUATION
 
@@ -47,13 +48,13 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="evaluate a fixed random subset of this many test images (default: all)",
     )
-    defaults = Annealing()
-    p.add_argument("--ais-steps", type=int, default=defaults.steps, help="ais, bdmc: T, the "
+    defaults = AnnealingSettings()
+    p.add_argument("--ais-steps", type=int, default=defaults.num_steps, help="ais, bdmc: T, the "
                    "annealing steps (intermediate distributions)")  # fmt: skip
     p.add_argument(
         "--chains", type=int, default=defaults.chains, help="ais, bdmc: chains per image"
     )
-    p.add_argument("--leapfrog", type=int, default=defaults.leapfrog,
+    p.add_argument("--leapfrog", type=int, default=defaults.leapfrog_steps,
                    help="ais, bdmc: leapfrog steps per HMC transition")  # fmt: skip
     p.add_argument("--simulate", type=int, default=defaults.simulated,
                    help="bdmc: images simulated from the model")  # fmt: skip
@@ -82,8 +83,12 @@ def evaluate(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         method=args.method,
         compile=args.compile,
-        annealing=Annealing(
-            args.ais_steps, args.chains, args.leapfrog, args.ais_initial, args.simulate
+        annealing=AnnealingSettings(
+            num_steps=args.ais_steps,
+            chains=args.chains,
+            leapfrog_steps=args.leapfrog,
+            initial=args.ais_initial,
+            simulated=args.simulate,
         ),
     )
     print(evaluation_line(r, args.method))

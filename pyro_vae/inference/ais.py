@@ -23,15 +23,13 @@ model's parameters are constants (they get no ``.grad``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from ..progress import Progress
-from .annealing import Run, forward
-from .annealing import schedule as make_schedule
-from .latent_densities import INITIAL, LatentDensities
+from .annealing import DEFAULTS, AnnealingSettings, Run
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -73,62 +71,25 @@ class AISResult:
         return float(self.per_image.mean())
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The options of an annealing run, checked once."""
-
-    num_steps: int
-    chains: int
-    leapfrog_steps: int
-    initial: str
-    schedule: str
-    step_size: float
-    target_accept: float
-    max_particles: int
-
-    def __post_init__(self) -> None:
-        for name in ("num_steps", "chains", "leapfrog_steps", "max_particles"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.initial not in INITIAL:
-            raise ValueError(f"initial must be one of {INITIAL}, got {self.initial!r}")
-        if not self.step_size > 0:
-            raise ValueError(f"step_size must be > 0, got {self.step_size}")
-        if not 0 < self.target_accept < 1:
-            raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept}")
-        make_schedule(self.schedule, 1)  # a known name
-
-    def chunks(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
-        """(start, images) in chunks of at most ``max_particles`` chains x images."""
-        size = max(1, self.max_particles // self.chains)
-        for start in range(0, x.shape[0], size):
-            yield start, x[start : start + size]
-
-    def num_chunks(self, x: torch.Tensor) -> int:
-        return -(-x.shape[0] // max(1, self.max_particles // self.chains))
-
-    def initial_step_sizes(self, xb: torch.Tensor) -> torch.Tensor:
-        return torch.full((xb.shape[0],), self.step_size, dtype=torch.float64, device=xb.device)
-
-    def result(self, runs: list[Run]) -> AISResult:
-        """The forward runs of all chunks as one result."""
-        log_w = torch.cat([r.log_weights for r in runs], 1)
-        return AISResult(
-            log_mean_exp(log_w),
-            log_w,
-            effective_sample_size(log_w),
-            torch.cat([r.acceptance for r in runs]),
-            torch.cat([r.step_sizes for r in runs], 1),
-            self.num_steps,
-            self.chains,
-            self.leapfrog_steps,
-            self.initial,
-            self.schedule,
-        )
+def ais_result(settings: AnnealingSettings, runs: list[Run]) -> AISResult:
+    """The forward runs of all chunks as one result."""
+    log_w = torch.cat([r.log_weights for r in runs], 1)
+    return AISResult(
+        log_mean_exp(log_w),
+        log_w,
+        effective_sample_size(log_w),
+        torch.cat([r.acceptance for r in runs]),
+        torch.cat([r.step_sizes for r in runs], 1),
+        settings.num_steps,
+        settings.chains,
+        settings.leapfrog_steps,
+        settings.initial,
+        settings.schedule,
+    )
 
 
 def progress_bar(
-    settings: Settings,
+    settings: AnnealingSettings,
     x: torch.Tensor,
     desc: str,
     runs_per_chunk: int,
@@ -159,20 +120,22 @@ def ais_log_likelihood(
     model: Callable,
     guide: Callable,
     x: torch.Tensor,
-    num_steps: int = 500,
-    chains: int = 8,
-    leapfrog_steps: int = 2,
+    num_steps: int = DEFAULTS.num_steps,
+    chains: int = DEFAULTS.chains,
+    leapfrog_steps: int = DEFAULTS.leapfrog_steps,
     *,
-    initial: str = "guide",
-    schedule: str = "sigmoid",
-    step_size: float = 0.05,
-    target_accept: float = 0.65,
-    max_particles: int = 10_000,
+    initial: str = DEFAULTS.initial,
+    schedule: str = DEFAULTS.schedule,
+    step_size: float = DEFAULTS.step_size,
+    target_accept: float = DEFAULTS.target_accept,
+    max_particles: int = DEFAULTS.max_particles,
     progress: bool = False,
 ) -> AISResult:
     """log p(x) per image by AIS: ``chains`` chains per image, ``num_steps`` annealing steps T
     from q0 (``initial``: "guide" for q(z|x), "prior" for p(z)) to the posterior, each step an
-    HMC transition of ``leapfrog_steps`` leapfrog steps (Neal, 2001; Wu et al., 2017).
+    HMC transition of ``leapfrog_steps`` leapfrog steps (Neal, 2001; Wu et al., 2017). The
+    options are the fields of :class:`~pyro_vae.inference.annealing.AnnealingSettings`
+    (``**settings.run_options()`` passes one), with its defaults.
 
     ``schedule``: "sigmoid" (Grosse et al., 2015) or "linear" betas. ``step_size``: every
     image's initial HMC step size, adapted towards the acceptance rate ``target_accept``.
@@ -185,7 +148,7 @@ def ais_log_likelihood(
     trajectories (L = 2) with more steps beat L = 10 at equal cost, and an initial step of
     0.05 beat Wu et al.'s 0.01, which adaptation needs a few hundred steps to grow out of.
     """
-    settings = Settings(
+    settings = AnnealingSettings(
         num_steps,
         chains,
         leapfrog_steps,
@@ -195,22 +158,12 @@ def ais_log_likelihood(
         target_accept,
         max_particles,
     )
-    betas = make_schedule(schedule, num_steps)
     runs: list[Run] = []
     done: list[torch.Tensor] = []
     desc = f"AIS log p(x), T={num_steps}, {chains} chains"
     shown, fields = progress_bar(settings, x, desc, 1, progress)
-    for _, xb in settings.chunks(x):
-        densities = LatentDensities(model, guide, xb, chains, initial)
-        run = forward(
-            densities,
-            betas,
-            settings.initial_step_sizes(xb),
-            leapfrog_steps,
-            target_accept,
-            on_step=lambda: shown.advance(1, fields(done)),
-        )
-        runs.append(run)
-        done.append(log_mean_exp(run.log_weights))
+    for _, densities in settings.chunks(model, guide, x):
+        runs.append(settings.forward_run(densities, lambda: shown.advance(1, fields(done))))
+        done.append(log_mean_exp(runs[-1].log_weights))
     shown.close(fields(done))
-    return settings.result(runs)
+    return ais_result(settings, runs)

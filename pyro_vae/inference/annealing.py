@@ -29,18 +29,23 @@ forward run's recorded step sizes and adapts nothing.
 
 The schedule is sigmoidal by default: b_t proportional to sigmoid(delta (2t/T - 1)), rescaled
 to [0, 1], delta = 4 (Grosse et al.'s BDMC code), which spends more steps near both ends.
+
+The settings of a run (T, chains, leapfrog steps, q0, schedule, step size, memory) are one
+:class:`AnnealingSettings`, read by AIS (:mod:`.ais`), BDMC (:mod:`.bdmc`) and ``pyro-vae
+evaluate``; it also runs forward AIS over the images chunk by chunk.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
 from .hmc import Latents, Point, adapt_step_size, hmc_transition, with_density
-from .latent_densities import Densities, LatentDensities
+from .latent_densities import INITIAL, Densities, LatentDensities
 
 SCHEDULES = ("sigmoid", "linear")
 
@@ -170,3 +175,82 @@ def reverse(
 def _with_chains(z: Latents, chains: int) -> Latents:
     """Each site's values (N, *event) repeated for ``chains`` chains: (C, N, *event)."""
     return {k: v.unsqueeze(0).expand(chains, *v.shape).contiguous() for k, v in z.items()}
+
+
+@dataclass(frozen=True)
+class AnnealingSettings:
+    """The settings of an AIS or BDMC run, checked once.
+
+    Attributes:
+        num_steps: T, the annealing steps (intermediate distributions).
+        chains: C, chains per image.
+        leapfrog_steps: L, leapfrog steps per HMC transition.
+        initial: where the chains start, q0: ``guide`` (q(z|x)) or ``prior`` (p(z)).
+        schedule: the betas, ``sigmoid`` or ``linear``.
+        step_size: every image's initial HMC step size, adapted towards ``target_accept``.
+        target_accept: the acceptance rate the step sizes are adapted towards, in (0, 1).
+        max_particles: at most this many chains x images are evaluated at once (memory).
+        simulated: for BDMC in ``pyro-vae evaluate``, the images simulated from the model
+            (:func:`~pyro_vae.inference.bdmc.bdmc` itself takes the images it is given).
+    """
+
+    num_steps: int = 500
+    chains: int = 8
+    leapfrog_steps: int = 2
+    initial: str = "guide"
+    schedule: str = "sigmoid"
+    step_size: float = 0.05
+    target_accept: float = 0.65
+    max_particles: int = 10_000
+    simulated: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("num_steps", "chains", "leapfrog_steps", "max_particles", "simulated"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.initial not in INITIAL:
+            raise ValueError(f"initial must be one of {INITIAL}, got {self.initial!r}")
+        if not self.step_size > 0:
+            raise ValueError(f"step_size must be > 0, got {self.step_size}")
+        if not 0 < self.target_accept < 1:
+            raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept}")
+        schedule(self.schedule, 1)  # a known name
+
+    @cached_property
+    def betas(self) -> torch.Tensor:
+        """b_0..b_T of the schedule."""
+        return schedule(self.schedule, self.num_steps)
+
+    def _chunk_size(self) -> int:
+        return max(1, self.max_particles // self.chains)
+
+    def num_chunks(self, x: torch.Tensor) -> int:
+        return -(-x.shape[0] // self._chunk_size())
+
+    def chunks(
+        self, model: Callable, guide: Callable, x: torch.Tensor
+    ) -> Iterator[tuple[slice, LatentDensities]]:
+        """The images ``x`` in chunks of at most ``max_particles`` chains x images: each
+        chunk's rows of ``x`` and the densities of its chains (the pair checked on each)."""
+        size = self._chunk_size()
+        for start in range(0, x.shape[0], size):
+            rows = slice(start, start + size)
+            yield rows, LatentDensities(model, guide, x[rows], self.chains, self.initial)
+
+    def forward_run(self, densities: LatentDensities, on_step: Callable[[], None]) -> Run:
+        """Forward AIS (:func:`forward`) over one chunk, every image from ``step_size``."""
+        x = densities.x
+        start = torch.full((x.shape[0],), self.step_size, dtype=torch.float64, device=x.device)
+        return forward(
+            densities, self.betas, start, self.leapfrog_steps, self.target_accept, on_step
+        )
+
+    def run_options(self) -> dict[str, object]:
+        """The keyword arguments of :func:`~pyro_vae.inference.ais.ais_log_likelihood` and
+        :func:`~pyro_vae.inference.bdmc.bdmc`: every setting but ``simulated``."""
+        return {
+            name: getattr(self, name) for name in self.__dataclass_fields__ if name != "simulated"
+        }
+
+
+DEFAULTS = AnnealingSettings()

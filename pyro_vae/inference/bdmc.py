@@ -24,10 +24,8 @@ import torch
 from pyro import poutine
 
 from .. import param_store
-from .ais import AISResult, Settings, log_mean_exp, progress_bar
-from .annealing import Run, forward, reverse
-from .annealing import schedule as make_schedule
-from .latent_densities import LatentDensities
+from .ais import AISResult, ais_result, log_mean_exp, progress_bar
+from .annealing import DEFAULTS, AnnealingSettings, Run, reverse
 from .traces import latent_sites
 
 Latents = dict[str, torch.Tensor]
@@ -109,25 +107,26 @@ def bdmc(
     guide: Callable,
     x: torch.Tensor,
     z_exact: torch.Tensor | Latents,
-    num_steps: int = 500,
-    chains: int = 8,
-    leapfrog_steps: int = 2,
+    num_steps: int = DEFAULTS.num_steps,
+    chains: int = DEFAULTS.chains,
+    leapfrog_steps: int = DEFAULTS.leapfrog_steps,
     *,
-    initial: str = "guide",
-    schedule: str = "sigmoid",
-    step_size: float = 0.05,
-    target_accept: float = 0.65,
-    max_particles: int = 10_000,
+    initial: str = DEFAULTS.initial,
+    schedule: str = DEFAULTS.schedule,
+    step_size: float = DEFAULTS.step_size,
+    target_accept: float = DEFAULTS.target_accept,
+    max_particles: int = DEFAULTS.max_particles,
     progress: bool = False,
 ) -> BDMCResult:
     """Lower and upper bounds on log p(x) for images ``x`` simulated with latents ``z_exact``
     (a dict {site: (N, *event)}, or one tensor for a single-site model; see :func:`simulate`).
 
-    Forward AIS as :func:`~pyro_vae.inference.ais.ais_log_likelihood` (same options), then
-    per chunk of images reverse AIS with every chain started at the image's ``z_exact`` and
-    the forward run's step sizes (Grosse et al., 2015).
+    Forward AIS as :func:`~pyro_vae.inference.ais.ais_log_likelihood` (same options, the
+    fields of :class:`~pyro_vae.inference.annealing.AnnealingSettings`), then per chunk of
+    images reverse AIS with every chain started at the image's ``z_exact`` and the forward
+    run's step sizes (Grosse et al., 2015).
     """
-    settings = Settings(
+    settings = AnnealingSettings(
         num_steps,
         chains,
         leapfrog_steps,
@@ -137,27 +136,24 @@ def bdmc(
         target_accept,
         max_particles,
     )
-    betas = make_schedule(schedule, num_steps)
     forwards: list[Run] = []
     reverses: list[Run] = []
     done: list[torch.Tensor] = []
     desc = f"BDMC log p(x), T={num_steps}, {chains} chains"
     shown, fields = progress_bar(settings, x, desc, 2, progress, label="gap")
     step = partial(shown.advance, 1, fields(done))  # fields(done) reads done as it grows
-    for start, xb in settings.chunks(x):
-        densities = LatentDensities(model, guide, xb, chains, initial)
-        z = _as_latents(z_exact, densities.sites)
-        zb = {k: v[start : start + xb.shape[0]] for k, v in z.items()}
-        run = forward(
-            densities, betas, settings.initial_step_sizes(xb), leapfrog_steps, target_accept, step
-        )
+    for rows, densities in settings.chunks(model, guide, x):
+        zb = {k: v[rows] for k, v in _as_latents(z_exact, densities.sites).items()}
+        run = settings.forward_run(densities, step)
         forwards.append(run)
-        reverses.append(reverse(densities, betas, zb, run.step_sizes, leapfrog_steps, step))
+        reverses.append(
+            reverse(densities, settings.betas, zb, run.step_sizes, leapfrog_steps, step)
+        )
         done.append(-log_mean_exp(-reverses[-1].log_weights) - log_mean_exp(run.log_weights))
     shown.close(fields(done))
     log_u = torch.cat([r.log_weights for r in reverses], 1)
     return BDMCResult(
-        settings.result(forwards),
+        ais_result(settings, forwards),
         -log_mean_exp(-log_u),
         log_u,
         torch.cat([r.acceptance for r in reverses]),

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ..data import load_dataset
+from ..inference.annealing import AnnealingSettings
 from ..report.plots import plt
 from ..training import TrainConfig
-from ..training.evaluate import Annealing
 from .harness import (
     at_least,
     measure_arguments,
@@ -72,7 +72,7 @@ def compare(
     out: str | Path = "runs/estimators",
     num_samples: int = 5000,
     max_images: int | None = None,
-    annealing: Annealing | None = None,
+    annealing: AnnealingSettings | None = None,
     **train_options: Any,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every estimator x beta (with ``annealing``, also by AIS); returns
@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         num_samples=args.num_samples,
         max_images=args.max_eval_images,
-        annealing=None if args.ais_steps is None else Annealing(steps=args.ais_steps),
+        annealing=None if args.ais_steps is None else AnnealingSettings(num_steps=args.ais_steps),
         data_dir=args.data_dir,
         hidden=tuple(args.hidden),
         z_dim=args.z_dim,

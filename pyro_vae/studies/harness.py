@@ -14,16 +14,16 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..data import ImageData
+from ..inference.annealing import AnnealingSettings
 from ..registry import Registry
 from ..training import TrainConfig, evaluate_run, read_config
-from ..training.evaluate import Annealing
+from ..training.evaluate import annealing_record
 from ..training.option_help import option_help
 from ..training.run_dir import CHECKPOINT, CONFIG, EVALUATION, SUMMARY
 from ..workflow import train
@@ -93,7 +93,7 @@ def evaluate_or_reuse(
 def ais_or_reuse(
     run_dir: Path,
     max_images: int | None,
-    annealing: Annealing,
+    annealing: AnnealingSettings,
     data: ImageData | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -101,11 +101,14 @@ def ais_or_reuse(
     the same images as its IS estimate; measured unless it was before."""
     path = Path(run_dir) / EVALUATION
     saved = json.loads(path.read_text()) if path.exists() else {}
-    wanted = {k: v for k, v in asdict(annealing).items() if k != "simulated"}
+    wanted = annealing_record(annealing, "ais")
+    # a block recorded before a setting was written was measured at its default
+    default = annealing_record(AnnealingSettings(), "ais")
     ais = saved.get("ais") or {}
-    if saved.get("max_images") == max_images and all(ais.get(k) == v for k, v in wanted.items()):
+    same = all(ais.get(k, default[k]) == v for k, v in wanted.items())
+    if saved.get("max_images") == max_images and same:
         return ais
-    announce(f"{run_dir}: test log p(x) by AIS, T={annealing.steps}")
+    announce(f"{run_dir}: test log p(x) by AIS, T={annealing.num_steps}")
     result = evaluate_run(
         run_dir, 0, "auto", max_images, data=data, progress=progress, method="ais",
         annealing=annealing,
@@ -118,7 +121,7 @@ def train_and_measure(
     data: ImageData,
     num_samples: int,
     max_images: int | None = None,
-    annealing: Annealing | None = None,
+    annealing: AnnealingSettings | None = None,
 ) -> dict[str, Any]:
     """Train (or reuse) the run ``config`` describes and measure it: the table fields every
     comparison shares (test log p(x) with K = ``num_samples`` and its SE, test -ELBO on the same

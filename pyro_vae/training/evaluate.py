@@ -18,7 +18,6 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import torch
 from ..data import ImageData
 from ..inference import active_units, evaluate_elbo, kl_per_dimension, log_likelihood
 from ..inference.ais import ais_log_likelihood, effective_sample_size
+from ..inference.annealing import AnnealingSettings
 from ..inference.bdmc import bdmc, simulate
 from ..model import JointVAE
 from .denormals import flushed_denormals
@@ -42,22 +42,19 @@ METHODS = ("is", "ais", "bdmc")
 COMPILE_FROM = 1_000_000
 
 
-@dataclass(frozen=True)
-class Annealing:
-    """AIS and BDMC settings: T annealing steps, chains per image, leapfrog steps per HMC
-    transition, where the chains start (q(z|x): ``guide``; p(z): ``prior``), and for BDMC how
-    many images to simulate from the model."""
-
-    steps: int = 500
-    chains: int = 8
-    leapfrog: int = 2
-    initial: str = "guide"
-    simulated: int = 100
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "chains", "leapfrog", "simulated"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+def annealing_record(settings: AnnealingSettings, method: str) -> dict[str, Any]:
+    """The settings as evaluation.json's block of ``method`` (ais, bdmc) records them: those
+    that change the estimate, under the names ``pyro-vae evaluate`` prints."""
+    record = {
+        "steps": settings.num_steps,
+        "chains": settings.chains,
+        "leapfrog": settings.leapfrog_steps,
+        "initial": settings.initial,
+        "schedule": settings.schedule,
+        "step_size": settings.step_size,
+        "target_accept": settings.target_accept,
+    }
+    return record | ({"simulated": settings.simulated} if method == "bdmc" else {})
 
 
 def evaluate_run(
@@ -69,12 +66,13 @@ def evaluate_run(
     progress: bool = True,
     data: ImageData | None = None,
     method: str = "is",
-    annealing: Annealing | None = None,
+    annealing: AnnealingSettings | None = None,
     compile: bool | None = None,
 ) -> dict[str, Any]:
-    """Test log p(x) by ``method`` (is: K = ``num_samples``, 0 skips it; ais; bdmc), -ELBO,
-    rate, distortion and active units; written to RUN_DIR/evaluation.json, keeping what an
-    earlier evaluation of the same epoch and images measured by another method, and returned.
+    """Test log p(x) by ``method`` (is: K = ``num_samples``, 0 skips it; ais; bdmc, with the
+    ``annealing`` settings, by default :class:`AnnealingSettings`'s), -ELBO, rate, distortion
+    and active units; written to RUN_DIR/evaluation.json, keeping what an earlier evaluation
+    of the same epoch and images measured by another method, and returned.
     ``compile``: importance sampling runs compiled chunks (None: when the images x K particles
     repay the compilation, see :data:`COMPILE_FROM`). Holds the run directory's lock
     throughout (a run still training is refused)."""
@@ -96,7 +94,7 @@ def evaluate_run(
             if run.config.autoencoder:
                 raise ValueError(f"--method {method} needs a VAE: an autoencoder has no q(z|x)")
             measure = _ais if method == "ais" else _bdmc
-            measured = {method: measure(run, x, annealing or Annealing(), seed, progress)}
+            measured = {method: measure(run, x, annealing or AnnealingSettings(), seed, progress)}
         pyro.set_rng_seed(seed)  # the same -ELBO whichever method ran before it
         result = {
             "run": str(run_dir),
@@ -178,24 +176,17 @@ def _importance_sampling(
 
 
 def _ais(
-    run: LoadedRun, x: torch.Tensor, settings: Annealing, seed: int, progress: bool
+    run: LoadedRun, x: torch.Tensor, settings: AnnealingSettings, seed: int, progress: bool
 ) -> dict[str, Any]:
     """AIS log p(x) of the test images: the mean, its standard error over images, the chains'
     effective sample size and the HMC acceptance rate."""
     t0 = time.perf_counter()
     result = ais_log_likelihood(
-        run.vae.model,
-        run.vae.guide,
-        x,
-        settings.steps,
-        settings.chains,
-        settings.leapfrog,
-        initial=settings.initial,
-        progress=progress,
+        run.vae.model, run.vae.guide, x, **settings.run_options(), progress=progress
     )
     seconds = time.perf_counter() - t0
     return {
-        **{k: v for k, v in asdict(settings).items() if k != "simulated"},
+        **annealing_record(settings, "ais"),
         "seed": seed,
         "test_log_likelihood": result.mean,
         "test_log_likelihood_stderr": _monte_carlo_stderr(result.log_weights),
@@ -207,7 +198,7 @@ def _ais(
 
 
 def _bdmc(
-    run: LoadedRun, x: torch.Tensor, settings: Annealing, seed: int, progress: bool
+    run: LoadedRun, x: torch.Tensor, settings: AnnealingSettings, seed: int, progress: bool
 ) -> dict[str, Any]:
     """BDMC on ``settings.simulated`` images simulated from the trained model (rows shaped as
     the test images): the mean lower and upper bounds and the mean gap between them."""
@@ -218,15 +209,12 @@ def _bdmc(
         run.vae.guide,
         simulated,
         latents,
-        settings.steps,
-        settings.chains,
-        settings.leapfrog,
-        initial=settings.initial,
+        **settings.run_options(),
         progress=progress,
     )
     seconds = time.perf_counter() - t0
     return {
-        **asdict(settings),
+        **annealing_record(settings, "bdmc"),
         "seed": seed,
         "lower": result.mean_lower,
         "upper": result.mean_upper,
