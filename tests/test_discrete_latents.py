@@ -22,14 +22,14 @@ import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
-from pyro_vae.checks.reference_discrete import (
+from pyro_vae.checks.reference_class_variable import (
     labelled_objective,
     reference_class_loss,
     reference_score_surrogate,
     unlabelled_objective,
 )
 from pyro_vae.inference.score_function import ScoreFunctionELBO
-from pyro_vae.model.discrete import (
+from pyro_vae.model.class_variable import (
     JointVAE,
     SemiSupervisedVAE,
     build_joint_vae,

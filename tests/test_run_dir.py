@@ -28,8 +28,8 @@ from pyro_vae.training.checkpoint import (
 )
 from pyro_vae.training.files import recover_directory, replace_directory
 from pyro_vae.training.options import ConfigError
-from pyro_vae.training.run_lock import LOCK_NAME, RunInUse, RunLock
 from pyro_vae.training.position import Position
+from pyro_vae.training.run_lock import LOCK_NAME, RunInUse, RunLock
 from pyro_vae.training.stops import non_finite_message
 
 # --- the lock ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..model.discrete import classifier_network
+from ..model.class_variable import classifier_network
 
 
 def train_labelled_only(

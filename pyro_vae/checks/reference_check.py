@@ -10,7 +10,7 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 from torch import nn
 
-from ..model.discrete import JointVAE
+from ..model.class_variable import JointVAE
 from ..model.invariant import InvariantVAE
 from .reference_densities import LOG_LIKELIHOODS, LOG_PRIORS
 from .reference_guides import GUIDE_SAMPLES

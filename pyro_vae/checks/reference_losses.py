@@ -23,11 +23,11 @@ from torch import nn
 
 from ..inference.kl_shaping import CapacityELBO, FreeBitsELBO
 from ..inference.sync_free import MeanFieldELBO, MonteCarloELBO
-from ..model.discrete import JointVAE
+from ..model.class_variable import JointVAE
 from .reference_bounds import reference_iwae as reference_iwae
 from .reference_bounds import reference_iwae_gradients as reference_iwae_gradients
+from .reference_class_variable import reference_class_loss
 from .reference_densities import ANALYTIC_KLS, LOG_PRIORS, normal_kl_per_dimension
-from .reference_discrete import reference_class_loss
 from .reference_weights import is_two_layer, sample_and_decode, two_layer_log_weights
 from .references import MissingReference as MissingReference
 from .references import (
@@ -138,7 +138,7 @@ register_no_reference(
     TraceEnum_ELBO,
     TraceGraph_ELBO,
     reason="it is for a model with a discrete site, whose own reference checks it (a class "
-    "variable: reference_discrete; the invariant model's turns: reference_invariant)",
+    "variable: reference_class_variable; the invariant model's turns: reference_invariant)",
 )
 
 
@@ -161,7 +161,7 @@ def reference_loss(vae: nn.Module, elbo: object, x: torch.Tensor, z: torch.Tenso
     and the rest of its family (:mod:`pyro_vae.checks.reference_bounds`), free bits or
     capacity for the KL-shaping objectives; :class:`MissingReference` for a class with none.
     For a model with a class variable ``z`` is all the guide drew, and the reference is
-    :func:`~pyro_vae.checks.reference_discrete.reference_class_loss`, whatever the estimator.
+    :func:`~pyro_vae.checks.reference_class_variable.reference_class_loss`, whatever the estimator.
     """
     if isinstance(vae, JointVAE):  # a class variable: the draws are (y, z[, z_labelled])
         return reference_class_loss(vae, x, z)

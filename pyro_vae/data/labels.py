@@ -2,7 +2,7 @@
 
 A labelled training image carries its one-hot class; every other row (the rest of the
 training set, and the whole test set) carries zeros, which the semi-supervised VAE reads as
-"no label" (:class:`pyro_vae.model.discrete.SemiSupervisedVAE`). The labelled images are
+"no label" (:class:`pyro_vae.model.class_variable.SemiSupervisedVAE`). The labelled images are
 chosen class-balanced (the same number of each class) by a seeded draw, so a run's labels
 are the same every time for the same seed.
 """

@@ -14,7 +14,7 @@ With q = q(z|x), the per-image evidence lower bound is
 - ``enum`` -> :class:`pyro.infer.TraceEnum_ELBO`: a discrete guide site marked for
   enumeration is summed out exactly; ``score-function`` ->
   :class:`pyro_vae.inference.score_function.ScoreFunctionELBO` (``TraceGraph_ELBO``): REINFORCE
-  with baselines. Both are for models with a class variable (:mod:`pyro_vae.model.discrete`).
+  with baselines. Both are for models with a class variable (:mod:`pyro_vae.model.class_variable`).
 - ``free-bits`` and ``capacity`` -> :mod:`pyro_vae.inference.kl_shaping`: the KL term
   reshaped against posterior collapse (a floor per latent dimension; a target rate C).
 - ``renyi``, ``miwae``, ``piwae``, ``ciwae`` -> :mod:`pyro_vae.inference.bounds`: the rest of

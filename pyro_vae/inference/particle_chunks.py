@@ -8,10 +8,10 @@ every element-wise pass over it is a trip to memory, and a chunk of 100 images x
 (157 MB of logits) made those passes cost as much as the products.
 
 With ``compile`` the chunk is captured once per shape as an ATen graph and compiled
-(:mod:`pyro_vae.inference.graph_compiler`): the likelihood, the prior and posterior densities and both
-log-sum-exps fuse into loops around the decoder's products, and Pyro's per-call machinery runs
-once instead of once per chunk. The random draws use the eager kernels, so the compiled and the
-eager chunk see the same noise for the same seed and give the same estimate.
+(:mod:`pyro_vae.inference.graph_compiler`): the likelihood, the prior and posterior densities
+and both log-sum-exps fuse into loops around the decoder's products, and Pyro's per-call
+machinery runs once instead of once per chunk. The random draws use the eager kernels, so the
+compiled and the eager chunk see the same noise for the same seed and give the same estimate.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ variants (conditional, two stochastic layers, the plain autoencoder, a class var
 joint and semi-supervised; the pose-invariant VAE), and the builders."""
 
 from .build import MODELS, build_model, build_vae
+from .class_variable import JointVAE, SemiSupervisedVAE
 from .conditional import ConditionalVAE
-from .discrete import JointVAE, SemiSupervisedVAE
 from .discrete_sites import DISCRETE_SITES
 from .guides import GUIDES, Guide
 from .invariant import InvariantVAE, build_invariant_vae

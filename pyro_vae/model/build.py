@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 
 from ..registry import Registry, takes
+from .class_variable import build_joint_vae, build_semi_supervised_vae
 from .conditional import ConditionalVAE
-from .discrete import build_joint_vae, build_semi_supervised_vae
 from .guides import GUIDES
 from .invariant import build_invariant_vae
 from .likelihoods import LIKELIHOODS

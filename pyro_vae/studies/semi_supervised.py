@@ -35,7 +35,7 @@ LABELS = (100, 600, 1000)
 SEEDS = (0, 1, 2)
 LATE_EPOCHS = 5
 # With beta = 1 the decoder ignores y and the unlabelled images teach q(y|x) nothing (M2 tied
-# the labelled-only classifier); a dearer z moves the class into y (docs/discrete.md).
+# the labelled-only classifier); a dearer z moves the class into y (docs/class_variable.md).
 BETA = 3.0
 
 
@@ -150,7 +150,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--beta", type=at_least(0, float), default=BETA,
         help="M2's weight on z's KL: above 1, z costs more than the class, so the class "
-        "carries the digit (docs/discrete.md)",
+        "carries the digit (docs/class_variable.md)",
     )  # fmt: skip
     p.add_argument(
         "--hidden", type=at_least(1), nargs="+", default=[400], metavar="N",

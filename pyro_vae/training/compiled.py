@@ -1,9 +1,9 @@
 """A compiled SVI step for a Pyro model: trace the program once, run a fused graph after.
 
 The loss *and its gradient* are captured once as an ATen graph, with the module's parameters,
-the batch and beta as inputs (:mod:`pyro_vae.inference.graph_compiler`: the forward pass, the sampling
-noise, the densities, the backward pass), TorchInductor compiles it, and each step calls the
-compiled graph and hands its gradients to the optimizer.
+the batch and beta as inputs (:mod:`pyro_vae.inference.graph_compiler`: the forward pass, the
+sampling noise, the densities, the backward pass), TorchInductor compiles it, and each step calls
+the compiled graph and hands its gradients to the optimizer.
 
 The loss must be sync-free (:mod:`pyro_vae.inference.sync_free`); beta is a graph input, so a
 KL warm-up does not retrace; one graph is built per batch shape (the last, smaller batch of an

@@ -35,8 +35,8 @@ from .denormals import flushed_denormals
 from .devices import synchronize
 from .metrics import EpochEvaluation, summarize
 from .observers import Observer
-from .run_dir import RunDirectory, RunDirectoryError
 from .position import Position, rng_state, set_rng_state
+from .run_dir import RunDirectory, RunDirectoryError
 from .stops import NonFiniteLoss, TrainingInterrupted, non_finite_message, stop_requests
 
 # How often the loss is checked for NaN/inf: every step on CPU (a free check there); on a GPU

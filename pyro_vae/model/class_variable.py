@@ -364,7 +364,7 @@ def build_semi_supervised_vae(
     ``classifier_weight * labelled_share`` with ``labelled_share`` = N / (labelled training
     images). The paper's 0.1 N suits its thousands of epochs; in 25 epochs on mnist-sample
     with 100 labels, 0.1 left q(y|x) at 53-65% test error, 1 drifted from 25% to 37%, 10
-    held 24% (``docs/discrete.md``). Options as for :func:`build_joint_vae`."""
+    held 24% (``docs/class_variable.md``). Options as for :func:`build_joint_vae`."""
     if classifier_weight < 0:
         raise ValueError(f"the classifier weight must be >= 0, got {classifier_weight}")
     parts = _class_parts(

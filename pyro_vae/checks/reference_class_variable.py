@@ -1,4 +1,4 @@
-"""Hand-written losses of the class-latent VAEs (:mod:`pyro_vae.model.discrete`), in plain
+"""Hand-written losses of the class-latent VAEs (:mod:`pyro_vae.model.class_variable`), in plain
 torch: an explicit sum over the K classes, no Pyro.
 
 With q_k = q(y = k | x), z_k = loc(x, k) + scale(x, k) * eps_k, and
