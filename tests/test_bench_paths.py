@@ -228,7 +228,7 @@ def test_the_iwae_options_reach_the_pyro_vae_and_hand_written_paths():
 
     opts = _opts(estimator="iwae", particles=3, grad="dreg")
     pyro_vae = PATHS["pyro-vae"][1](_tiny_data(), opts)
-    objective = pyro_vae.trainer.parts.objective
+    objective = pyro_vae.trainer.parts.estimator
     assert isinstance(objective, IWAE) and objective.num_particles == 3
     assert objective.grad == "dreg" and pyro_vae.samples_per_image == 3
     by_hand = PATHS["hand-written"][1](_tiny_data(), opts).model

@@ -84,7 +84,7 @@ def _one_process_on_the_combined_batch(data_file, out) -> dict[str, torch.Tensor
         parts.optimizer.zero_grad(set_to_none=True)
         for rank, x in enumerate(shards):
             torch.set_rng_state(streams[rank])
-            parts.elbo.differentiable_loss(t.vae.model, t.vae.guide, x).backward()
+            parts.step_estimator.differentiable_loss(t.vae.model, t.vae.guide, x).backward()
             streams[rank] = torch.get_rng_state()
         parts.optimizer.step()
     return t.vae.state_dict()

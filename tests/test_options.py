@@ -97,7 +97,7 @@ def test_iwae_without_particles_takes_its_own_default(tmp_path, mnist_sample):
     config = TrainConfig(estimator="iwae", epochs=1, hidden=(8,), z_dim=2, out=str(tmp_path))
     assert config.particles is None and config.grad == "standard"
     parts = assemble(config, mnist_sample)
-    assert parts.elbo.num_particles == 5
+    assert parts.step_estimator.num_particles == 5
     explicit = TrainConfig(estimator="iwae", particles=1, out=str(tmp_path))
     assert explicit.particles == 1  # K = 1 when asked for
 

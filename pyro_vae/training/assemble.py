@@ -41,8 +41,8 @@ class Assembly:
     data: ImageData
     binarizer: Binarizer
     vae: VAE
-    objective: ELBO  # the estimator as chosen (Pyro's TraceMeanField_ELBO, say)
-    elbo: ELBO  # its sync-free twin, which the step runs: no host synchronisation inside
+    estimator: ELBO  # the estimator as chosen (Pyro's TraceMeanField_ELBO, say)
+    step_estimator: ELBO  # its sync-free twin, which the step runs: no host synchronisation
     compiled: CompiledStep | None
     optimizer: torch.optim.Optimizer
     schedules: list[Schedule]
@@ -104,12 +104,14 @@ def assemble(config: TrainConfig, data: ImageData | None = None) -> Assembly:
                 f"of {global_batch}: lower --batch-size"
             )
     _set_precision(config, device)
-    objective = ESTIMATORS.create(config.estimator, **config.estimator_options())
-    elbo = sync_free(objective)
+    estimator = ESTIMATORS.create(config.estimator, **config.estimator_options())
+    step_estimator = sync_free(estimator)
     if config.cuda_graphs and device.type != "cuda":
         raise ConfigError(f"--cuda-graphs needs a CUDA device; this run is on {device}")
     compiled = (
-        CompiledStep(vae, elbo, cuda_graphs=bool(config.cuda_graphs)) if config.compile else None
+        CompiledStep(vae, step_estimator, cuda_graphs=bool(config.cuda_graphs))
+        if config.compile
+        else None
     )
     return Assembly(
         config=config,
@@ -118,11 +120,11 @@ def assemble(config: TrainConfig, data: ImageData | None = None) -> Assembly:
         data=data,
         binarizer=binarizer,
         vae=vae,
-        objective=objective,
-        elbo=elbo,
+        estimator=estimator,
+        step_estimator=step_estimator,
         compiled=compiled,
         optimizer=make_optimizer(vae.parameters(), config.lr),
-        schedules=_schedules(config, vae, elbo, steps_per_epoch),
+        schedules=_schedules(config, vae, step_estimator, steps_per_epoch),
         steps_per_epoch=steps_per_epoch,
         global_batch=global_batch,
     )
@@ -136,7 +138,9 @@ def _set_precision(config: TrainConfig, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def _schedules(config: TrainConfig, vae: VAE, elbo: ELBO, steps_per_epoch: int) -> list[Schedule]:
+def _schedules(
+    config: TrainConfig, vae: VAE, estimator: ELBO, steps_per_epoch: int
+) -> list[Schedule]:
     """KL warm-up sets beta; capacity annealing sets the capacity objective's C; the
     relaxed class site's temperature falls from ``--temperature`` to its floor."""
 
@@ -150,7 +154,7 @@ def _schedules(config: TrainConfig, vae: VAE, elbo: ELBO, steps_per_epoch: int) 
     if config.capacity_epochs is not None:
 
         def set_capacity(value: float) -> None:
-            elbo.capacity = value
+            estimator.capacity = value
 
         ramp = LinearRamp(config.capacity, steps(config.capacity_epochs))
         schedules.append(Schedule(ramp, set_capacity))

@@ -50,7 +50,7 @@ def _model(trainer: StartingTrainer) -> str:
 def _objective(trainer: StartingTrainer) -> str:
     c, steps = trainer.config, trainer.parts.steps_per_epoch
     options = ", ".join(f"{k} {v}" for k, v in c.estimator_options().items())
-    estimator = f"estimator {c.estimator} ({type(trainer.parts.objective).__name__}"
+    estimator = f"estimator {c.estimator} ({type(trainer.parts.estimator).__name__}"
     estimator += f"; {options})" if options else ")"
     if c.autoencoder:
         beta = "no KL term"

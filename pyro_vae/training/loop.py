@@ -93,7 +93,9 @@ class Trainer:
             schedule.update(0)
         x0 = self.parts.binarizer.train_x()[: self.config.batch_size]
         with param_store.off():
-            p, r = check_against_reference(self.vae, self.parts.elbo, x0, step=self.parts.compiled)
+            p, r = check_against_reference(
+                self.vae, self.parts.step_estimator, x0, step=self.parts.compiled
+            )
         return {"pyro_loss": p, "reference_loss": r, "batch_size": int(x0.shape[0])}
 
     def _epoch_rng(self) -> dict[str, torch.Tensor]:
@@ -255,7 +257,7 @@ class Trainer:
         else:
             bf16 = self.config.precision == "bf16"
             with torch.autocast(parts.device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = parts.elbo.differentiable_loss(self.vae.model, self.vae.guide, x)
+                loss = parts.step_estimator.differentiable_loss(self.vae.model, self.vae.guide, x)
             parts.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         self.cluster.sum_gradients(self.params)
