@@ -179,6 +179,31 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
 
 
+def test_python_and_the_command_line_resume_by_one_decision(tmp_path, small_data):
+    """pyro_vae.train(out=..., resume=True) continues the run with its own options, as
+    pyro-vae train --resume does (one function makes both configs), and both refuse a changed
+    option, or a directory with no run, in the same words."""
+    from pyro_vae.cli import parser, train_config
+    from pyro_vae.training import ConfigError, RunDirectoryError
+    from pyro_vae.training.run import resumed_config
+
+    out = str(tmp_path / "run")
+    train(_config(tmp_path, epochs=1, lr=0.002, z_dim=3), small_data)
+    flags = ["train", "--resume", "--out", out, "--no-progress"]
+    from_flags = train_config(parser().parse_args([*flags, "--epochs", "2"]))
+    assert from_flags == resumed_config({"out": out, "epochs": 2, "progress": False})
+    assert (from_flags.lr, from_flags.z_dim, from_flags.epochs) == (0.002, 3, 2)
+    refused = "a resumed run keeps its options; these differ from the run's: --z-dim, --lr"
+    with pytest.raises(ConfigError, match=refused):
+        train_config(parser().parse_args([*flags, "--lr", "0.01", "--z-dim", "4"]))
+    with pytest.raises(ConfigError, match=refused):
+        train(data=small_data, out=out, resume=True, lr=0.01, z_dim=4)
+    with pytest.raises(RunDirectoryError, match="cannot resume: .* is not a run directory"):
+        train(data=small_data, out=str(tmp_path / "nothing"), resume=True)
+    resumed = train(data=small_data, out=out, resume=True, epochs=2, progress=False, z_dim=3)
+    assert [r["epoch"] for r in resumed.metrics] == [1, 2]
+
+
 def test_resume_in_process_extends_a_finished_run(tmp_path, small_data):
     """--epochs may grow on resume: 2 epochs + 1 more = 3 epochs straight."""
     straight = train(_config(tmp_path / "straight", epochs=3), small_data)

@@ -11,7 +11,6 @@ checkpoint and exit with 130/143.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import signal
@@ -37,6 +36,7 @@ from ..training.banner import reference_line
 from ..training.distributed import leave_worker_process
 from ..training.files import atomic_write
 from ..training.option_help import option_help
+from ..training.run import resumed_config
 from ..training.run_dir import (
     FIGURES,
     METRICS,
@@ -94,7 +94,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The config the flags describe; with ``--resume``, the run's own, with the options that
-    may change on resume (``--epochs``, ``--device``, ...) taken from the flags."""
+    may change on resume (``--epochs``, ``--device``, ...) taken from the flags
+    (:func:`~pyro_vae.training.run.resumed_config`)."""
     given = {name: getattr(args, name) for name in options() if getattr(args, name) is not None}
     if not args.resume:
         config = TrainConfig(**given)
@@ -102,24 +103,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
             if getattr(config, name) is None:
                 raise ConfigError(config.why_not(name))
         return config
-    out = Path(given.get("out", TrainConfig.out))
-    try:
-        saved = read_config(out)
-    except ValueError as err:
-        raise ValueError(f"cannot resume: {err}") from None
-    changed = [
-        k for k in given if not options()[k].resumable and _as_saved(given[k]) != getattr(saved, k)
-    ]
-    if changed:
-        raise ValueError(
-            "a resumed run keeps its options; these differ from the run's: "
-            + ", ".join(flag_of(k) for k in changed)
-        )
-    return dataclasses.replace(saved, **given)
-
-
-def _as_saved(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
+    return resumed_config(given)  # whether and how it may resume is the training layer's
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -6,23 +6,32 @@ checked and the first batch has passed the reference check: a bad ``--seed`` or 
 a Bernoulli likelihood leaves an old run untouched even with ``overwrite`` (and a directory
 made for a run that fails these checks is removed again). The run holds the directory's lock
 (:meth:`RunDirectory.lock`) from its first look at it to its last file, figures included.
+
+Whether a run may resume is decided here, for ``pyro-vae train --resume`` and
+``pyro_vae.train(..., resume=True)`` alike: :func:`resumed_config` makes the config a resumed
+run continues with from the options asked for, and :func:`check_resumable` holds it against
+the checkpoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..data import ImageData
 from ..model import VAE
 from .assemble import assemble
 from .distributed import launched_rank
+from .load import read_config
 from .loop import Trainer
 from .metrics import metric_fields
 from .observers import MetricsCSV, Observer, Progress
-from .options import ConfigError, TrainConfig
+from .options import ConfigError, TrainConfig, options
 from .run_dir import RunDirectory, RunDirectoryError
+from .schema import flag_of
 from .tensorboard import TensorBoardLog
 
 
@@ -33,8 +42,39 @@ class TrainResult:
     metrics: list[dict[str, float]] = field(default_factory=list)
 
 
+def resumed_config(given: Mapping[str, Any]) -> TrainConfig:
+    """The config a resumed run continues with: the run's own (its config.json, in
+    ``given["out"]`` or the default run directory), with the options that may change on resume
+    (the ``resumable`` ones: ``epochs``, ``device``, ...) taken from ``given``. Any other option
+    given must have the run's value: a resumed run keeps its options."""
+    out = Path(given.get("out", TrainConfig.out))
+    try:
+        saved = read_config(out)
+    except ValueError as err:
+        raise RunDirectoryError(f"cannot resume: {err}") from None
+    unknown = sorted(set(given) - set(options()))
+    if unknown:
+        raise TypeError(f"no training option {', '.join(map(repr, unknown))}")
+    changed = [  # in the order the options are declared
+        k
+        for k, opt in options().items()
+        if k in given and not opt.resumable and _as_saved(given[k]) != getattr(saved, k)
+    ]
+    if changed:
+        raise ConfigError(
+            "a resumed run keeps its options; these differ from the run's: "
+            + ", ".join(flag_of(k) for k in changed)
+        )
+    return dataclasses.replace(saved, **given)
+
+
+def _as_saved(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
 def check_resumable(config: TrainConfig, state: dict[str, Any]) -> None:
-    """A run continues only with the options it was started with (``epochs`` may grow)."""
+    """A run continues only with the options it was started with (``epochs`` may grow): the
+    config against the one its checkpoint ``state`` was made with."""
     try:
         saved = TrainConfig.from_dict(state["config"])
     except (ValueError, TypeError) as err:
