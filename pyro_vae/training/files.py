@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -59,6 +60,18 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode())
 
 
+def make_directory(parent: Path, prefix: str, suffix: str) -> Path:
+    """A new directory of a unique name in ``parent``, with the usual permissions: 0o777 less
+    the umask, as ``mkdir`` gives (``tempfile.mkdtemp`` makes 0700)."""
+    while True:
+        directory = Path(parent) / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            directory.mkdir(0o777)
+        except FileExistsError:
+            continue
+        return directory
+
+
 def replace_directory(path: Path, fill: Callable[[Path], None]) -> None:
     """Replace the directory ``path`` by a new one that ``fill(new_dir)`` writes.
 
@@ -68,7 +81,7 @@ def replace_directory(path: Path, fill: Callable[[Path], None]) -> None:
     directory under ``.NAME.old`` where :func:`recover_directory` puts it back.
     """
     path = Path(path)
-    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new"))
+    staging = make_directory(path.parent, f".{path.name}.", ".new")
     try:
         fill(staging)
         for f in staging.iterdir():
