@@ -4,15 +4,19 @@
 once there; this module only turns them into argparse flags. Errors a user can fix (a
 mistyped name, a value out of range, an option that does not apply, missing data, a run
 directory in the way) print one line and exit with status 2 before anything starts;
-``--debug`` shows the traceback instead. A non-finite loss exits with 3; SIGINT/SIGTERM save a
-checkpoint and exit with 130/143.
+``--debug`` shows the traceback instead. A non-finite loss exits with 3; a file of the run
+that cannot be written (no space left, a file-size limit) exits with 4, naming the file, what
+is left whole and the command that finishes the job; SIGINT/SIGTERM save a checkpoint and exit
+with 130/143.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -34,10 +38,11 @@ from ..training import (
 )
 from ..training.banner import reference_line
 from ..training.distributed import leave_worker_process
-from ..training.files import atomic_write
+from ..training.files import RunFileError, atomic_write
 from ..training.option_help import option_help
 from ..training.run import resumed_config
 from ..training.run_dir import (
+    CHECKPOINT,
     FIGURES,
     METRICS,
     SAMPLES,
@@ -47,7 +52,7 @@ from ..training.schema import ConfigError, Option, flag_of
 from .evaluate import add_evaluate, check_seed, evaluate
 from .help import CommandParser, shown
 
-EXIT_USAGE, EXIT_NON_FINITE = 2, 3
+EXIT_USAGE, EXIT_NON_FINITE, EXIT_NOT_WRITTEN = 2, 3, 4
 MAX_SAMPLES = 10_000  # a 100 x 100 grid; more is a job for the Python API
 
 
@@ -261,6 +266,36 @@ def _stopped(args: argparse.Namespace, signum: int) -> str:
     )
 
 
+ONCE = {
+    errno.ENOSPC: "once there is space",
+    errno.EDQUOT: "once the disk quota allows it",
+    errno.EFBIG: "once the file-size limit allows it",
+}
+
+
+def _not_written(args: argparse.Namespace, argv: Sequence[str], err: RunFileError) -> str:
+    """Which file could not be written, what is left whole, and the command that finishes
+    the job (two lines)."""
+    path, name = Path(err.filename), errno.errorcode.get(err.errno or 0)
+    why = f"{err.strerror} ({name})" if name else str(err.strerror)
+    if args.command != "train":
+        todo = "run the command again: " + shlex.join(["pyro-vae", *argv])
+    else:
+        run_dir = Path(args.out or TrainConfig.out)
+        out = shlex.quote(str(run_dir))
+        if run_dir / FIGURES in (path, path.parent):  # the training is done, and kept
+            todo = f"draw the figures: pyro-vae report {out} --refresh-figures"
+        elif (run_dir / CHECKPOINT).exists():
+            todo = f"continue the run: pyro-vae train --resume --out {out}"
+        else:
+            again = [*argv, *([] if "--overwrite" in argv else ["--overwrite"])]
+            todo = "start the run again (it had no checkpoint yet): " + shlex.join(
+                ["pyro-vae", *again]
+            )
+    once = ONCE.get(err.errno or 0, "once it can be written")
+    return f"could not write {str(path)!r}: {why}\npyro-vae: {err.kept}; {once}, {todo}"
+
+
 class _ToStderr(logging.Handler):
     """The package's warnings as 'pyro-vae: ...' lines on the stderr of the moment."""
 
@@ -276,6 +311,7 @@ def _log_to_stderr() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
     _log_to_stderr()
     try:
@@ -289,6 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingInterrupted as stop:
         print(f"pyro-vae: {_one_line(stop)}", file=sys.stderr)
         return 128 + stop.signum
+    except RunFileError as err:
+        if args.debug:
+            raise
+        print(f"pyro-vae: error: {_not_written(args, argv, err)}", file=sys.stderr)
+        return EXIT_NOT_WRITTEN
     except (ValueError, ReferenceMismatch, OSError) as err:
         if args.debug:
             raise

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .files import atomic_write
+from .files import RunFileError, atomic_write
 
 DIGEST_KEY = "sha256"
 FORMAT_KEY, FORMAT = "format", 2  # 0.2.0 wrote checkpoints with neither key
@@ -81,10 +81,14 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
         keep = path.with_name(f".{path.name}.keep.tmp")
         keep.unlink(missing_ok=True)
         try:
-            os.link(path, keep)
-        except OSError:  # a file system without hard links
-            shutil.copy2(path, keep)
-        os.replace(keep, previous_path(path))
+            try:
+                os.link(path, keep)
+            except OSError:  # a file system without hard links
+                shutil.copy2(path, keep)
+            os.replace(keep, previous_path(path))
+        except OSError as err:  # no room for the copy: both checkpoints are as they were
+            keep.unlink(missing_ok=True)
+            raise RunFileError.of(err, previous_path(path)) from err
     atomic_write(path, lambda f: torch.save(state, f))
 
 

@@ -6,6 +6,10 @@ atomic on POSIX file systems, so a crash at any moment leaves either the previou
 new one, whole, and at most a hidden ``.NAME.*.tmp`` that the next writer removes. A set of
 files that must change together (the figures) is drawn into a hidden directory and swapped in
 (:func:`replace_directory`).
+
+A write that fails (no space left, a file-size limit, a quota, an I/O error) raises
+:class:`RunFileError`, which names the file and says what is left of it; the command line
+reports it with its own exit status.
 """
 
 from __future__ import annotations
@@ -17,10 +21,49 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+class RunFileError(OSError):
+    """A file could not be written. ``filename`` is its path; ``kept`` says what is left
+    (for a file written atomically: the previous one, whole). Made by :meth:`of`."""
+
+    kept: str = ""
+
+    @classmethod
+    def of(cls, err: OSError, path: Path, kept: str | None = None) -> RunFileError:
+        """``err`` (a failed write) as the error of the file ``path``."""
+        new = cls(err.errno, err.strerror or str(err), str(path))
+        new.kept = kept or _kept(Path(path), "", "a file is replaced only once written whole")
+        return new
+
+
+def _kept(path: Path, slash: str, why: str) -> str:
+    """What a failed write left of ``path``: the old one, or nothing."""
+    name = path.name + slash
+    return f"{name} is as it was before ({why})" if path.exists() else f"no part of {name} is left"
+
+
+class _Recorded:
+    """A file that remembers the OSError of a failed write: some writers (``torch.save``)
+    turn it into another exception."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
 
 
 def _fsync_directory(path: Path) -> None:
@@ -34,16 +77,26 @@ def _fsync_directory(path: Path) -> None:
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``path`` through ``write(file)`` so that readers never see a partial file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise RunFileError.of(err, path) from err
+    recorded = None
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            recorded = _Recorded(f)
+            write(cast(IO[bytes], recorded))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        failed = recorded.error if recorded is not None else None
+        if isinstance(err, OSError):
+            failed = failed or err
+        if failed is not None and isinstance(err, Exception):
+            raise RunFileError.of(failed, path) from err
         raise
     _fsync_directory(path.parent)
 
@@ -81,14 +134,22 @@ def replace_directory(path: Path, fill: Callable[[Path], None]) -> None:
     directory under ``.NAME.old`` where :func:`recover_directory` puts it back.
     """
     path = Path(path)
-    staging = make_directory(path.parent, f".{path.name}.", ".new")
+    kept = _kept(path, "/", "its files are swapped in only as a whole set")
+    try:
+        staging = make_directory(path.parent, f".{path.name}.", ".new")
+    except OSError as err:
+        raise RunFileError.of(err, path, kept) from err
     try:
         fill(staging)
         for f in staging.iterdir():
             with open(f, "rb") as handle:
                 os.fsync(handle.fileno())
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, OSError):  # named as the file it was to become
+            name = Path(err.filename).name if err.filename else None
+            inside = name and Path(err.filename).parent == staging
+            raise RunFileError.of(err, path / name if inside else path, kept) from err
         raise
     old = path.parent / f".{path.name}.old"
     shutil.rmtree(old, ignore_errors=True)

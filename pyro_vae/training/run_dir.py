@@ -38,6 +38,7 @@ from typing import Any
 
 from .checkpoint import CheckpointError, load_checkpoint, previous_path, save_checkpoint
 from .files import (
+    RunFileError,
     atomic_write,
     recover_directory,
     remove_temporaries,
@@ -90,21 +91,37 @@ class RunDirectoryError(ValueError):
 
 
 class MetricsLog:
-    """Appends one CSV row per epoch and flushes it, so a killed run keeps its history."""
+    """Appends one CSV row per epoch and flushes it, so a killed run keeps its history. A row
+    that cannot be written whole is cut off again (:class:`RunFileError`)."""
 
     def __init__(self, path: Path, fields: list[str]) -> None:
         self.path = Path(path)
         self.fields = fields
         new = not self.path.exists() or self.path.stat().st_size == 0
-        self._file = open(self.path, "a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=fields)
+        try:
+            self._file = open(self.path, "ab", buffering=0)
+        except OSError as err:
+            raise RunFileError.of(err, self.path) from err
         if new:
-            self._writer.writeheader()
+            self._write(dict(zip(fields, fields, strict=True)))
 
     def append(self, row: Mapping[str, Any]) -> None:
-        self._writer.writerow({k: row.get(k, "") for k in self.fields})
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        self._write({k: row.get(k, "") for k in self.fields})
+
+    def _write(self, row: Mapping[str, Any]) -> None:
+        line = io.StringIO(newline="")
+        csv.DictWriter(line, fieldnames=self.fields).writerow(row)
+        data = memoryview(line.getvalue().encode())
+        fd = self._file.fileno()
+        size = os.fstat(fd).st_size
+        try:
+            while data:
+                data = data[self._file.write(data) :]
+            os.fsync(fd)
+        except OSError as err:
+            os.ftruncate(fd, size)
+            kept = f"{self.path.name} ends at its last whole row"
+            raise RunFileError.of(err, self.path, kept) from err
 
     def close(self) -> None:
         self._file.close()

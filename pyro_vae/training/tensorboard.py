@@ -8,16 +8,24 @@ reconstructions of test images and samples from the prior after the first epoch,
 final test -ELBO and (once ``pyro-vae evaluate`` has run) the test log p(x) as its metrics.
 The x axis is the epoch. A resumed run appends to the same directory and tells TensorBoard to
 drop any points past its checkpoint (``purge_step``), so a curve never doubles back.
+
+The writer appends to its event file from a thread of its own; an error there (no space left)
+is kept by the writer and raised again in the training thread at its next write or flush,
+where it becomes a :class:`RunFileError` naming the file. The thread itself prints nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .files import RunFileError
 from .observers import CallingTrainer, Observer
 from .options import options
 from .run_dir import TENSORBOARD
@@ -47,6 +55,27 @@ MISSING = (
 )
 
 
+KEPT = "the TensorBoard log keeps what was written before (TensorBoard skips a cut-off record)"
+Hook = Callable[[threading.ExceptHookArgs], object]
+
+
+def _quiet_kept_errors(previous: Hook) -> Hook:
+    """A thread exception hook that prints nothing for an error its thread keeps for another
+    to raise (the writer thread's ``exception``), and hands anything else to ``previous``."""
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if getattr(args.thread, "exception", None) is not args.exc_value:
+            previous(args)
+
+    return hook
+
+
+@functools.cache
+def _quiet_writer_threads() -> None:
+    """Install :func:`_quiet_kept_errors` once (a hook installed later keeps its place)."""
+    threading.excepthook = _quiet_kept_errors(threading.excepthook)
+
+
 def summary_writer(directory: Path, purge_step: int | None = None) -> Any | None:
     """A SummaryWriter on ``directory``, or None (and one warning) without ``tensorboard``."""
     try:
@@ -54,7 +83,22 @@ def summary_writer(directory: Path, purge_step: int | None = None) -> Any | None
     except ImportError:
         log.warning(MISSING)
         return None
-    return SummaryWriter(str(directory), purge_step=purge_step)
+    _quiet_writer_threads()
+    try:
+        return SummaryWriter(str(directory), purge_step=purge_step)
+    except OSError as err:
+        raise RunFileError.of(err, directory, KEPT) from err
+
+
+def writing(writer: Any, directory: Path, write: Callable[[Any], None]) -> None:
+    """``write(writer)``; an error of the writer's thread, raised again here, as the
+    :class:`RunFileError` of its event file."""
+    try:
+        write(writer)
+    except OSError as err:
+        file_writer = getattr(writer, "file_writer", None)
+        path = getattr(getattr(file_writer, "event_writer", None), "_file_name", directory)
+        raise RunFileError.of(err, path, KEPT) from err
 
 
 def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
@@ -85,12 +129,21 @@ class TensorBoardLog(Observer):
         from torch.utils.tensorboard.summary import hparams
 
         metrics = dict.fromkeys(HPARAM_METRICS, 0.0)  # names only: values are the scalars
-        for summary in hparams(hyperparameters(trainer.config.as_dict()), metrics):
-            self._writer.file_writer.add_summary(summary)
+        summaries = hparams(hyperparameters(trainer.config.as_dict()), metrics)
+        self._write(lambda writer: [writer.file_writer.add_summary(s) for s in summaries])
 
     def on_epoch_end(self, trainer: CallingTrainer, row: dict[str, float]) -> None:
-        if self._writer is None:
-            return
+        if self._writer is not None:
+            self._write(lambda _: self._epoch(trainer, row))
+
+    def _write(self, write: Callable[[Any], None]) -> None:
+        try:
+            writing(self._writer, self.directory, write)
+        except RunFileError:
+            self._writer = None  # its thread has stopped: nothing is left to write or close
+            raise
+
+    def _epoch(self, trainer: CallingTrainer, row: dict[str, float]) -> None:
         epoch = int(row["epoch"])
         for key, tag in SCALAR_TAGS.items():
             if key in row:
@@ -120,7 +173,7 @@ class TensorBoardLog(Observer):
 
     def on_close(self, trainer: CallingTrainer) -> None:
         if self._writer is not None:
-            self._writer.close()
+            self._write(lambda writer: writer.close())  # raises what the writer thread kept
             self._writer = None
 
 
@@ -137,6 +190,10 @@ def log_evaluation(run_dir: Path, epoch: int, result: dict[str, Any]) -> None:
         return
     writer = summary_writer(directory)
     if writer is not None:
-        for tag, value in values.items():
-            writer.add_scalar(tag, value, epoch)
-        writer.close()
+
+        def write(writer: Any) -> None:
+            for tag, value in values.items():
+                writer.add_scalar(tag, value, epoch)
+            writer.close()  # raises what the writer thread kept
+
+        writing(writer, directory, write)
