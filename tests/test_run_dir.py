@@ -19,6 +19,7 @@ from pyro_vae.data import DataError, ImageData, read_idx_dir
 from pyro_vae.model import build_vae
 from pyro_vae.training import TrainConfig, Trainer
 from pyro_vae.training import run_dir as runs
+from pyro_vae.training.atomic_files import recover_directory, replace_directory
 from pyro_vae.training.checkpoint import (
     CheckpointError,
     content_digest,
@@ -26,7 +27,6 @@ from pyro_vae.training.checkpoint import (
     previous_path,
     save_checkpoint,
 )
-from pyro_vae.training.files import recover_directory, replace_directory
 from pyro_vae.training.options import ConfigError
 from pyro_vae.training.position import Position
 from pyro_vae.training.run_lock import LOCK_NAME, RunInUse, RunLock

@@ -24,8 +24,8 @@ import torch
 
 from pyro_vae.cli import EXIT_NOT_WRITTEN, main
 from pyro_vae.training import run_dir as runs
+from pyro_vae.training.atomic_files import _UMASK, RunFileError, atomic_write, replace_directory
 from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint
-from pyro_vae.training.files import _UMASK, RunFileError, atomic_write, replace_directory
 from pyro_vae.training.run_dir import MetricsLog, read_metrics
 from pyro_vae.training.tensorboard import summary_writer
 

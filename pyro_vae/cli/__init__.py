@@ -36,9 +36,9 @@ from ..training import (
     read_config,
     terminate_on_sigterm,
 )
+from ..training.atomic_files import RunFileError, atomic_write
 from ..training.banner import reference_line
 from ..training.distributed import leave_worker_process
-from ..training.files import RunFileError, atomic_write
 from ..training.option_help import option_help
 from ..training.run import resumed_config
 from ..training.run_dir import (

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..training.files import atomic_write
+from ..training.atomic_files import atomic_write
 
 
 class _Pyplot:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .files import RunFileError, atomic_write
+from .atomic_files import RunFileError, atomic_write
 
 DIGEST_KEY = "sha256"
 FORMAT_KEY, FORMAT = "format", 2  # 0.2.0 wrote checkpoints with neither key

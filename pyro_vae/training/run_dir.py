@@ -13,7 +13,8 @@
 
 - **One writer.** Every command that writes holds :meth:`RunDirectory.lock` for its whole life
   (:mod:`pyro_vae.training.run_lock`); a second one is refused, naming the holder.
-- **Nothing half-written.** Every file is written atomically (:mod:`pyro_vae.training.files`).
+- **Nothing half-written.** Every file is written atomically
+  (:mod:`pyro_vae.training.atomic_files`).
 - **Nothing lost.** A new run goes only into a missing or empty directory; a directory that
   holds a run needs ``--resume`` or ``--overwrite``, and one holding other files needs
   ``--overwrite``. ``--overwrite`` removes every artifact above (and only those), once the
@@ -36,8 +37,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import CheckpointError, load_checkpoint, previous_path, save_checkpoint
-from .files import (
+from .atomic_files import (
     RunFileError,
     atomic_write,
     recover_directory,
@@ -46,6 +46,7 @@ from .files import (
     write_json,
     write_text,
 )
+from .checkpoint import CheckpointError, load_checkpoint, previous_path, save_checkpoint
 from .run_lock import LOCK_NAME, RunInUse, RunLock
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT, FIGURES, EVALUATION = (

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .files import RunFileError
+from .atomic_files import RunFileError
 from .observers import CallingTrainer, Observer
 from .options import options
 from .run_dir import TENSORBOARD

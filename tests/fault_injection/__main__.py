@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pyro_vae.cli.help import CommandParser
 from pyro_vae.studies.tables import markdown_table, write_tables
-from pyro_vae.training.files import write_text
+from pyro_vae.training.atomic_files import write_text
 
 from .cases import CASES
 from .harness import Workspace
