@@ -64,7 +64,6 @@ from pyro_vae.cli.help import CommandParser
 from pyro_vae.data import ImageData, load_dataset
 from pyro_vae.inference import IWAE_GRADIENTS
 from pyro_vae.studies.harness import at_least
-from pyro_vae.studies.tables import markdown_table
 from pyro_vae.training import resolve_device
 from pyro_vae.training.denormals import DENORMALS, flushed_denormals
 from pyro_vae.training.devices import synchronize
@@ -72,7 +71,7 @@ from pyro_vae.training.option_help import option_help
 from pyro_vae.training.run_dir import write_json, write_text
 
 from . import numpyro_paths
-from .log_likelihood_eval import eval_arguments, eval_markdown, time_log_likelihood
+from .log_likelihood_eval import eval_arguments, time_log_likelihood
 from .machine import (
     LoadMonitor,
     machine_info,
@@ -82,6 +81,7 @@ from .machine import (
     process_cpu_seconds,
     reset_peak_memory,
 )
+from .markdown_report import markdown_report
 from .paths import (
     CUDA_ONLY,
     DEFAULT_PARTICLES,
@@ -242,61 +242,6 @@ def run_benchmark(
     return {"machine": machine, "paths": summary, "clean": clean}
 
 
-def _ratio(key: str) -> Callable[[dict], str]:
-    return lambda r: "–" if r.get(key) is None else f"{r[key]:.2f}x"
-
-
-def _objective(c: dict) -> str:
-    """The pyro-vae paths' objective, as the flags that chose it."""
-    flags = [f"--estimator {c['estimator']}"]
-    flags += [f"--{k} {c[k]}" for k in ("particles", "grad") if c.get(k) is not None]
-    return " ".join(flags)
-
-
-def _columns(report: dict) -> list:
-    vs_numpyro = [("", "time vs numpyro-scan", _ratio("vs_numpyro_scan"))]
-    return [
-        ("path", "path", ""),
-        ("median_epoch_seconds", "s/epoch", ".3f"),
-        ("images_per_second", "images/s", ".0f"),
-        ("achieved_gflops", "GFLOP/s", ".1f"),
-        ("", "% of matmul peak", lambda r: f"{100 * r['fraction_of_matmul_peak']:.1f}%"),
-        ("", "time vs hand-written", _ratio("vs_hand_written")),
-        *(vs_numpyro if "numpyro-scan" in report["paths"] else []),
-        ("", "speed-up over Trace_ELBO", _ratio("speedup_over_trace_elbo")),
-        ("cores_busy", "cores busy", ".1f"),
-        ("epoch_peak_extra_memory_mb", "epoch's extra peak memory (MB)", ".0f"),
-        ("", "clean epochs", lambda r: f"{r['clean_epochs']}/{len(r['epoch_seconds'])}"),
-    ]
-
-
-def _markdown(report: dict) -> str:
-    c, m = report["config"], report["machine"]
-    peak = m["matmul_peak"]
-    header = (
-        f"{c['dataset']} ({c['num_train']} training images), MLP 784-"
-        f"{'-'.join(map(str, c['hidden']))}-{c['z_dim']}, batch {c['batch_size']}, "
-        f"{c['device']} ({m.get('gpu', m['cpu'])}, {m['torch_threads']} threads), "
-        f"median of the clean epochs among {c['rounds']} alternating ones, denormals "
-        f"{'flushed' if c.get('denormals', 'keep') == 'flush' else 'kept'} on every path; "
-        f"the pyro-vae{' and hand-written' * (c['estimator'] == 'iwae')} paths train by "
-        f"{_objective(c)}"
-    )
-    rows = [{"path": PATHS[name][0], **p} for name, p in report["paths"].items()]
-    text = markdown_table(header, _columns(report), rows)
-    text += (
-        f"\nmatmul peak of this machine, measured in this run: {peak['gflops']:.1f} GFLOP/s "
-        f"(float32 {peak['n']}x{peak['n']} `a @ b`, best of {peak['repeats']}); a path's "
-        "GFLOP/s count the matrix products of its steps, forward and backward\n"
-    )
-    text += "".join(f"\n{line}\n" for line in report.get("skipped", []))
-    if "log_likelihood_eval" in report:
-        text += "\n" + eval_markdown(report["log_likelihood_eval"])
-    if not report["clean"]:
-        text += "\nCONTAMINATED: other processes used the CPU during most epochs of a path.\n"
-    return text
-
-
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="fashion-mnist", help=option_help("dataset"))
     p.add_argument("--data-dir", default=None, help=option_help("data_dir"))
@@ -388,24 +333,29 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "benchmark.json", report, sort_keys=False)  # the paths in the order run
-    text = _markdown(report)
+    text = markdown_report(report)
     write_text(out / "benchmark.md", text)
     print(text)
     return 0 if report["clean"] else EXIT_CONTAMINATED
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m benchmarks.compare [OPTIONS]``: time the paths, write the report."""
-    parser = CommandParser(
+def parser() -> CommandParser:
+    """The benchmark's command line, its help showing every default."""
+    p = CommandParser(
         prog="python -m benchmarks.compare",
         description="training speed side by side: pyro-vae, by hand, plain Pyro, NumPyro",
     )
-    _arguments(parser)
-    args = parser.parse_args(argv)
+    _arguments(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks.compare [OPTIONS]``: time the paths, write the report."""
+    args = parser().parse_args(argv)
     try:
         return run(args)
     except (ValueError, OSError) as err:  # a path that cannot run here, data that is missing
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        print(f"python -m benchmarks.compare: error: {err}", file=sys.stderr)
         return EXIT_USAGE
 
 

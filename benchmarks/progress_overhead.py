@@ -16,7 +16,7 @@ ratio to ``off`` (paired); the first round is a warm-up. An epoch of this run va
 per-step cost is also timed directly: the observers' calls after a step, a million times over,
 against the step's median time.
 
-    python benchmarks/progress_overhead.py --rounds 20 --out benchmarks/progress_overhead.json
+    python -m benchmarks.progress_overhead --rounds 20 --out benchmarks/progress_overhead.json
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.machine import machine_info
 from pyro_vae import param_store
 from pyro_vae.data import load_dataset
 from pyro_vae.training import MetricsCSV, Progress, RunDirectory, TrainConfig, Trainer, assemble
@@ -79,11 +80,10 @@ def _per_step_call(trainer: Trainer, calls: int = 1_000_000) -> float:
     return (time.perf_counter() - t0) / calls
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=8, help="timed epochs per arm (8)")
-    parser.add_argument("--out", default="benchmarks/progress_overhead.json", help="JSON file")
-    args = parser.parse_args()
+def _measure(rounds: int) -> tuple[dict[str, list[tuple[float, float]]], dict, int]:
+    """The default run's epoch under each arm, the arms alternating for ``rounds`` rounds after
+    one warm-up round: (epoch, steps) seconds per arm, an observer's call per step, steps per
+    epoch."""
     data = load_dataset("mnist-sample")
     arms = ("off", "log", "bar")
     times: dict[str, list[tuple[float, float]]] = {arm: [] for arm in arms}
@@ -93,7 +93,7 @@ def main() -> int:
         trainer = Trainer(assemble(config, data), None, [])
         run_dir.start(config.as_dict(), METRIC_FIELDS, [])
         observers = _observers(trainer, run_dir)
-        for r in range(args.rounds + 1):
+        for r in range(rounds + 1):
             for arm in arms if r % 2 else reversed(arms):
                 trainer.observers = observers[arm]
                 whole, steps = _epoch(trainer)
@@ -106,7 +106,11 @@ def main() -> int:
             per_call[arm] = _per_step_call(trainer)
             for observer in observers[arm]:
                 observer.on_close(trainer)
-        steps_per_epoch = trainer.parts.steps_per_epoch
+        return times, per_call, trainer.parts.steps_per_epoch
+
+
+def _summary(times: dict, per_call: dict, steps_per_epoch: int, rounds: int) -> dict:
+    """Medians per arm, each arm's overhead against no observers, and the machine."""
     median = {
         arm: {
             "epoch_seconds": statistics.median(w for w, _ in t),
@@ -121,11 +125,12 @@ def main() -> int:
         )
         for arm in ("log", "bar")
     }
-    result = {
+    return {
         "what": "default run (MLP 784-400-16, mnist-sample, batch 128), an epoch per arm a round",
+        "machine": machine_info(torch.device("cpu")),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "rounds": args.rounds,
+        "rounds": rounds,
         "median": median,
         "overhead": {
             arm: {
@@ -141,14 +146,23 @@ def main() -> int:
         },
         "rounds_seconds": times,
     }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=8, help="timed epochs per arm (8)")
+    parser.add_argument("--out", default="benchmarks/progress_overhead.json", help="JSON file")
+    args = parser.parse_args()
+    result = _summary(*_measure(args.rounds), args.rounds)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for arm in ("log", "bar"):
         o = result["overhead"][arm]
         share = result["observer_share_of_a_step"][arm]
+        paired = result["paired_step_overhead"][arm]
         print(
             f"{arm}: epoch {o['epoch']:+.1%}, steps {o['steps']:+.1%} (paired "
-            f"{paired[arm]:+.1%}) against no observers; the observer calls alone: {share:.3%}"
+            f"{paired:+.1%}) against no observers; the observer calls alone: {share:.3%}"
         )
     return 0
 

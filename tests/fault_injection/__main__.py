@@ -8,7 +8,7 @@ runs the real ``pyro-vae train`` command line
 in a subprocess (faults that need a hand inside the process are injected by a short wrapper
 that patches one function, then calls the same entry point) and compares what happened with
 what should. Prints a table (case | expected | got | ok) and writes it as JSON and Markdown;
-exits 1 if any case fails. ``tests/test_fault_injection.py`` runs each case as its own test
+exits 1 if any case fails. ``tests/cli/test_fault_injection.py`` runs each case as its own test
 (in this process where a case injects nothing).
 ``--doc FILE`` writes the table into FILE between the two marker comments ``DOC_BEGIN`` and
 ``DOC_END`` (the manual's table comes from the tool itself; ``tests/test_docs.py`` fails when
@@ -99,13 +99,18 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(r["ok"] for r in rows) else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = CommandParser(
+def parser() -> CommandParser:
+    """The harness's command line, its help showing every default."""
+    p = CommandParser(
         prog="python -m tests.fault_injection",
         description="bad input, NaN losses, signals and kills, end to end",
     )
-    _arguments(parser)
-    return run(parser.parse_args(argv))
+    _arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parser().parse_args(argv))
 
 
 if __name__ == "__main__":

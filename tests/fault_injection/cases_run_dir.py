@@ -1,8 +1,7 @@
 """Fault-injection cases, the run directory's contract: one writer at a time, nothing lost
-(``--overwrite`` checks everything first, a folder of other files is refused), nothing stale,
-nothing half-written (kills and SIGTERM while any command writes), a corrupt checkpoint named
-and the one before it offered, and nothing executed (a checkpoint built to run code, a report
-page fed hostile text)."""
+(``--overwrite`` checks first, other files are refused), nothing stale, nothing half-written
+(kills and SIGTERM while any command writes), a corrupt checkpoint named and the one before it
+offered, nothing executed (a checkpoint built to run code, a report page fed hostile text)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The command line's help tells the truth: every option of every command and study has words
+"""The command line's help tells the truth: every option of every command and study (and of the
+benchmark and the fault-injection harness beside the package) has words
 and shows the default the parser really uses, choices stay out of the usage line, and
 ``pyro-vae --help`` is short."""
 
@@ -11,7 +12,9 @@ import subprocess
 import sys
 
 import pytest
+from fault_injection import __main__ as fault_injection_main
 
+from benchmarks import compare
 from pyro_vae import __version__
 from pyro_vae.cli import COMMANDS, main, parser
 from pyro_vae.studies import STUDIES
@@ -37,6 +40,9 @@ def _parsers() -> list[tuple[str, argparse.ArgumentParser]]:
                     walk(f"{name} {child_name}", child)
 
     walk("pyro-vae", parser())
+    # the tools beside the package: the benchmark and the fault-injection harness
+    walk("python -m benchmarks.compare", compare.parser())
+    walk("python -m tests.fault_injection", fault_injection_main.parser())
     return found
 
 

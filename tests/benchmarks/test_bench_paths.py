@@ -19,6 +19,7 @@ import torch  # noqa: E402
 from benchmarks import compare  # noqa: E402
 from benchmarks import paths as bench_paths  # noqa: E402
 from benchmarks.machine import matmul_peak_gflops  # noqa: E402
+from benchmarks.markdown_report import markdown_report  # noqa: E402
 from benchmarks.paths import (  # noqa: E402
     PATHS,
     choose_paths,
@@ -135,13 +136,13 @@ def test_the_table_gives_rates_and_the_ratio_to_numpyro_scan():
     config = {"dataset": "d", "num_train": 100, "hidden": (6, 4), "z_dim": 2, "batch_size": 32}
     config |= {"device": "cpu", "rounds": 1, "estimator": "trace"}
     report = {"machine": machine, "config": config, "paths": summary, "clean": True}
-    md = compare._markdown(report)
+    md = markdown_report(report)
     assert "| GFLOP/s | % of matmul peak | time vs hand-written | time vs numpyro-scan |" in md
     assert f"| {100 * fast['fraction_of_matmul_peak']:.1f}% | 0.50x | 0.25x |" in md
     assert "matmul peak of this machine, measured in this run: 2.0 GFLOP/s" in md
     assert "| speed-up over Trace_ELBO | cores busy |" in md
     del report["paths"]["numpyro-scan"]
-    assert "numpyro-scan" not in compare._markdown(report)
+    assert "numpyro-scan" not in markdown_report(report)
 
 
 def test_the_iwae_run_counts_every_particle(tmp_path, small_peak):
