@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyro
 import pytest
 import torch
-from test_fast_path import assert_step_trains
+from support import assert_step_trains
 
 from pyro_vae import TrainConfig, build_vae, make_estimator, train
 from pyro_vae.checks import check_against_reference

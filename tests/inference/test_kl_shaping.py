@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 import torch
-from test_reference import grads, make_data, make_vae
+from support import grads, make_data, make_vae
 
 from pyro_vae import make_estimator
 from pyro_vae.checks import pyro_and_reference_loss

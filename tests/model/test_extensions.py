@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from test_reference import grads, loss_and_eps, make_data
+from support import grads, loss_and_eps, make_data
 
 from pyro_vae import build_model, build_vae, evaluate_elbo, load_run, make_estimator
 from pyro_vae.checks import pyro_and_reference_loss

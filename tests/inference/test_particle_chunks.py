@@ -8,11 +8,11 @@ import math
 import pyro
 import pytest
 import torch
-from linear_gaussian import LinearGaussian
 
 from benchmarks.handwritten_log_likelihood import handwritten_log_likelihood
 from benchmarks.log_likelihood_eval import decoder_flops_per_particle
 from pyro_vae import build_vae, param_store
+from pyro_vae.checks.linear_gaussian import LinearGaussian
 from pyro_vae.inference import (
     ImportanceSampler,
     importance_log_weights,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_reference import grads, loss_and_eps, make_data, make_vae
+from support import grads, loss_and_eps, make_data, make_vae
 
 from pyro_vae import IWAE
 from pyro_vae.checks import HandwrittenVAE

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pyro
 import pytest
 import torch
-from linear_gaussian import LinearGaussian
 from pyro.infer import RenyiELBO, Trace_ELBO
-from test_reference import grads, make_data, make_vae
+from support import grads, make_data, make_vae, perturbed_two_layer
 
 from pyro_vae import IWAE, make_estimator
 from pyro_vae.checks import check_against_reference, reference_loss
+from pyro_vae.checks.linear_gaussian import LinearGaussian
 from pyro_vae.checks.reference_bounds import (
     reference_ciwae,
     reference_iwae,
@@ -25,7 +25,6 @@ from pyro_vae.checks.reference_check import _KeepSample
 from pyro_vae.checks.reference_losses import _two_layer_noise
 from pyro_vae.cli import main
 from pyro_vae.inference import CIWAE, MIWAE, PIWAE, RenyiBound, sync_free
-from pyro_vae.model import build_two_layer_vae
 from pyro_vae.registry import OptionError
 from pyro_vae.training import CompiledStep, ConfigError, TrainConfig
 
@@ -107,14 +106,7 @@ def test_bound_equals_the_reference(float64, likelihood, prior, guide, beta, cas
 
 @pytest.fixture
 def two_layer(float64):
-    torch.manual_seed(0)
-    vae = build_two_layer_vae(
-        (6,), likelihood="gaussian", z_dim=2, z2_dim=2, hidden=(4,), upper_hidden=(3,), sigma=0.5
-    ).double()
-    with torch.no_grad():
-        for p in vae.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return vae, torch.randn(3, 6, dtype=torch.float64)
+    return perturbed_two_layer()
 
 
 @pytest.mark.parametrize("case", list(ESTIMATORS))

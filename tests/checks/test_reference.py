@@ -6,17 +6,16 @@ parameter of the VAE (encoder, decoder, prior, likelihood).
 
 from __future__ import annotations
 
-import itertools
-
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+from support import FAMILY_CASES, grads, loss_and_eps, make_data, make_vae
 from torch.distributions import kl_divergence
 
-from pyro_vae import GUIDES, LIKELIHOODS, NETWORKS, PRIORS, build_vae, make_estimator
+from pyro_vae import LIKELIHOODS, PRIORS, make_estimator
 from pyro_vae.checks import (
     MissingReference,
     ReferenceMismatch,
@@ -29,63 +28,6 @@ from pyro_vae.checks.reference_guides import GUIDE_SAMPLES
 from pyro_vae.checks.reference_losses import reference_elbo
 
 BETAS = [0.0, 0.5, 1.0, 4.0]
-SHAPE = (1, 28, 28)
-
-# every likelihood with a prior that has an analytic KL and one that has none, and every prior
-# with a discrete and a continuous likelihood: each family meets both KL paths
-FAMILY_CASES = sorted(
-    set(itertools.product(LIKELIHOODS.names(), ["normal", "mixture"], ["diagonal"]))
-    | set(itertools.product(["bernoulli", "gaussian-learned"], PRIORS.names(), ["diagonal"]))
-    | set(itertools.product(["bernoulli"], ["normal", "vamp"], GUIDES.names()))
-    | set(itertools.product(["poisson"], ["mixture"], GUIDES.names()))
-)
-
-
-def make_vae(
-    likelihood: str, prior: str, beta: float = 1.0, network: str = "mlp", **options: object
-):
-    """A small VAE whose every parameter is moved off its initial value."""
-    torch.manual_seed(1)
-    small = {"hidden": (16,), "components": 4, "pseudo_inputs": 5}  # where the parts take them
-    taken = NETWORKS.options(network) + PRIORS.options(prior)
-    small = {k: v for k, v in small.items() if k in taken}
-    vae = build_vae(
-        SHAPE,
-        network=network,
-        likelihood=likelihood,
-        prior=prior,
-        z_dim=3,
-        beta=beta,
-        **small,
-        **options,
-    )
-    with torch.no_grad():
-        for p in vae.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-        if prior == "vamp":  # spread the pseudo-inputs over [0, 1], some clipped
-            vae.prior.pseudo_inputs.uniform_(-0.2, 1.2)
-    return vae
-
-
-def make_data(likelihood: str, n: int = 6) -> torch.Tensor:
-    """Data the likelihood can observe: binary, in [0, 1], real, or counts (no empty row)."""
-    g = torch.Generator().manual_seed(2)
-    dtype = torch.get_default_dtype()
-    kind = LIKELIHOODS.get(likelihood).data_kind
-    x = torch.rand(n, 784, generator=g, dtype=dtype)
-    if kind == "binary":
-        return torch.bernoulli(x, generator=g)
-    if kind == "counts":
-        counts = torch.poisson(3 * x, generator=g)
-        counts[:, 0] += 1
-        return counts
-    return x
-
-
-def grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
-    """d loss / d params, zeros for parameters the loss does not use (graph kept)."""
-    got = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, got, strict=True)]
 
 
 @pytest.mark.parametrize(
@@ -125,18 +67,6 @@ def test_every_family_has_a_reference():
     assert set(LIKELIHOODS.names()) == set(LOG_LIKELIHOODS)
     assert set(PRIORS.names()) == set(LOG_PRIORS)
     assert set(ANALYTIC_KLS) <= set(PRIORS.names())
-
-
-def loss_and_eps(vae, elbo, x):
-    """Pyro's loss and the noise eps = (z - loc) / scale of the z it sampled."""
-    kept = {}
-
-    def guide(x):
-        kept["z"] = vae.guide(x)
-        return kept["z"]
-
-    loss = elbo.differentiable_loss(vae.model, guide, x)
-    return loss, vae.q.noise(vae.encoder, x, kept["z"]).detach()
 
 
 def test_mean_field_falls_back_to_monte_carlo_for_the_mixture_prior(float64):

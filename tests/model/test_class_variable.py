@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+from support import grads
 
 from pyro_vae.checks.reference_class_variable import (
     labelled_objective,
@@ -121,11 +122,6 @@ def pyro_loss_and_draws(vae, elbo, x: torch.Tensor):
         return kept["draws"]
 
     return elbo.differentiable_loss(vae.model, guide, x), kept["draws"]
-
-
-def grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
-    got = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, got, strict=True)]
 
 
 def assert_same_gradients(vae, loss_a, loss_b, rtol: float = 1e-9) -> None:

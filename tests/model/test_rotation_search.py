@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
-from tiny_runs import tiny_config
+from support import some_images, tiny_config
 
 from pyro_vae import train
 from pyro_vae.checks.reference_invariant import pyro_and_invariant_reference_loss
@@ -36,12 +36,6 @@ def search_vae(turns: int = TURNS, **options) -> InvariantVAE:
         for p in vae.parameters():
             p.add_(0.2 * torch.randn_like(p))
     return vae
-
-
-def some_images(likelihood: str = "bernoulli", n: int = 5) -> torch.Tensor:
-    torch.manual_seed(2)
-    x = torch.rand(n, SIDE * SIDE)
-    return (x < 0.4).to(x.dtype) if likelihood == "bernoulli" else x
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,9 +12,9 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from support import tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
-from tiny_runs import tiny_config
 
 from pyro_vae.training import evaluate_run, fit
 from pyro_vae.training import run_dir as runs

@@ -11,6 +11,7 @@ import tempfile
 
 import pytest
 import torch
+from support import trained_run
 
 from pyro_vae.cli import main
 from pyro_vae.report import FIGURES, REPORT
@@ -19,25 +20,7 @@ from pyro_vae.training import run_dir as runs
 
 @pytest.fixture(scope="module")
 def z2_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report") / "z2"
-    assert (
-        main(
-            [
-                "train",
-                "--z-dim",
-                "2",
-                "--epochs",
-                "2",
-                "--hidden",
-                "64",
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
-    return out
+    return trained_run(tmp_path_factory.mktemp("report") / "z2", "--z-dim", "2")
 
 
 def test_every_figure_is_drawn(z2_run):

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from linear_gaussian import LinearGaussian
+from support import trained_run
 
+from pyro_vae.checks.linear_gaussian import LinearGaussian
 from pyro_vae.cli import main
 from pyro_vae.inference.annealing import AnnealingSettings
 from pyro_vae.studies.estimators import ESTIMATOR_SET, compare
@@ -39,25 +40,7 @@ def test_gradient_snr_trends_follow_rainforth_and_tucker():
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("evaluate") / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--epochs",
-                "2",
-                "--hidden",
-                "64",
-                "--z-dim",
-                "6",
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
-    return out
+    return trained_run(tmp_path_factory.mktemp("evaluate") / "run", "--z-dim", "6")
 
 
 def test_evaluate_writes_log_px_above_the_elbo(small_run, capsys):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pyro
 import pytest
 import torch
-from linear_gaussian import LinearGaussian
 from pyro import poutine
+from support import imperfect_linear_gaussian
 
 from pyro_vae import build_model, build_vae
+from pyro_vae.checks.linear_gaussian import LinearGaussian
 from pyro_vae.inference import (
     active_units,
     elbo_terms_per_image,
@@ -48,15 +49,9 @@ def test_analytic_kl_is_unbiased_for_log_px():
     assert abs(float(error.mean())) < 4 * float(error.std()) / len(error) ** 0.5  # ...unbiased
 
 
-def _imperfect(amount: float):
-    lg = LinearGaussian(D=8, d=3).perturbed(amount)
-    x = lg.sample(300)
-    return lg, x, lg.log_evidence(x).detach()
-
-
 def test_bounds_order_elbo_iwae_log_px():
     """ELBO <= IWAE_5 <= IWAE_50 <= log p(x), on average over 300 images."""
-    lg, x, log_px = _imperfect(0.2)
+    lg, x, log_px = imperfect_linear_gaussian(0.2, 300)
     pyro.set_rng_seed(0)
     log_lik, kl = elbo_terms_per_image(lg.model, lg.guide, x, analytic_kl=False)
     elbo = (log_lik - kl).detach()
@@ -71,7 +66,7 @@ def test_bounds_order_elbo_iwae_log_px():
 def test_5000_samples_are_within_their_standard_error():
     """With a guide near the posterior the estimate is within 2 of its (delta-method) standard
     errors of the exact log p(x); a poor guide would make that standard error optimistic."""
-    lg, x, log_px = _imperfect(0.05)
+    lg, x, log_px = imperfect_linear_gaussian(0.05, 300)
     pyro.set_rng_seed(1)
     est = log_likelihood(lg.model, lg.guide, x, num_samples=5000)
     assert 0 < est.mean_stderr < 0.01
@@ -104,7 +99,7 @@ def test_kl_per_dimension_splits_the_rate():
 def test_standard_error_is_the_sample_deviation_of_the_weights():
     """SE of log p-hat = sd(w) / (sqrt(K) mean(w)) with the sample (K - 1) deviation, checked
     on the explicit weights at K = 4, where the population deviation is 13% smaller."""
-    lg, x, _ = _imperfect(0.5)
+    lg, x, _ = imperfect_linear_gaussian(0.5, 300)
     x = x[:20]
     pyro.set_rng_seed(5)
     est = log_likelihood(lg.model, lg.guide, x, num_samples=4, particle_batch=4)

@@ -10,7 +10,7 @@ import pyro
 import pytest
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from test_reference import grads, make_data, make_vae
+from support import assert_step_trains, grads, make_data, make_vae
 
 from pyro_vae import make_estimator
 from pyro_vae.checks import check_against_reference, reference_loss
@@ -120,16 +120,6 @@ def test_compiled_dreg_gradients_equal_the_reference(float64):
     want = reference_iwae_gradients(vae, x, eps, 1.0, "dreg")
     for (name, p), w in zip(vae.named_parameters(), want, strict=True):
         torch.testing.assert_close(p.grad, w, rtol=1e-7, atol=1e-9, msg=name)
-
-
-def assert_step_trains(step: CompiledStep, x: torch.Tensor) -> None:
-    """30 Adam steps on one batch lower the loss by more than 50 nats."""
-    optimizer = make_optimizer(step.vae.parameters(), 1e-2)
-    first = float(step(x, 1.0)[0])
-    for _ in range(30):
-        loss, _ = step(x, 1.0)
-        optimizer.step()
-    assert float(loss) < first - 50
 
 
 def test_inductor_step_matches_the_reference_draws_the_eager_noise_and_trains():

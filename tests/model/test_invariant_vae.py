@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.optim import Adam
+from support import some_images
 
 from pyro_vae.checks.reference_invariant import pyro_and_invariant_reference_loss
 from pyro_vae.checks.reference_losses import MissingReference
@@ -200,12 +201,6 @@ def assert_same_loss_and_gradients(vae: InvariantVAE, elbo: object, x: torch.Ten
     for (name, _), g_pyro, g_ref in zip(vae.named_parameters(), pyro_grads, ref_grads, strict=True):
         assert g_pyro is not None and g_ref is not None, name
         torch.testing.assert_close(g_pyro, g_ref, rtol=1e-9, atol=1e-9, msg=name)
-
-
-def some_images(likelihood: str, n: int = 5) -> torch.Tensor:
-    torch.manual_seed(2)
-    x = torch.rand(n, SIDE * SIDE)
-    return (x < 0.4).to(x.dtype) if likelihood == "bernoulli" else x
 
 
 @pytest.mark.parametrize("beta", BETAS)

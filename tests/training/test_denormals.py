@@ -8,7 +8,7 @@ import threading
 
 import pytest
 import torch
-from tiny_runs import tiny_config
+from support import tiny_config
 
 from pyro_vae.training import Trainer, assemble, fit
 from pyro_vae.training.denormals import flushed_denormals, flushing, on_every_thread

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from pyro.infer import ELBO, RenyiELBO, Trace_ELBO
-from test_reference import make_data, make_vae
+from support import make_data, make_vae
 
 from pyro_vae import TrainConfig, make_estimator
 from pyro_vae.checks import (
@@ -32,7 +32,7 @@ from pyro_vae.inference import ESTIMATORS, IWAE, MIWAE, RenyiBound
 from pyro_vae.model import build_two_layer_vae
 from pyro_vae.training import ConfigError
 
-MANUAL = Path(__file__).resolve().parents[1] / "docs" / "estimators.md"
+MANUAL = Path(__file__).resolve().parents[2] / "docs" / "estimators.md"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,13 +9,12 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from linear_gaussian import LinearGaussian
 from pyro.infer import RenyiELBO, Trace_ELBO
-from test_reference import FAMILY_CASES, loss_and_eps, make_data, make_vae
+from support import FAMILY_CASES, loss_and_eps, make_data, make_vae, perturbed_two_layer
 
 from pyro_vae import IWAE, make_estimator
+from pyro_vae.checks.linear_gaussian import LinearGaussian
 from pyro_vae.checks.reference_losses import reference_iwae, reference_iwae_gradients
-from pyro_vae.model import build_two_layer_vae
 
 
 def _loss_and_particle_eps(vae, elbo, x):
@@ -198,14 +197,7 @@ def test_bad_options():
 @pytest.fixture(scope="module")
 def two_layer_draws():
     """Encoder gradients of a small perturbed two-layer VAE (K=6) for each estimator."""
-    torch.manual_seed(0)
-    vae = build_two_layer_vae(
-        (6,), likelihood="gaussian", z_dim=2, z2_dim=2, hidden=(4,), upper_hidden=(3,), sigma=0.5
-    ).double()
-    with torch.no_grad():
-        for p in vae.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    x = torch.randn(3, 6, dtype=torch.float64)
+    vae, x = perturbed_two_layer()
     params = vae.guide_parameters()
     return {
         grad: _grouped_gradients(vae.model, vae.guide, params, x, grad, 6, draws=1000)

@@ -10,10 +10,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from linear_gaussian import LinearGaussian
 from pyro import poutine
+from support import imperfect_linear_gaussian
 
 from pyro_vae import build_model, build_vae
+from pyro_vae.checks.linear_gaussian import LinearGaussian
 from pyro_vae.inference.ais import ais_log_likelihood
 from pyro_vae.inference.annealing import AnnealingSettings, schedule
 from pyro_vae.inference.bdmc import bdmc, simulate
@@ -22,12 +23,6 @@ from pyro_vae.inference.latent_densities import LatentDensities, with_chains
 from pyro_vae.inference.log_likelihood import log_likelihood
 
 FAST = {"leapfrog_steps": 2, "step_size": 0.1}  # measured: the most accurate per second here
-
-
-def _imperfect(n: int = 100):
-    lg = LinearGaussian(D=8, d=3).perturbed(0.3)
-    x = lg.sample(n)
-    return lg, x, lg.log_evidence(x).detach()
 
 
 def test_exact_posterior_gives_log_px_for_any_number_of_steps():
@@ -51,7 +46,7 @@ def test_ais_converges_from_the_guide_and_beats_importance_sampling():
     """A guide off the posterior: AIS's error shrinks with T, stays a lower bound, and ends
     within 0.05 nats, where importance sampling with as many evaluations of log p(x, z) is
     still nats below (measured: -3.8, -1.0, -0.03 nats; IS -3.3)."""
-    lg, x, log_px = _imperfect()
+    lg, x, log_px = imperfect_linear_gaussian(0.3, 100)
     pyro.set_rng_seed(0)
     errors = []
     for num_steps in (10, 30, 200):
@@ -65,7 +60,7 @@ def test_ais_converges_from_the_guide_and_beats_importance_sampling():
 
 
 def test_ais_from_the_prior_converges():
-    lg, x, log_px = _imperfect()
+    lg, x, log_px = imperfect_linear_gaussian(0.3, 100)
     pyro.set_rng_seed(1)
     few = ais_log_likelihood(lg.model, lg.guide, x, 10, chains=16, initial="prior", **FAST)
     many = ais_log_likelihood(lg.model, lg.guide, x, 200, chains=16, initial="prior", **FAST)
@@ -87,7 +82,7 @@ def test_weights_are_unbiased_for_px():
 def test_bdmc_sandwiches_log_px_on_simulated_data():
     """lower <= log p(x) <= upper on average, far apart with 10 steps, within 0.05 nats of each
     other with 200 (measured gap: 11 and 0.03 nats)."""
-    lg, x, _ = _imperfect()
+    lg, x, _ = imperfect_linear_gaussian(0.3, 100)
     pyro.set_rng_seed(3)
     z, xs = simulate(lg.model, 100, x)
     exact = float(lg.log_evidence(xs).detach().mean())
@@ -234,7 +229,7 @@ def test_shapes_several_latent_sites_and_no_parameter_grads():
     both = bdmc(vae.model, vae.guide, xs, z, 4, chains=3, initial="prior", **FAST)
     assert both.upper.shape == both.gap.shape == (7,) and bool(torch.isfinite(both.gap).all())
     assert all(p.grad is None for p in vae.parameters())
-    lg, x, _ = _imperfect(5)
+    lg, x, _ = imperfect_linear_gaussian(0.3, 5)
     ais_log_likelihood(lg.model, lg.guide, x, 5, chains=2)
     assert all(p.grad is None for p in lg.parameters())
 
@@ -300,7 +295,7 @@ def test_latent_sites_annealing_cannot_handle_are_refused(model, message):
 
 
 def test_guides_and_options_that_cannot_work_are_refused():
-    lg, x, _ = _imperfect(3)
+    lg, x, _ = imperfect_linear_gaussian(0.3, 3)
     autoencoder = build_vae((1, 4, 4), z_dim=2, hidden=(8,), autoencoder=True)
     with pytest.raises(ValueError, match="guide's latent site 'z'.*point mass"):
         ais_log_likelihood(autoencoder.model, autoencoder.guide, torch.zeros(2, 16), 2)
@@ -344,7 +339,7 @@ def test_one_settings_object_gives_every_option_and_default(estimator):
 def test_bdmc_s_forward_run_is_ais():
     """Forward AIS is one code path: BDMC's lower bound is AIS's estimate for the same seed
     and settings (one chunk; the reverse runs draw after it)."""
-    lg, x, _ = _imperfect(6)
+    lg, x, _ = imperfect_linear_gaussian(0.3, 6)
     settings = AnnealingSettings(num_steps=5, chains=3, leapfrog_steps=2, step_size=0.2)
     z, xs = simulate(lg.model, 6, x)
     pyro.set_rng_seed(3)

@@ -26,7 +26,7 @@ from pyro_vae.training import TrainConfig
 from pyro_vae.training.options import options
 from pyro_vae.training.schema import flag_of
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 NAME = re.compile(r"[a-z][a-z0-9+-]*")  # how a registered name or a choice is spelled
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_runs import tiny_config
+from support import tiny_config
 
 from pyro_vae import train
 from pyro_vae.checks.baseline_classifier import test_error as classifier_error

@@ -8,7 +8,7 @@ import json
 import math
 
 import pytest
-from tiny_runs import tiny_config
+from support import tiny_config
 
 from pyro_vae.cli import main
 from pyro_vae.inference.annealing import AnnealingSettings

@@ -6,7 +6,7 @@ import pyro
 import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
-from tiny_runs import tiny_config
+from support import tiny_config
 
 from pyro_vae import train
 from pyro_vae.cli import main

@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 
-from tiny_runs import tiny_config
+from support import tiny_config
 
 from pyro_vae.cli import main
 from pyro_vae.progress import Progress
