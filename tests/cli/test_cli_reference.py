@@ -168,6 +168,19 @@ def test_the_study_table_lists_every_study_and_no_other():
     assert not wrong, wrong
 
 
+def test_the_studies_page_lists_every_study_with_its_default_out():
+    """docs/studies.md's table: one row per study, each with the ``--out`` its parser uses."""
+    rows = _rows(_section("studies.md", "## How studies run"))
+    documented = [r[0].strip("`") for r in rows]
+    wrong = _differences("docs/studies.md", documented, STUDIES.names(), "studies")
+    assert not wrong, wrong
+    subcommands = next(a for a in parser()._actions if a.dest == "command").choices
+    studies = next(a for a in subcommands["study"]._actions if a.dest == "study").choices
+    for row in rows:
+        out = next(a for a in studies[row[0].strip("`")]._actions if a.dest == "out")
+        assert row[2] == f"`{out.default}`", f"docs/studies.md: {row[0]} writes to {out.default}"
+
+
 FAMILIES = {
     "likelihood": LIKELIHOODS,
     "prior": PRIORS,
