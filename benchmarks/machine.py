@@ -113,7 +113,22 @@ def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 5) ->
     return 2 * n**3 / best / 1e9
 
 
+def _blas() -> str:
+    """The BLAS torch was built with (``BLAS_INFO`` of its build settings: mkl, openblas, ...)."""
+    settings = torch.__config__.show()
+    return next(
+        (
+            part.split("=", 1)[1]
+            for part in settings.replace(",", " ").split()
+            if "BLAS_INFO=" in part
+        ),
+        "unknown",
+    )
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
+    """The CPU model, its vector ISA as torch dispatches to it (AVX2, AVX512, ...), the BLAS,
+    the thread count and versions: what a timing is only valid beside."""
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -122,6 +137,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         pass
     info = {
         "cpu": cpu,
+        "vector_isa": torch.backends.cpu.get_cpu_capability(),
+        "blas": _blas(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

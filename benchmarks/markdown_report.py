@@ -47,7 +47,8 @@ def markdown_report(report: dict) -> str:
     header = (
         f"{c['dataset']} ({c['num_train']} training images), MLP 784-"
         f"{'-'.join(map(str, c['hidden']))}-{c['z_dim']}, batch {c['batch_size']}, "
-        f"{c['device']} ({m.get('gpu', m['cpu'])}, {m['torch_threads']} threads), "
+        f"{c['device']} ({m.get('gpu', m['cpu'])}, {m.get('vector_isa', '?')}, BLAS "
+        f"{m.get('blas', '?')}, {m['torch_threads']} threads), "
         f"median of the clean epochs among {c['rounds']} alternating ones, denormals "
         f"{'flushed' if c.get('denormals', 'keep') == 'flush' else 'kept'} on every path; "
         f"the pyro-vae{' and hand-written' * (c['estimator'] == 'iwae')} paths train by "

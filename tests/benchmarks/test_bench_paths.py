@@ -242,3 +242,13 @@ def test_the_numpyro_paths_refuse_cuda():
     pytest.importorskip("numpyro")
     with pytest.raises(ValueError, match="run on the CPU only"):
         PATHS["numpyro-scan"][1](_tiny_data(), _opts(device="cuda"))
+
+
+def test_the_machine_is_named_with_its_vector_isa_and_blas():
+    """A timing holds only beside a peer on the same machine: the report names the CPU, the
+    vector ISA torch dispatches to and the BLAS it was built with."""
+    from benchmarks.machine import machine_info
+
+    info = machine_info(torch.device("cpu"))
+    assert info["vector_isa"] == torch.backends.cpu.get_cpu_capability()
+    assert info["blas"] != "unknown" and f"BLAS_INFO={info['blas']}" in torch.__config__.show()
