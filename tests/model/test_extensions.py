@@ -79,6 +79,24 @@ def test_count_encoders_read_log_counts():
     torch.testing.assert_close(vae.encoder(x)[0], vae.encoder.encoder(torch.log1p(x))[0])
 
 
+@pytest.mark.parametrize("likelihood", COUNTS)
+def test_reconstructions_of_counts_keep_each_rows_library_size(float64, likelihood):
+    """vae.reconstruct(x) is E[x | z = loc(x)] at the row's own library size l = sum_i x_i:
+    the means sum to l (times 1 - pi under zero inflation), not to 1 as proportions would."""
+    vae = _count_vae(likelihood).double()
+    x = _counts()
+    loc, _ = vae.encoder(x)
+    out = vae.decoder(loc)
+    expected = x.sum(-1, keepdim=True) * torch.softmax(out[:, :12], -1)
+    if likelihood == "zero-inflated-negative-binomial":
+        expected = expected * torch.sigmoid(-out[:, 12:])
+    recon = vae.reconstruct(x)
+    torch.testing.assert_close(recon, expected, rtol=1e-12, atol=0)
+    if likelihood != "zero-inflated-negative-binomial":
+        torch.testing.assert_close(recon.sum(-1), x.sum(-1), rtol=1e-12, atol=0)
+    assert float(x.sum(-1).min()) > 50  # library sizes far from 1: proportions cannot pass
+
+
 def test_synthetic_counts_are_fixed_and_overdispersed():
     a, truth = count_data()
     b, _ = count_data()

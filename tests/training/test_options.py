@@ -204,6 +204,18 @@ def test_the_rules_read_the_traits_an_estimator_is_registered_with(toy_estimator
         TrainConfig(model="joint", discrete="relaxed", estimator="toy-sampled")
 
 
+@pytest.mark.parametrize("estimator", ["free-bits", "capacity"])
+def test_the_kl_shaping_estimators_take_both_gaussian_priors(estimator):
+    """The KL per dimension is closed form against N(0, I) and the learned N(mu, sigma^2)
+    alike: both are taken, and a prior without one (mixture, vamp) is refused."""
+    for prior in ("normal", "learned-normal"):
+        config = TrainConfig(estimator=estimator, prior=prior)
+        assert (config.estimator, config.prior) == (estimator, prior)
+    for prior in ("mixture", "vamp"):
+        with pytest.raises(ConfigError, match="KL per dimension in closed form: --prior normal"):
+            TrainConfig(estimator=estimator, prior=prior)
+
+
 def test_the_built_in_estimators_declare_their_traits():
     """The traits the rules read, as each estimator is registered (what the rules refused by
     name before the traits existed)."""

@@ -300,6 +300,20 @@ def test_the_previous_checkpoint_alone_is_a_run(tmp_path):
         run.refuse_to_clobber()
 
 
+def test_only_a_writers_hidden_temporaries_are_not_foreign(tmp_path):
+    """A new run may start beside a killed write's .NAME.*.tmp (the next writer removes it),
+    but a hidden file of someone else's (.gitignore) or a visible *.tmp is foreign: refused."""
+    run = runs.RunDirectory(tmp_path)
+    (tmp_path / ".config.json.abc123.tmp").write_text("half")
+    assert run.foreign_files() == []
+    run.refuse_to_clobber()
+    (tmp_path / ".gitignore").write_text("*")
+    (tmp_path / "notes.tmp").write_text("mine")
+    assert run.foreign_files() == [".gitignore", "notes.tmp"]
+    with pytest.raises(runs.RunDirectoryError, match=r"did not write \(\.gitignore, notes\.tmp\)"):
+        run.refuse_to_clobber()
+
+
 def test_a_run_directory_path_must_name_a_directory(tmp_path):
     with pytest.raises(runs.RunDirectoryError, match="empty"):
         runs.RunDirectory("")

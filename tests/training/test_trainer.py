@@ -106,3 +106,12 @@ def test_a_trainer_without_a_directory_writes_nothing(tmp_path, small_data):
     seconds = trainer.run_epoch()
     assert seconds > 0 and trainer.pos.epoch == 1 and trainer.pos.step == 8
     assert not (tmp_path / "run").exists()
+
+
+def test_the_train_loss_is_per_image_over_the_epochs_own_images(tmp_path, small_data, monkeypatch):
+    """500 images in batches of 64, the last batch 52: train_loss is the summed batch losses
+    over the 500 images trained on, not over 8 x 64 = 512."""
+    monkeypatch.setattr(Trainer, "_step", lambda self, x: torch.tensor(10.0 * x.shape[0]))
+    result = fit(tiny_config(tmp_path, epochs=1, check_reference=False), small_data)
+    assert small_data.train_x.shape[0] == 500
+    assert result.metrics[0]["train_loss"] == pytest.approx(10.0, rel=1e-6)

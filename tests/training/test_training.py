@@ -204,6 +204,22 @@ def test_python_and_the_command_line_resume_by_one_decision(tmp_path, small_data
     assert [r["epoch"] for r in resumed.metrics] == [1, 2]
 
 
+def test_a_finished_run_may_be_resumed_with_the_epochs_it_has_done():
+    """--epochs may stay as it was on resume (nothing is left to train) or grow; only fewer
+    epochs than the checkpoint has done is refused."""
+    import dataclasses
+
+    from pyro_vae.training import ConfigError
+    from pyro_vae.training.run import check_resumable
+
+    config = TrainConfig(epochs=2, out="run")
+    state = {"config": config.as_dict(), "position": {"epoch": 2}}
+    check_resumable(config, state)
+    check_resumable(dataclasses.replace(config, epochs=3), state)
+    with pytest.raises(ConfigError, match="--epochs 1 is less than the 2 epochs done"):
+        check_resumable(dataclasses.replace(config, epochs=1), state)
+
+
 def test_resume_in_process_extends_a_finished_run(tmp_path, small_data):
     """--epochs may grow on resume: 2 epochs + 1 more = 3 epochs straight."""
     straight = train(_config(tmp_path / "straight", epochs=3), small_data)
