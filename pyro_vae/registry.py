@@ -50,12 +50,18 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Callable[..., T]] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Class decorator: ``@REGISTRY.register("name")``."""
+    def register(
+        self, name: str, *, override: bool = False
+    ) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Class decorator: ``@REGISTRY.register("name")``. A name already taken is refused
+        unless ``override=True``, which replaces its entry on purpose."""
 
         def decorate(factory: Callable[..., T]) -> Callable[..., T]:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            if name in self._entries and not override:
+                raise ValueError(
+                    f"{self.kind} {name!r} is registered already (a built-in or another "
+                    "plug-in): choose another name, or register(..., override=True) to replace it"
+                )
             self._entries[name] = factory
             factory.registry_name = name  # type: ignore[attr-defined]
             return factory
