@@ -103,6 +103,8 @@ class JointVAE(VAE):
     says how the class site is estimated, ``beta_discrete`` weights its KL as ``beta`` weights
     z's. The class site is named by ``class_site`` ("c" here, "y" for M2)."""
 
+    weights_latents = True  # its model and guide weight their own sites
+
     class_site = "c"
 
     def __init__(
@@ -236,6 +238,8 @@ class JointVAE(VAE):
 class SemiSupervisedVAE(JointVAE):
     """M2: the class is the label, observed on the rows that carry one (see the module doc);
     ``alpha`` weights the classification term alpha * log q(y | x) of labelled rows."""
+
+    weights_latents = True  # its model and guide weight their own sites
 
     class_site = "y"
 

@@ -36,6 +36,8 @@ def class_grid(prior: dist.Distribution, n: int, classes: int):
 class ConditionalVAE(VAE):
     """A VAE whose decoder reads [z, c] and whose encoder reads [x, c] (see the module doc)."""
 
+    weights_latents = True  # its model and guide weight their own sites
+
     def __init__(self, *args, data_dim: int, context_dim: int, context: str, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.data_dim, self.context_dim, self.context = data_dim, context_dim, context

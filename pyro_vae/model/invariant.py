@@ -112,6 +112,8 @@ class InvariantVAE(VAE):
     """Content z apart from pose (theta, dx); see the module doc. ``encoder`` emits (loc,
     scale) of [z, theta, dx] (the sites in use, in that order)."""
 
+    weights_latents = True  # its model and guide weight their own sites
+
     def __init__(
         self,
         encoder: nn.Module,

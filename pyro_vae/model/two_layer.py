@@ -31,6 +31,8 @@ class TwoLayerVAE(VAE):
     """Two stochastic layers; ``encoder``/``decoder`` are the x <-> z1 networks and
     ``upper_encoder``/``upper_decoder`` the z1 <-> z2 ones (both emit a diagonal Gaussian)."""
 
+    weights_latents = True  # its model and guide weight their own sites
+
     latent_sites = ("z1", "z2")
 
     def __init__(self, encoder, decoder, upper_encoder, upper_decoder, likelihood, prior, beta):

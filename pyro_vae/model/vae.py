@@ -12,11 +12,20 @@ beta-VAE (Higgins et al., 2017) weights the KL term: the objective is
 side only gives a silently wrong objective. ``poutine.scale(0)`` raises, so beta = 0 masks
 the latent site instead (``poutine.mask(False)``): its log-densities drop out, z is still
 reparameterised, and the objective is the reconstruction term alone.
+
+A subclass that rewrites ``model`` or ``guide`` (a user's Student-t prior, say) need not know
+any of this: its programs run inside :func:`~pyro_vae.model.latent_scale.scale_latents`, which
+weights every latent site by beta, so ``beta=4``, a warm-up or a compiled step's tensor beta
+mean for it what they mean for ours. A class that weights its own sites (ours: the class
+variable has a beta of its own) says so with ``weights_latents = True``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import pyro
 import pyro.distributions as dist
@@ -27,6 +36,7 @@ from torch import nn
 
 from .. import param_store
 from .guides import DiagonalGaussian, Guide
+from .latent_scale import scale_latents
 from .likelihoods import Likelihood
 from .priors import Prior
 
@@ -60,6 +70,19 @@ class VAE(nn.Module):
         q: the guide's family (:mod:`pyro_vae.model.guides`); diagonal Gaussian if None.
     """
 
+    # whether this class's own model and guide weight their latent sites by beta; a subclass
+    # that rewrites either without saying so has them weighted by the handler (module doc)
+    weights_latents: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "weights_latents" not in vars(cls):
+            cls.weights_latents = False
+        if not cls.weights_latents:
+            for name in ("model", "guide"):
+                if name in vars(cls):
+                    setattr(cls, name, _weighting_latents(vars(cls)[name]))
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -77,6 +100,7 @@ class VAE(nn.Module):
         self.q = DiagonalGaussian(prior.z_dim) if q is None else q
         self.beta = beta
         self._beta_override: torch.Tensor | None = None
+        self._latents_weighted = False  # inside a handler that weights them (module doc)
         self._register_load_state_dict_pre_hook(_rename_posterior)
 
     @property
@@ -122,8 +146,15 @@ class VAE(nn.Module):
                 f"got shape {tuple(x.shape)}{hint}"
             )
 
+    def current_beta(self) -> float | torch.Tensor:
+        """beta as the next trace sees it: the compiled step's tensor within
+        :meth:`beta_tensor`, else :attr:`beta`."""
+        return self.beta if self._beta_override is None else self._beta_override
+
     def _kl_weight(self) -> contextlib.AbstractContextManager:
-        return kl_weight(self.beta if self._beta_override is None else self._beta_override)
+        if self._latents_weighted:  # a rewritten program calling ours: weighted once, outside
+            return contextlib.nullcontext()
+        return kl_weight(self.current_beta())
 
     def model(self, x: torch.Tensor) -> torch.Tensor:
         """p(x, z) = p(z) p(x | z), one z per image."""
@@ -215,6 +246,25 @@ class VAE(nn.Module):
         raise ValueError(f"kind must be 'mean', 'params' or 'distribution', got {kind!r}")
 
 
+def _weighting_latents(program: Callable) -> Callable:
+    """``program`` (a subclass's model or guide) run with its latent sites weighted by beta;
+    a call nested in another (``super().model(x)``) is weighted once, by the outer one."""
+
+    @functools.wraps(program)
+    def weighted(self: VAE, *args: Any, **kwargs: Any) -> Any:
+        if self._latents_weighted:
+            return program(self, *args, **kwargs)
+        self._latents_weighted = True
+        try:
+            with scale_latents(self.current_beta()):
+                return program(self, *args, **kwargs)
+        finally:
+            self._latents_weighted = False
+
+    weighted.weights_latents = True  # type: ignore[attr-defined]
+    return weighted
+
+
 def _rename_posterior(state_dict, prefix, *args) -> None:
     """Checkpoints written before 0.2 kept the guide family under ``posterior.``."""
     for key in [k for k in state_dict if k.startswith(prefix + "posterior.")]:
@@ -230,6 +280,7 @@ class Autoencoder(VAE):
     reconstruction term. Decoding random codes z ~ p(z) shows what a plain autoencoder lacks.
     """
 
+    weights_latents = True
     beta = property(lambda self: 0.0, lambda self, value: None)  # no KL term, ever
 
     def _kl_weight(self) -> contextlib.AbstractContextManager:
