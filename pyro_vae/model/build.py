@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from ..registry import Registry, takes
 from .class_variable import build_joint_vae, build_semi_supervised_vae
@@ -49,6 +50,8 @@ def build_vae(
     beta: float = 1.0,
     autoencoder: bool = False,
     context: str = "none",
+    encoder: nn.Module | None = None,
+    decoder: nn.Module | None = None,
     **options: object,
 ) -> VAE:
     """Assemble a VAE from registered names; ``options`` go to whichever parts take them
@@ -57,9 +60,13 @@ def build_vae(
     ``pseudo_inputs`` for the VampPrior, ``rank`` / ``flows`` / ``flow_hidden`` for the
     guides). ``context`` other than "none" builds a conditional VAE whose data rows carry
     ``context_dim`` context values after the pixels (:mod:`pyro_vae.model.conditional`);
-    ``autoencoder`` builds the deterministic :class:`Autoencoder` with the same networks."""
+    ``autoencoder`` builds the deterministic :class:`Autoencoder` with the same networks.
+    ``encoder`` and ``decoder``: your own networks instead of the ``network`` family's
+    (:func:`_check_networks` says what they map)."""
     check_shape(data_shape)
-    parts = route("vae", options, network=network, likelihood=likelihood, prior=prior, guide=guide)
+    own_networks = _own_networks(encoder, decoder)
+    chosen = {"likelihood": likelihood, "prior": prior, "guide": guide}
+    parts = route("vae", options, **chosen, **({} if own_networks else {"network": network}))
     if autoencoder and guide != "diagonal":
         raise ValueError("the autoencoder's code is a point: --guide means nothing for it")
     if autoencoder and beta != 1.0:
@@ -70,12 +77,15 @@ def build_vae(
     data_dim = int(torch.Size(data_shape).numel())
     lik = LIKELIHOODS.create(likelihood, data_dim, **parts["likelihood"])
     pri = PRIORS.create(prior, z_dim, offer={"data_dim": data_dim + context_dim}, **parts["prior"])
-    net_facts = {"out_per_pixel": lik.params_per_pixel}
-    if conditional:
-        net_facts["context_dim"] = context_dim
-    encoder, decoder = NETWORKS.create(
-        network, data_shape, z_dim, offer=net_facts, **parts["network"]
-    )
+    if own_networks:
+        _check_networks(encoder, decoder, data_dim, z_dim, lik.params_per_pixel)
+    else:
+        net_facts = {"out_per_pixel": lik.params_per_pixel}
+        if conditional:
+            net_facts["context_dim"] = context_dim
+        encoder, decoder = NETWORKS.create(
+            network, data_shape, z_dim, offer=net_facts, **parts["network"]
+        )
     if lik.log_input:
         encoder = LogInputEncoder(encoder)
     pri.attach(encoder)
@@ -90,6 +100,46 @@ def build_vae(
     return VAE(encoder, decoder, lik, pri, beta=beta, q=q)
 
 
+def _own_networks(encoder: nn.Module | None, decoder: nn.Module | None) -> bool:
+    if (encoder is None) != (decoder is None):
+        raise ValueError("give both encoder= and decoder=, or neither")
+    return encoder is not None
+
+
+def _check_networks(
+    encoder: nn.Module, decoder: nn.Module, data_dim: int, z_dim: int, per_pixel: int
+) -> None:
+    """The user's networks, tried on two zero rows: the encoder maps rows (N, D) to the
+    (loc, scale) of q(z|x), each (N, z_dim); the decoder maps z (N, z_dim) to the likelihood's
+    parameters (N, params_per_pixel D) (a conv net reshapes rows to (C, H, W) itself).
+    Otherwise one line says which network returned what."""
+    for name, net in (("encoder", encoder), ("decoder", decoder)):
+        if not isinstance(net, nn.Module):
+            raise ValueError(f"{name}= takes a torch.nn.Module, not a {type(net).__name__}")
+    try:
+        param = next(encoder.parameters())
+        kind = {"device": param.device, "dtype": param.dtype}
+    except StopIteration:
+        kind = {}
+    with torch.no_grad():
+        out = encoder(torch.zeros(2, data_dim, **kind))
+        if not (isinstance(out, tuple) and len(out) == 2 and out[0].shape == (2, z_dim)):
+            shapes = [tuple(o.shape) for o in out] if isinstance(out, tuple) else type(out)
+            raise ValueError(
+                f"the encoder must map rows (N, {data_dim}) to (loc, scale), each (N, {z_dim}); "
+                f"it returned {shapes}"
+            )
+        out = decoder(torch.zeros(2, z_dim, **kind))
+        if not torch.is_tensor(out) or out.shape != (2, per_pixel * data_dim):
+            shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+            raise ValueError(
+                f"the decoder must map z (N, {z_dim}) to (N, {per_pixel * data_dim}) "
+                f"likelihood parameters; it returned {shape}"
+            )
+    if not hasattr(encoder, "feature_dim"):
+        encoder.feature_dim = z_dim  # (what a guide family is told; the diagonal ignores it)
+
+
 MODELS.register("two-layer")(build_two_layer_vae)
 MODELS.register("joint")(build_joint_vae)
 MODELS.register("m2")(build_semi_supervised_vae)
@@ -102,7 +152,13 @@ def build_model(data_shape: Sequence[int], model: str = "vae", **options: object
     (training images per labelled one) the semi-supervised one."""
     offer = {k: options.pop(k) for k in ("context_dim", "labelled_share") if k in options}
     check_shape(data_shape)
-    return MODELS.create(model, data_shape, offer={"context_dim": 0, **offer}, **options)
+    beta = options.get("beta")
+    if "beta" in options and "beta" not in MODELS.options(model):  # a factory of the user's:
+        del options["beta"]  # beta reaches its latent sites through the handler instead
+    vae = MODELS.create(model, data_shape, offer={"context_dim": 0, **offer}, **options)
+    if beta is not None:
+        vae.beta = beta
+    return vae
 
 
 def takes_option(option: str, model: str = "vae", **chosen: str) -> bool:
