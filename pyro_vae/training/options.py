@@ -28,18 +28,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from ..data import BINARIZATIONS, CONTEXTS, DATASETS
 from ..inference import ESTIMATORS, IWAE_GRADIENTS
-from ..model import DISCRETE_SITES, GUIDES, LIKELIHOODS, MODELS, NETWORKS, PRIORS, build_model
-from ..model.build import takes_option
+from ..model import DISCRETE_SITES, GUIDES, LIKELIHOODS, MODELS, NETWORKS, PRIORS
 from ..model.invariant import INVARIANCE_CHOICES
 from ..model.likelihoods import LIBRARY_OPTIONS
-from ..model.option_routing import PART_REGISTRIES, takers
-from ..registry import Registry
 from .denormals import DENORMALS
-from .rules import RULES, automatic_binarization, automatic_estimator, nominal_context_dim
+from .option_checks import CheckedOptions
+from .rules import RULES, automatic_binarization, automatic_estimator
 from .schema import (
     POSITIVE,
     POSITIVE_SIZES,
@@ -47,18 +43,15 @@ from .schema import (
     ConfigError,
     Option,
     at_least,
-    check_type,
     coerce,
-    flag_of,
     option,
 )
 
 PRECISIONS = ("fp32", "tf32", "bf16")  # tf32: CUDA matrix products; bf16: autocast forward
-NOMINAL_SHAPE = (1, 28, 28)  # the shape the config's trial build uses before data is read
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(CheckedOptions):
     """Everything that defines a run; saved as config.json. See the module doc."""
 
     # --- data ----------------------------------------------------------------------------------
@@ -255,88 +248,31 @@ class TrainConfig:
         True, "TensorBoard event files in RUN_DIR/tensorboard", "run", flag="--no-tensorboard",
         resumable=True,
     )  # fmt: skip
+    # --- not options: what the user's own parts take, and the code that made the run ---------
+    # options of parts registered by the user (a plug-in likelihood's ``df``, a model
+    # factory's ``channels``): no field declares them; each must be taken by a chosen part
+    part_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # the modules outside the package that define the run's parts (pyro_vae.plugins records):
+    # read back only to say what to name again, never imported from here
+    plugins: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._choose_automatic()  # first: what applies may depend on it
         for name, opt in options().items():
             self._settle(name, opt)
+        self._check_part_options()
         for rule in RULES:
             rule(self)
         self._try_building()
 
-    # --- checking ------------------------------------------------------------------------------
-
-    def _choose_automatic(self) -> None:
-        """Options given as ``auto`` take the value their rule chooses from the others."""
-        for name, opt in options().items():
-            if opt.automatic is not None and getattr(self, name) == "auto":
-                setattr(self, name, opt.automatic.resolve(self))
-
-    def _settle(self, name: str, opt: Option) -> None:
-        """Coerce the value, drop it where it does not apply, check it where it does."""
-        default = _default(name)
-        value = coerce(getattr(self, name), default)
-        if not self.applies(name):
-            if value is not None and value != default:
-                raise ConfigError(self.why_not(name))
-            value = None
-        elif value is None:
-            value = default  # (particles: None, the estimator's own default)
-        setattr(self, name, value)
-        if value is None:
-            return
-        check_type(name, value, opt.type or (str if default is None else type(default)))
-        names = opt.choice_names()
-        if names and value not in names:
-            kind = opt.choices.kind if isinstance(opt.choices, Registry) else name
-            raise ConfigError(f"unknown {kind} {value!r}; choose one of: {', '.join(names)}")
-        if opt.check is not None and not opt.check.holds(value):
-            shown = repr(value) if isinstance(value, str) else value
-            raise ConfigError(f"{flag_of(name)} must be {opt.check.rule}, got {shown}")
-
-    def applies(self, name: str) -> bool:
-        """Whether option ``name`` means something for this run (see the module doc)."""
-        opt = options()[name]
-        if opt.applies is not None:
-            return bool(opt.applies(self))
-        if not opt.part:
-            return True
-        param = opt.param or name
-        if opt.group == "data":
-            return param in DATASETS.options(self.dataset)
-        if opt.group == "estimator":
-            return param in ESTIMATORS.options(self.estimator)
-        chosen = {p: getattr(self, p) for p in PART_REGISTRIES}
-        return takes_option(param, self.model, **{p: v for p, v in chosen.items() if v})
-
-    def why_not(self, name: str) -> str:
-        """The message for option ``name`` set where it does not apply."""
-        opt = options()[name]
-        flag = flag_of(name)
-        if opt.applies is not None:
-            return f"{flag} applies only with {opt.when}"
-        param = opt.param or name
-        if opt.group in ("data", "estimator"):
-            registry = DATASETS if opt.group == "data" else ESTIMATORS
-            owners = {registry.kind: [e for e in registry if param in registry.options(e)]}
-            here = f"--{registry.kind} {getattr(self, registry.kind)}"
-        else:
-            owners = {"model": [m for m in MODELS if param in MODELS.options(m)]} | takers(param)
-            parts = [p for p in PART_REGISTRIES if p in MODELS.options(self.model)]
-            here = f"--model {self.model} ({', '.join(f'{p} {getattr(self, p)}' for p in parts)})"
-        where = "; ".join(f"{kind} {', '.join(names)}" for kind, names in owners.items() if names)
-        return f"{flag} does not apply to {here}: it is an option of {where}"
-
-    def _try_building(self) -> None:
-        """Build the model and the estimator once, on the side: every check a part makes of
-        its options fails here, before any data is read (the random streams are untouched)."""
-        context_dim = nominal_context_dim(self, NOMINAL_SHAPE)
-        try:
-            with torch.random.fork_rng(devices=[]):
-                build_model(NOMINAL_SHAPE, context_dim=context_dim, **self.model_options())
-            ESTIMATORS.create(self.estimator, **self.estimator_options())
-        except (ValueError, TypeError) as err:
-            raise ConfigError(str(err)) from None
+    @classmethod
+    def of(cls, **given: Any) -> TrainConfig:
+        """The config of ``given`` options, those of the user's own parts among them: a name
+        that no field declares goes to :attr:`part_options` (checked to be taken by a chosen
+        part)."""
+        declared = {k: v for k, v in given.items() if k in _FIELDS}
+        extra = {k: v for k, v in given.items() if k not in _FIELDS}
+        return cls(**declared, part_options={**declared.pop("part_options", {}), **extra})
 
     # --- what the builders read -----------------------------------------------------------------
 
@@ -349,7 +285,9 @@ class TrainConfig:
         }
 
     def model_options(self) -> dict[str, Any]:
-        return self.group("model")  # keyword arguments of pyro_vae.model.build_model
+        """Keyword arguments of :func:`pyro_vae.model.build_model`: the model options that
+        apply, and the options of the user's own parts."""
+        return {**self.group("model"), **self.part_options}
 
     def estimator_options(self) -> dict[str, Any]:
         """Keyword arguments of the estimator (``num_particles`` only where given: otherwise
@@ -360,6 +298,9 @@ class TrainConfig:
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["part_options"] = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in self.part_options.items()
+        }
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
@@ -368,9 +309,13 @@ class TrainConfig:
         their value: earlier versions recorded every option, used or not."""
         if not isinstance(d, dict):
             raise ConfigError(f"a config is an object of options, not a {type(d).__name__}")
-        unknown = set(d) - set(options())
+        unknown = set(d) - set(_FIELDS)
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        extra = {
+            "part_options": {k: coerce(v, v) for k, v in d.get("part_options", {}).items()},
+            "plugins": list(d.get("plugins", [])),
+        }
         values = {name: d.get(name, _default(name)) for name in options()}
         record = object.__new__(cls)
         record.__dict__.update(values)
@@ -379,7 +324,7 @@ class TrainConfig:
         for name in options():
             if not record.applies(name):
                 values[name] = record.__dict__[name] = None
-        return cls(**values)
+        return cls(**values, **extra)
 
     def differences(self, other: TrainConfig) -> list[str]:
         """Options (other than the resumable ones) whose values differ, as 'name: a != b'."""
@@ -388,12 +333,19 @@ class TrainConfig:
             f"{k}: {mine[k]!r} != {theirs[k]!r}"
             for k, opt in options().items()
             if not opt.resumable and mine[k] != theirs[k]
+        ] + [
+            f"{k}: {mine['part_options'].get(k)!r} != {theirs['part_options'].get(k)!r}"
+            for k in sorted(set(mine["part_options"]) | set(theirs["part_options"]))
+            if mine["part_options"].get(k) != theirs["part_options"].get(k)
         ]
 
 
 def options() -> dict[str, Option]:
     """Every option of a run, in declaration order."""
-    return {f.name: f.metadata["option"] for f in dataclasses.fields(TrainConfig)}
+    return {f.name: f.metadata["option"] for f in dataclasses.fields(TrainConfig) if f.metadata}
+
+
+_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def _default(name: str) -> Any:

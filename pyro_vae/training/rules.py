@@ -69,6 +69,8 @@ automatic_estimator = Automatic(
 
 
 def _binarization_fits_the_likelihood(c: Config) -> None:
+    if c.likelihood is None:  # a model the user built: its likelihood checks the data
+        return
     data_kind = LIKELIHOODS.get(c.likelihood).data_kind
     if data_kind == "counts" and c.binarize != "none":
         raise ConfigError(f"--likelihood {c.likelihood} models counts: use --binarize none")
@@ -117,12 +119,12 @@ def _estimator_fits_the_model(c: Config) -> None:
             f"{', '.join(rest)} (z2 depends on z1 in the guide, which TraceMeanField_ELBO's "
             "analytic KLs and the KL-shaping objectives cannot take)"
         )
-    if traits.kl_per_dimension:
+    if traits.kl_per_dimension and c.guide is not None:  # (a user's model: its guide's own)
         if c.guide != "diagonal":
             raise ConfigError(
                 f"--estimator {c.estimator} needs the KL per dimension: --guide diagonal"
             )
-        if c.prior not in ("normal", "learned-normal"):
+        if c.prior is not None and c.prior not in ("normal", "learned-normal"):
             raise ConfigError(
                 f"--estimator {c.estimator} needs the KL per dimension in closed form: "
                 "--prior normal or learned-normal"

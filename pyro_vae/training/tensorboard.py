@@ -105,8 +105,10 @@ def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
     """The options that shape the run's result, as TensorBoard accepts them: those that apply
     (None: not applied), without the ones that may change on resume (device, progress, ...)."""
     shown = {}
-    for name, value in config.items():
-        if value is None or options()[name].resumable:
+    every = options()
+    given = {k: v for k, v in config.items() if k in every}
+    for name, value in {**given, **config.get("part_options", {})}.items():
+        if value is None or (name in every and every[name].resumable):
             continue
         shown[name] = " ".join(map(str, value)) if isinstance(value, list | tuple) else value
     return shown
