@@ -8,15 +8,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from .data import ImageData
+from .model import VAE
 from .report import FiguresAtEnd
 from .training import Observer, TrainConfig, TrainResult, fit
 from .training.run import resumed_config
+from .training.user_code import given_model_options, prepare_training, with_code_record
 
 
 def train(
     config: TrainConfig | None = None,
     data: ImageData | None = None,
     *,
+    vae: VAE | None = None,
+    plugins: Sequence[str] = (),
     resume: bool = False,
     overwrite: bool = False,
     observers: Sequence[Observer] = (),
@@ -28,20 +32,40 @@ def train(
         result = pyro_vae.train(z_dim=2, epochs=10, out="runs/z2")
         result.vae, result.summary["test_neg_elbo"]
 
+    Your own model enters three ways, and gets the whole pipeline (checkpoints, resume,
+    metrics, figures, the first-batch check, ``evaluate``) as ours does:
+
+    - ``vae=``: any :class:`~pyro_vae.VAE`: ours, a subclass that rewrites ``model`` /
+      ``guide``, or one built with your own networks (``build_vae(..., encoder=...,
+      decoder=...)``); its options are the ones it was built with (``beta`` and the run's
+      options still apply; beta weights its latent sites through a handler);
+    - ``model="MODULE:FACTORY"``: ``FACTORY(data_shape, **options)`` builds it, its
+      keyword-only parameters being options like the families' (``plugins`` are imported
+      first);
+    - ``plugins=["my_parts.py"]``: modules that register likelihoods, priors, guides,
+      networks or estimators under names the options then choose, with the parts' own options
+      (``df=3.0``) given like any other.
+
     ``resume`` continues the run in ``out`` from its checkpoint, with its own options: those
     given may only be the ones that can change on resume (``epochs``, ``device``, ...), or
     have the run's values (:func:`~pyro_vae.training.run.resumed_config`, as ``pyro-vae train
     --resume``); ``overwrite`` replaces a run already there (without either, an existing run is
     an error, so nothing is lost). ``observers`` are called by the training loop besides the
     standard ones (metrics.csv, progress, figures)."""
-    if config is None:
-        config = resumed_config(options) if resume else TrainConfig(**options)
-    elif options:
+    if config is not None and options:
         raise TypeError("give a TrainConfig or options, not both")
+    prepare_training(plugins, options.get("model") if config is None else config.model)
+    if config is None:
+        if vae is not None and not resume:
+            options = given_model_options(vae, options)
+        config = resumed_config(options) if resume else TrainConfig.of(**options)
+    if not resume:
+        config = with_code_record(config)
     return fit(
         config,
         data,
         resume=resume,
         overwrite=overwrite,
         observers=[*observers, FiguresAtEnd()],
+        vae=vae,
     )

@@ -4,9 +4,11 @@ hand-written baseline VAE that pyro-vae is compared with. An estimator's referen
 registered against its class (:func:`register_reference`)."""
 
 from .baseline_vae import HandwrittenVAE, train_handwritten
+from .pyro_check import check_against_pyro, pyro_counterpart
 from .reference_check import (
     ReferenceMismatch,
     check_against_reference,
+    missing_reference,
     pyro_and_reference_loss,
 )
 from .reference_losses import reference_loss
@@ -21,9 +23,12 @@ __all__ = [
     "HandwrittenVAE",
     "MissingReference",
     "ReferenceMismatch",
+    "check_against_pyro",
     "check_against_reference",
     "find_reference",
+    "missing_reference",
     "pyro_and_reference_loss",
+    "pyro_counterpart",
     "reference_loss",
     "register_no_reference",
     "register_reference",

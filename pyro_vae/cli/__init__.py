@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .. import __version__, plugins
 from ..checks import ReferenceMismatch
 from ..training import (
     NonFiniteLoss,
@@ -51,6 +51,7 @@ from ..training.run_dir import (
 from ..training.schema import ConfigError, Option, flag_of
 from .evaluate import add_evaluate, check_seed, evaluate
 from .help import CommandParser, shown
+from .plugin_flags import add_plugin, early_plugins, part_option_flags
 
 EXIT_USAGE, EXIT_NON_FINITE, EXIT_NOT_WRITTEN = 2, 3, 4
 MAX_SAMPLES = 10_000  # a 100 x 100 grid; more is a job for the Python API
@@ -80,6 +81,7 @@ def _add_option(p: argparse.ArgumentParser, name: str, opt: Option) -> None:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a VAE with SVI and write a run directory")
+    add_plugin(p)
     groups = {
         "data": p.add_argument_group("data"),
         "model": p.add_argument_group("model (an option applies where a chosen part takes it)"),
@@ -89,6 +91,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     }
     for name, opt in options().items():
         _add_option(groups[opt.group], name, opt)
+    part_option_flags(groups["model"])
     p.add_argument(
         "--resume",
         action="store_true",
@@ -102,10 +105,15 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     may change on resume (``--epochs``, ``--device``, ...) taken from the flags
     (:func:`~pyro_vae.training.run.resumed_config`)."""
     given = {name: getattr(args, name) for name in options() if getattr(args, name) is not None}
+    given |= {
+        key.split(":", 1)[1]: value
+        for key, value in vars(args).items()
+        if key.startswith("part:") and value is not None
+    }
     if not args.resume:
-        config = TrainConfig(**given)
+        config = TrainConfig.of(**given)
         for name in given:  # refused even at its default value: it was asked for
-            if getattr(config, name) is None:
+            if name in options() and getattr(config, name) is None:
                 raise ConfigError(config.why_not(name))
         return config
     return resumed_config(given)  # whether and how it may resume is the training layer's
@@ -115,7 +123,7 @@ def _train(args: argparse.Namespace) -> int:
     from ..workflow import train
 
     config = train_config(args)
-    result = train(config, resume=args.resume, overwrite=args.overwrite)
+    result = train(config, plugins=args.plugin, resume=args.resume, overwrite=args.overwrite)
     s = result.summary
     if not s:  # a process other than rank 0 of a distributed run: rank 0 reports
         leave_worker_process(0)
@@ -139,8 +147,10 @@ def _add_sample_and_report(sub: argparse._SubParsersAction) -> None:
         help=f"PNG to write, the tensor beside it as .pt (default: RUN_DIR/{SAMPLES})",
     )
     p.add_argument("--device", default="auto", help=option_help("device"))
+    add_plugin(p)
     what = "write RUN_DIR/report.html, one self-contained file"
     p = sub.add_parser("report", help=what, description=what[0].upper() + what[1:] + ".")
+    add_plugin(p)
     p.add_argument("run_dir", help="a run directory written by pyro-vae train")
     p.add_argument(
         "--refresh-figures",
@@ -217,7 +227,9 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
     names = p.add_subparsers(dest="study", required=True, title="studies", metavar="NAME")
     for name in STUDIES:
         run = STUDIES.get(name)
-        run.arguments(names.add_parser(name, help=run.summary, description=run.summary))
+        study = names.add_parser(name, help=run.summary, description=run.summary)
+        run.arguments(study)
+        add_plugin(study)
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -312,6 +324,13 @@ def _log_to_stderr() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        early_plugins(argv)
+    except plugins.PluginError as err:  # before anything is read or written
+        if "--debug" in argv:
+            raise
+        print(f"pyro-vae: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
     args = parser().parse_args(argv)
     _log_to_stderr()
     try:

@@ -101,6 +101,11 @@ def _config_rows(config: TrainConfig) -> list[dict]:
         shown = _setting(value) if value is not None else _builder_default(config, name)
         if shown is not None:
             rows.append({"group": opt.group, "option": name, "value": shown})
+    for name, value in config.part_options.items():  # the options of the user's own parts
+        rows.append({"group": "model", "option": name, "value": _setting(value)})
+    if config.plugins:  # the modules that made the run, as it records them
+        made = [f"{p.get('spec')} (sha256 {str(p.get('sha256'))[:12]})" for p in config.plugins]
+        rows.append({"group": "run", "option": "plugins", "value": _setting(made)})
     return rows
 
 
@@ -206,6 +211,11 @@ def _cards(config: dict, summary: dict, evaluation: dict) -> str:
 def _title(config: dict) -> str:
     if config.get("autoencoder"):
         return f"{config['dataset']}: deterministic autoencoder, z={config['z_dim']}"
+    if config.get("likelihood") is None:  # a model the user built: its parts are its own
+        return (
+            f"{config['dataset']}: the user's model ({config['model']}), "
+            f"{config['estimator']} estimator, beta={config['beta']}"
+        )
     return (
         f"{config['dataset']}: {config['likelihood']} likelihood, {config['prior']} prior, "
         f"{config['estimator']} estimator, beta={config['beta']}, z={config['z_dim']}"
@@ -216,6 +226,13 @@ def _reference_check(summary: dict) -> str:
     reference = summary.get("reference_check")
     if not isinstance(reference, dict):
         return ""
+    if reference.get("check") == "pyro":
+        return html.escape(
+            f"Check on the first batch (no hand-written loss: "
+            f"{reference.get('no_hand_written')}): {reference.get('compared')} "
+            f"{_fmt(reference.get('step_loss'))} = {reference.get('against')} "
+            f"{_fmt(reference.get('pyro_loss'))}."
+        ).join(("<p>", "</p>"))
     return (
         f"<p>Reference check on the first batch: Pyro's loss {_fmt(reference.get('pyro_loss'))},"
         f" hand-written loss {_fmt(reference.get('reference_loss'))}.</p>"

@@ -14,9 +14,11 @@ from pyro.infer import ELBO
 from ..data import Binarizer, ImageData, labelled_rows, load_dataset, with_context, with_labels
 from ..inference import ESTIMATORS, GeometricRamp, KLWarmup, LinearRamp, sync_free
 from ..model import VAE, build_model
+from ..model.program_check import check_program
 from .compiled import CompiledStep
 from .devices import resolve_device
 from .distributed import Cluster, join
+from .option_checks import GIVEN_MODEL
 from .options import ConfigError, TrainConfig
 
 
@@ -77,8 +79,52 @@ def _data_facts(config: TrainConfig, data: ImageData) -> dict[str, float]:
     return facts
 
 
-def assemble(config: TrainConfig, data: ImageData | None = None) -> Assembly:
-    """Every part of the run ``config`` describes (``data``: the dataset, if already loaded).
+def model_of(config: TrainConfig, data: ImageData, vae: VAE | None) -> VAE:
+    """The run's VAE: built from the config's names, or the one given from Python
+    (``model="given"``), checked to read rows of the data's width."""
+    if config.model != GIVEN_MODEL:
+        if vae is not None:
+            raise ConfigError(
+                f"a VAE was given and --model {config.model} names another: give one of them"
+            )
+        return build_model(data.shape, **_data_facts(config, data), **config.model_options())
+    if vae is None:
+        raise ConfigError(
+            "this run's VAE was given from Python: pass it again (pyro_vae.train(vae=...), "
+            "pyro_vae.load_run(run_dir, vae=...))"
+        )
+    if not isinstance(vae, VAE):
+        raise ConfigError(
+            f"vae= takes a pyro_vae.VAE (or a subclass of it), not a {type(vae).__name__}"
+        )
+    width = int(data.train_x.shape[1])
+    if vae.row_width != width:
+        raise ConfigError(
+            f"the given VAE reads rows of {vae.row_width} values; the data's rows have {width}"
+        )
+    return vae
+
+
+def check_fits(vae: VAE, binarizer: Binarizer) -> None:
+    """The data lies in the support of the VAE's likelihood, and a model or guide of the
+    user's has the structure the objectives need (one line, before any step)."""
+    likelihood = getattr(vae, "likelihood", None)
+    if hasattr(likelihood, "check_data"):
+        likelihood.check_data(binarizer.test_x)
+        likelihood.check_data(binarizer.train_x())
+    if not all(_ours(getattr(type(vae), name, None)) for name in ("model", "guide")):
+        check_program(vae.model, vae.guide, binarizer.test_x[:2])
+
+
+def _ours(method: object) -> bool:
+    return getattr(method, "__module__", "").split(".")[0] == "pyro_vae"
+
+
+def assemble(
+    config: TrainConfig, data: ImageData | None = None, vae: VAE | None = None
+) -> Assembly:
+    """Every part of the run ``config`` describes (``data``: the dataset, if already loaded;
+    ``vae``: the model, when it was given from Python).
 
     The order fixes the random streams: the seed is set before the model is built, so a run
     is the same every time for the same options."""
@@ -88,10 +134,8 @@ def assemble(config: TrainConfig, data: ImageData | None = None) -> Assembly:
     pyro.enable_validation(False)  # inputs are checked up front; keep the step lean
     data = load_data(config, device, data)
     binarizer = Binarizer(config.binarize, data, seed=config.seed)
-    vae = build_model(data.shape, **_data_facts(config, data), **config.model_options())
-    vae = vae.to(device)
-    vae.likelihood.check_data(binarizer.test_x)
-    vae.likelihood.check_data(binarizer.train_x())
+    vae = model_of(config, data, vae).to(device)
+    check_fits(vae, binarizer)
 
     n_train = data.train_x.shape[0]
     global_batch = config.batch_size * cluster.world_size

@@ -78,6 +78,12 @@ def reference_line(check: dict[str, Any] | None) -> str:
     """The first-batch reference check, in one line (or why there is none)."""
     if not check:
         return "reference check: skipped (--skip-reference-check)"
+    if check.get("check") == "pyro":
+        return (
+            f"reference check: {check['compared']} {check['step_loss']:.4f} = "
+            f"{check['against']} {check['pyro_loss']:.4f} on the first batch of "
+            f"{check['batch_size']} images (no hand-written loss: {check['no_hand_written']})"
+        )
     return (
         f"reference check: Pyro loss {check['pyro_loss']:.4f} = hand-written "
         f"{check['reference_loss']:.4f} on the first batch of {check['batch_size']} images"

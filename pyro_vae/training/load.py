@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..data import Binarizer, ImageData
-from ..model import VAE, build_model
-from .assemble import load_data
+from ..model import VAE
+from .assemble import load_data, model_of
 from .checkpoint import CheckpointError, load_checkpoint
 from .devices import resolve_device
-from .options import TrainConfig
+from .options import ConfigError, TrainConfig
 from .run_dir import CHECKPOINT, CLEARING, CONFIG, RunDirectory, RunDirectoryError
+from .user_code import check_recorded, prepare_reading
 
 
 @dataclass
@@ -28,8 +30,12 @@ class LoadedRun:
     epoch: int
 
 
-def read_config(run_dir: str | Path) -> TrainConfig:
-    """RUN_DIR/config.json, parsed against the options schema; one line if it cannot be."""
+def read_config(run_dir: str | Path, how: str = "--plugin") -> TrainConfig:
+    """RUN_DIR/config.json, parsed against the options schema; one line if it cannot be.
+
+    A run made with the user's own modules is read only when they were named again or are
+    installed entry points (``how``: the way to name them, for the message); nothing the
+    config names is imported (:func:`~pyro_vae.training.user_code.check_recorded`)."""
     path = Path(run_dir) / CONFIG
     if (Path(run_dir) / CLEARING).exists():
         raise RunDirectoryError(
@@ -39,17 +45,36 @@ def read_config(run_dir: str | Path) -> TrainConfig:
     if not path.is_file():
         raise RunDirectoryError(f"{str(run_dir)!r} is not a run directory (no {CONFIG})")
     try:
-        return TrainConfig.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError, UnicodeDecodeError) as err:
+        saved = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RunDirectoryError(f"{str(path)!r} is not a run's config ({err})") from None
+    if isinstance(saved, dict):
+        check_recorded(saved, how)
+    try:
+        return TrainConfig.from_dict(saved)
+    except (ValueError, TypeError) as err:
         raise RunDirectoryError(f"{str(path)!r} is not a run's config ({err})") from None
 
 
-def load_run(run_dir: str | Path, device: str = "auto", data: ImageData | None = None) -> LoadedRun:
+def load_run(
+    run_dir: str | Path,
+    device: str = "auto",
+    data: ImageData | None = None,
+    *,
+    vae: VAE | None = None,
+    plugins: Sequence[str] = (),
+) -> LoadedRun:
     """The trained model of ``run_dir`` (from its checkpoint) with its data, on ``device``
     (``data``: the dataset, if already loaded). The VAE's ``decoder`` returns the likelihood's
-    parameters (logits for ``bernoulli``); ``vae.likelihood.mean(vae.decoder(z))`` is E[x|z]."""
+    parameters (logits for ``bernoulli``); ``vae.likelihood.mean(vae.decoder(z))`` is E[x|z].
+
+    A run of your own code is read with it named again: ``plugins`` (the modules that
+    registered its parts, or the ``MODULE`` of its ``--model MODULE:FACTORY``), or ``vae``
+    (the model given to ``train(vae=...)``, whose weights are then replaced by the run's).
+    Weights are read without unpickling anything."""
     run_dir = Path(run_dir)
-    config = read_config(run_dir)
+    prepare_reading(plugins)
+    config = read_config(run_dir, how="plugins=[...]")
     try:
         state = load_checkpoint(run_dir / CHECKPOINT)
         epoch = int(state["position"]["epoch"])
@@ -63,7 +88,10 @@ def load_run(run_dir: str | Path, device: str = "auto", data: ImageData | None =
         raise RunDirectoryError(f"cannot read the run in {str(run_dir)!r}: {err}") from None
     dev = resolve_device(device)
     data = load_data(config, dev, data)
-    vae = build_model(data.shape, context_dim=data.context_dim, **config.model_options()).to(dev)
+    try:
+        vae = model_of(config, data, vae).to(dev)
+    except ConfigError as err:
+        raise RunDirectoryError(str(err)) from None
     try:
         vae.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as err:

@@ -29,7 +29,7 @@ import pyro
 import torch
 
 from .. import param_store
-from ..checks import check_against_reference
+from ..checks import check_against_pyro, check_against_reference, missing_reference
 from .assemble import Assembly
 from .denormals import flushed_denormals
 from .devices import synchronize
@@ -88,15 +88,32 @@ class Trainer:
     # --- state ---------------------------------------------------------------------------------
 
     def _check_reference(self) -> dict[str, Any]:
-        """Pyro's loss = the hand-written loss on the first batch, or stop (ReferenceMismatch)."""
-        for schedule in self.parts.schedules:
+        """Pyro's loss = the hand-written loss on the first batch, or stop (ReferenceMismatch).
+        A model with no hand-written loss (the user's own code) has its step checked against
+        Pyro's own objective of it instead (:func:`~pyro_vae.checks.check_against_pyro`)."""
+        parts = self.parts
+        for schedule in parts.schedules:
             schedule.update(0)
-        x0 = self.parts.binarizer.train_x()[: self.config.batch_size]
+        x0 = parts.binarizer.train_x()[: self.config.batch_size]
+        why = missing_reference(self.vae, parts.step_estimator)
         with param_store.off():
-            p, r = check_against_reference(
-                self.vae, self.parts.step_estimator, x0, step=self.parts.compiled
-            )
-        return {"pyro_loss": p, "reference_loss": r, "batch_size": int(x0.shape[0])}
+            if why is not None:
+                record = check_against_pyro(
+                    self.vae,
+                    parts.estimator,
+                    parts.step_estimator,
+                    x0,
+                    step=parts.compiled,
+                    seed=self.config.seed,
+                )
+                return {**record, "no_hand_written": why}
+            p, r = check_against_reference(self.vae, parts.step_estimator, x0, step=parts.compiled)
+        return {
+            "check": "hand-written",
+            "pyro_loss": p,
+            "reference_loss": r,
+            "batch_size": int(x0.shape[0]),
+        }
 
     def _epoch_rng(self) -> dict[str, torch.Tensor]:
         """Generator states at an epoch's start: replaying them redraws its data and order."""

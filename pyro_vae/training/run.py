@@ -98,9 +98,11 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     observers: Sequence[Observer] = (),
+    vae: VAE | None = None,
 ) -> TrainResult:
     """Train a VAE as ``config`` says and leave a complete run directory in ``config.out``
-    (figures come from an observer: :func:`pyro_vae.train` adds them).
+    (figures come from an observer: :func:`pyro_vae.train` adds them); ``vae``: the model
+    given from Python, for a config whose ``model`` is ``"given"``.
 
     ``resume`` continues the run in ``config.out`` from its checkpoint; ``overwrite`` replaces
     a run already there (without either, an existing run is an error, so nothing is lost).
@@ -115,7 +117,7 @@ def fit(
             check_resumable(config, saved)
         elif not overwrite:
             run_dir.refuse_to_clobber()
-        parts = assemble(config, data)
+        parts = assemble(config, data, vae)
         standard: list[Observer] = [MetricsCSV(run_dir)]
         if config.progress:
             standard.append(Progress())
