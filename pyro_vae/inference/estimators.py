@@ -69,11 +69,12 @@ class EstimatorRegistry(Registry[ELBO]):
     """The estimators by name, each registered with its :class:`EstimatorTraits`."""
 
     def register(  # type: ignore[override]
-        self, name: str, traits: EstimatorTraits | None = None
+        self, name: str, traits: EstimatorTraits | None = None, *, override: bool = False
     ) -> Callable[[Callable[..., ELBO]], Callable[..., ELBO]]:
         """Decorator: ``@ESTIMATORS.register("name", EstimatorTraits(...))`` on a factory whose
-        keyword-only parameters are the estimator's options."""
-        add = super().register(name)
+        keyword-only parameters are the estimator's options (``override``: replace a
+        registered one on purpose)."""
+        add = super().register(name, override=override)
 
         def decorate(factory: Callable[..., ELBO]) -> Callable[..., ELBO]:
             factory = add(factory)
