@@ -30,7 +30,8 @@ def add_plugin(p: argparse.ArgumentParser) -> None:
 
 def early_plugins(argv: Sequence[str]) -> None:
     """Import what ``argv`` names before the parser is built: the installed entry points, every
-    ``--plugin``, and train's ``--model MODULE:FACTORY`` (its options become flags)."""
+    ``--plugin``, and the ``--model MODULE:FACTORY`` of train (its options become flags) or of
+    a study (``study estimators --model ...``: a bad reference is one line before parsing)."""
     named, model = [], None
     for i, arg in enumerate(argv):
         for flag in ("--plugin", "--model"):
@@ -41,7 +42,7 @@ def early_plugins(argv: Sequence[str]) -> None:
                 value = arg.split("=", 1)[1]
             if value is not None and flag == "--plugin":
                 named.append(value)
-            elif value is not None and argv[:1] == ["train"]:
+            elif value is not None and argv[:1] in (["train"], ["study"]):
                 model = value
     prepare_training(named, model)
 
@@ -53,7 +54,7 @@ def part_option_flags(p: argparse._ArgumentGroup) -> None:
     for name, (default, owners) in user_part_options().items():
         if name in declared:
             continue
-        kw: dict[str, Any] = {"dest": f"part:{name}", "default": None}
+        kw: dict[str, Any] = {"dest": f"part:{name}", "default": None, "metavar": name.upper()}
         if isinstance(default, bool):
             kw["type"] = _boolean
         elif isinstance(default, (tuple, list)):
