@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = '''
+PACKAGE = """
 import pyro.distributions as dist
 import torch
 from pyro_vae import PRIORS, Prior
@@ -25,7 +25,7 @@ class LaplacePrior(Prior):
 
     def forward(self):
         return dist.Laplace(self.zeros, self.width).to_event(1)
-'''
+"""
 
 
 def _installed(tmp_path: Path) -> dict[str, str]:
