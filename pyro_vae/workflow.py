@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .data import ImageData
-from .model import VAE
+from .model import VAE, as_vae
 from .report import FiguresAtEnd
 from .training import Observer, TrainConfig, TrainResult, fit
 from .training.run import resumed_config
@@ -19,7 +19,7 @@ def train(
     config: TrainConfig | None = None,
     data: ImageData | None = None,
     *,
-    vae: VAE | None = None,
+    vae: VAE | tuple | object | None = None,
     plugins: Sequence[str] = (),
     resume: bool = False,
     overwrite: bool = False,
@@ -38,7 +38,9 @@ def train(
     - ``vae=``: any :class:`~pyro_vae.VAE`: ours, a subclass that rewrites ``model`` /
       ``guide``, or one built with your own networks (``build_vae(..., encoder=...,
       decoder=...)``); its options are the ones it was built with (``beta`` and the run's
-      options still apply; beta weights its latent sites through a handler);
+      options still apply; beta weights its latent sites through a handler); or a bare
+      Pyro ``(model, guide)`` pair (:class:`~pyro_vae.PyroProgram`: every part that needs no
+      decoder);
     - ``model="MODULE:FACTORY"``: ``FACTORY(data_shape, **options)`` builds it, its
       keyword-only parameters being options like the families' (``plugins`` are imported
       first);
@@ -55,6 +57,8 @@ def train(
     if config is not None and options:
         raise TypeError("give a TrainConfig or options, not both")
     prepare_training(plugins, options.get("model") if config is None else config.model)
+    if vae is not None:
+        vae = as_vae(vae)  # (a bare model/guide pair becomes a PyroProgram)
     if config is None:
         if vae is not None and not resume:
             options = given_model_options(vae, options)

@@ -69,10 +69,8 @@ def missing_reference(vae: nn.Module, elbo: object) -> str | None:
     """Why ``vae`` trained by ``elbo`` has no hand-written loss to be checked against (its
     ``model`` or ``guide`` rewritten outside the package, a part or an estimator without a
     reference), or None when it has one."""
-    for name in ("model", "guide"):
-        method = getattr(type(vae), name, None)
-        if not getattr(method, "__module__", "").startswith("pyro_vae."):
-            return f"{type(vae).__name__}.{name} is the user's own code"
+    if vae.runs_user_code():
+        return f"{type(vae).__name__}'s model or guide is the user's own code"
     try:
         _require_reference(vae)
         if not isinstance(vae, (JointVAE, InvariantVAE)):

@@ -11,6 +11,7 @@ from .invariant import InvariantVAE, build_invariant_vae
 from .likelihoods import LIKELIHOODS, DataSupportError, Likelihood
 from .nets import NETWORKS, NetworkShapeError
 from .priors import PRIORS, Prior
+from .program import PyroProgram, as_vae
 from .two_layer import TwoLayerVAE, build_two_layer_vae
 from .vae import VAE, Autoencoder, kl_weight
 
@@ -31,8 +32,10 @@ __all__ = [
     "Likelihood",
     "NetworkShapeError",
     "Prior",
+    "PyroProgram",
     "SemiSupervisedVAE",
     "TwoLayerVAE",
+    "as_vae",
     "build_invariant_vae",
     "build_model",
     "build_two_layer_vae",

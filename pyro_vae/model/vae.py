@@ -175,6 +175,14 @@ class VAE(nn.Module):
             with self._kl_weight():
                 return pyro.sample("z", q)
 
+    def runs_user_code(self) -> bool:
+        """Whether ``model`` or ``guide`` is code from outside the package (a subclass that
+        rewrote one): no hand-written loss exists for it, and its structure is checked."""
+        return any(
+            getattr(getattr(type(self), name), "__module__", "").split(".")[0] != "pyro_vae"
+            for name in ("model", "guide")
+        )
+
     def guide_parameters(self) -> list[nn.Parameter]:
         """The variational parameters phi: the encoder's and the guide family's own."""
         return [*self.encoder.parameters(), *self.q.parameters()]

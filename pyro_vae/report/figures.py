@@ -6,6 +6,7 @@ per-dimension KL and activity with the active units marked.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 
 from ..inference import active_units, kl_per_dimension, posterior_means
 from ..model import VAE, ConditionalVAE, JointVAE
+from ..model.program import PyroProgram
 from . import plots
 
 if TYPE_CHECKING:
@@ -230,6 +232,21 @@ def make_figures(
     vae.eval()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if isinstance(vae, PyroProgram):
+        _program_figures(vae, test_x, test_y, metrics, directory, title)
+    else:
+        _vae_figures(vae, test_x, test_y, shape, metrics, directory, title)
+
+
+def _vae_figures(
+    vae: VAE,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    shape,
+    metrics: list[dict[str, float]],
+    directory: Path,
+    title: str,
+) -> None:
     image = is_image_shape(shape)
     names = figure_names(shape, conditional=isinstance(vae, (ConditionalVAE, JointVAE)))
     view = RowView.of(vae, shape)
@@ -275,3 +292,32 @@ def make_figures(
             ACTIVE_THRESHOLD,
             directory / "kl_per_dimension.png",
         )
+
+
+def _program_figures(
+    vae: PyroProgram,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    metrics: list[dict[str, float]],
+    directory: Path,
+    title: str,
+) -> None:
+    """A bare model/guide pair's figures: what needs no decoder (the loss curves, the codes
+    of q(z|x) and their activity); the rest is left out, saying why."""
+    plots.loss_curves(metrics, directory / "loss_curves.png", title=title)
+    x = test_x[:5000]
+    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+        torch.manual_seed(0)
+        codes = posterior_means(vae.code_guide, x)
+        _, activity = active_units(vae.code_guide, x, ACTIVE_THRESHOLD)
+        plots.latent_map(codes, test_y[: len(x)], directory / "latent_map.png")
+        plots.kl_per_dimension(
+            kl_per_dimension(vae.model, vae.code_guide, x),
+            activity,
+            ACTIVE_THRESHOLD,
+            directory / "kl_per_dimension.png",
+        )
+    logging.getLogger("pyro_vae").warning(
+        "figures: reconstructions, prior samples, traversals and interpolations need a "
+        "decoder, which a bare model/guide pair does not name: left out"
+    )

@@ -14,6 +14,7 @@ from pyro.infer import ELBO
 from ..data import Binarizer, ImageData, labelled_rows, load_dataset, with_context, with_labels
 from ..inference import ESTIMATORS, GeometricRamp, KLWarmup, LinearRamp, sync_free
 from ..model import VAE, build_model
+from ..model.program import PyroProgram, as_vae
 from ..model.program_check import check_program
 from .compiled import CompiledStep
 from .devices import resolve_device
@@ -93,15 +94,22 @@ def model_of(config: TrainConfig, data: ImageData, vae: VAE | None) -> VAE:
             "this run's VAE was given from Python: pass it again (pyro_vae.train(vae=...), "
             "pyro_vae.load_run(run_dir, vae=...))"
         )
-    if not isinstance(vae, VAE):
-        raise ConfigError(
-            f"vae= takes a pyro_vae.VAE (or a subclass of it), not a {type(vae).__name__}"
-        )
+    try:
+        vae = as_vae(vae)
+    except TypeError as err:
+        raise ConfigError(str(err)) from None
     width = int(data.train_x.shape[1])
-    if vae.row_width != width:
+    if vae.row_width not in (None, width):
         raise ConfigError(
             f"the given VAE reads rows of {vae.row_width} values; the data's rows have {width}"
         )
+    if isinstance(vae, PyroProgram):
+        if config.compile:
+            raise ConfigError(
+                "--compile substitutes a module's parameters, which a bare model/guide pair "
+                "takes from Pyro's store: train it eagerly, or wrap it in a VAE"
+            )
+        vae.capture(data.test_x[:2])
     return vae
 
 
@@ -112,12 +120,8 @@ def check_fits(vae: VAE, binarizer: Binarizer) -> None:
     if hasattr(likelihood, "check_data"):
         likelihood.check_data(binarizer.test_x)
         likelihood.check_data(binarizer.train_x())
-    if not all(_ours(getattr(type(vae), name, None)) for name in ("model", "guide")):
+    if vae.runs_user_code():
         check_program(vae.model, vae.guide, binarizer.test_x[:2])
-
-
-def _ours(method: object) -> bool:
-    return getattr(method, "__module__", "").split(".")[0] == "pyro_vae"
 
 
 def assemble(

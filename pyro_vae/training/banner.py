@@ -38,12 +38,18 @@ def _data(trainer: StartingTrainer) -> str:
 
 def _model(trainer: StartingTrainer) -> str:
     c = trainer.config
+    params = sum(p.numel() for p in trainer.vae.parameters())
+    if c.likelihood is None:  # the user's own: the class, and its part options if any
+        built = type(trainer.vae).__name__
+        given = ", ".join(f"{k} {v}" for k, v in c.part_options.items())
+        return (
+            f"model {c.model} ({built}{'; ' + given if given else ''}); {_count(params)} parameters"
+        )
     parts = [f"{k} {getattr(c, k)}" for k in ("network", "likelihood", "prior", "guide")]
     parts = [p for p in parts if not p.endswith(" None")]
     layers = f"z {c.z_dim}" + (f", z2 {c.z2_dim}" if c.z2_dim is not None else "")
     context = f", context {c.context}" if c.context not in (None, "none") else ""
     kind = "autoencoder" if c.autoencoder else f"model {c.model}"
-    params = sum(p.numel() for p in trainer.vae.parameters())
     return f"{kind}: {', '.join(parts)}, {layers}{context}; {_count(params)} parameters"
 
 

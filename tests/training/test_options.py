@@ -16,7 +16,7 @@ from pyro_vae.model import DISCRETE_SITES
 from pyro_vae.model.likelihoods import Likelihood
 from pyro_vae.registry import OptionError
 from pyro_vae.training import ConfigError, assemble, options
-from pyro_vae.training.options import flag_of
+from pyro_vae.training.schema import flag_of
 
 
 @pytest.mark.parametrize(
