@@ -33,6 +33,7 @@ def early_plugins(argv: Sequence[str]) -> None:
     ``--plugin``, and the ``--model MODULE:FACTORY`` of train (its options become flags) or of
     a study (``study estimators --model ...``: a bad reference is one line before parsing)."""
     named, model = [], None
+    command = next((arg for arg in argv if not arg.startswith("-")), None)  # (after --debug)
     for i, arg in enumerate(argv):
         for flag in ("--plugin", "--model"):
             value = None
@@ -42,7 +43,7 @@ def early_plugins(argv: Sequence[str]) -> None:
                 value = arg.split("=", 1)[1]
             if value is not None and flag == "--plugin":
                 named.append(value)
-            elif value is not None and argv[:1] in (["train"], ["study"]):
+            elif value is not None and command in ("train", "study"):
                 model = value
     prepare_training(named, model)
 

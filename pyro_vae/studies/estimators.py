@@ -10,11 +10,20 @@ estimator's rank by either: does a tighter evaluation reorder them? Wu et al., 2
 writes ``estimators.json``, ``estimators.md`` and ``estimators.png``. Finished runs and
 evaluations are reused and stopped runs resumed, so a long study that is killed picks up where
 it was.
+
+The architecture is the built-in VAE (``--likelihood`` and ``--prior`` choose its parts) or the
+user's own, ``--model MODULE:FACTORY``, with ``--plugin`` for modules that register parts. The
+options of the user's parts and any training option the study has no flag for are ``--set
+NAME=VALUE`` (``--set channels=16``); the study's sizes (``--z-dim``, ``--hidden``) go only to a
+model that takes them, and an option given where it does not apply is refused before any run
+trains. Each run records the user's modules, as ``pyro-vae train`` does, so that reusing,
+resuming and evaluating it work.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,12 +33,15 @@ from typing import Any
 from ..data import load_dataset
 from ..inference.annealing import AnnealingSettings
 from ..report.plots import plt
-from ..training import TrainConfig
+from ..training import TrainConfig, options
+from ..training.schema import ConfigError, flag_of
+from ..training.user_code import prepare_training
 from .harness import (
     at_least,
     measure_arguments,
     option_help,
     run_arguments,
+    sizes_where_they_apply,
     study,
     study_metadata,
     train_and_measure,
@@ -73,32 +85,68 @@ def compare(
     num_samples: int = 5000,
     max_images: int | None = None,
     annealing: AnnealingSettings | None = None,
+    *,
+    model: str = "vae",
+    plugins: Sequence[str] = (),
     **train_options: Any,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every estimator x beta (with ``annealing``, also by AIS); returns
-    the table rows (also written)."""
+    the table rows (also written).
+
+    ``model``: a built-in model (``vae``, whose parts ``likelihood=``, ``prior=``, ... choose)
+    or ``"MODULE:FACTORY"``, the user's factory; ``plugins``: modules that register parts
+    (``["my_parts.py"]``), imported first. ``train_options`` are any training options
+    (``hidden=(200, 200)``, ``z_dim=50``) and the options of the user's parts
+    (``channels=16``), each refused where it does not apply, for every run before the first
+    one trains."""
+    prepare_training(plugins, model)
     out = Path(out)
+    given = {k: v for k, v in train_options.items() if v is not None}
+    cells = [
+        (beta, est, _config(model, dataset, epochs, beta, est, out, given))
+        for beta in betas
+        for est in estimators
+    ]
     out.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(dataset, train_options.get("data_dir"))
+    data = load_dataset(dataset, given.get("data_dir"))
+    meta = {"model": model, **({"plugins": list(plugins)} if plugins else {}), **given}
     rows = []
-    for beta in betas:
-        for est in estimators:
-            config = TrainConfig(
-                dataset=dataset,
-                epochs=epochs,
-                beta=beta,
-                estimator=est.name,
-                particles=est.particles,
-                grad=est.grad,
-                out=str(out / f"{est.slug}-beta{beta:g}"),
-                **dict(est.options),
-                **train_options,
-            )
-            measured = train_and_measure(config, data, num_samples, max_images, annealing)
-            rows.append({"estimator": est.label, "beta": beta, **measured})
-            _write(out, _ranked(rows), dataset, epochs, num_samples, max_images, train_options)
+    for beta, est, config in cells:
+        measured = train_and_measure(config, data, num_samples, max_images, annealing)
+        rows.append({"estimator": est.label, "beta": beta, **measured})
+        _write(out, _ranked(rows), dataset, epochs, num_samples, max_images, meta)
     _figure(rows, out / "estimators.png", dataset)
     return _ranked(rows)
+
+
+def _config(
+    model: str,
+    dataset: str,
+    epochs: int,
+    beta: float,
+    est: Estimator,
+    out: Path,
+    given: dict[str, Any],
+) -> TrainConfig:
+    """The run of one cell. An option given that does not apply to the model is refused, even
+    at its default value: it was asked for (a factory takes ``z_dim`` only if it has it as an
+    option, and ``hidden`` never)."""
+    config = TrainConfig.of(
+        model=model,
+        dataset=dataset,
+        epochs=epochs,
+        beta=beta,
+        estimator=est.name,
+        particles=est.particles,
+        grad=est.grad,
+        out=str(out / f"{est.slug}-beta{beta:g}"),
+        **dict(est.options),
+        **given,
+    )
+    for name in given:
+        if name in options() and getattr(config, name) is None:
+            raise ConfigError(config.why_not(name))
+    return config
 
 
 def _ranked(rows: list[dict]) -> list[dict]:
@@ -120,11 +168,11 @@ def _write(
     epochs: int,
     num_samples: int,
     max_images: int | None,
-    options: dict,
+    settings: dict,
 ) -> None:
     meta = {
         **study_metadata(dataset, epochs, num_samples, max_images),
-        **{k: v for k, v in options.items() if k != "progress"},
+        **{k: v for k, v in settings.items() if k != "progress"},
     }
     write_tables(
         out,
@@ -190,8 +238,16 @@ def _figure(rows: list[dict], path: Path, dataset: str) -> None:
     plt.close(fig)
 
 
+ARCHITECTURE = {"z_dim": 50, "hidden": (200, 200)}  # Burda et al.'s 784-200-200-50 MLP
+# options each estimator's run sets, and the study's own flags for the others it sets
+SET_BY_ESTIMATOR = ("estimator", "particles", "grad", "alpha", "groups", "ciwae_mix")
+OWN_FLAGS = ("dataset", "data_dir", "epochs", "z_dim", "hidden", "seed", "device", "out",
+             "batch_size", "lr", "model", "likelihood", "prior")  # fmt: skip
+STUDY_FLAGS = {"beta": "--betas", "progress": "--no-progress"} | {n: flag_of(n) for n in OWN_FLAGS}
+
+
 def _arguments(p: argparse.ArgumentParser) -> None:
-    run_arguments(p, "runs/estimators", epochs=100, z_dim=50, hidden=(200, 200))
+    run_arguments(p, "runs/estimators", epochs=100, where_they_apply=True, **ARCHITECTURE)
     measure_arguments(p)
     p.add_argument(
         "--betas",
@@ -220,6 +276,61 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=int, default=128, help=option_help("batch_size"))
     p.add_argument("--lr", type=float, default=1e-3, help=option_help("lr"))
+    model = p.add_argument_group("the model (the built-in vae, or your own)")
+    model.add_argument(
+        "--model",
+        default="vae",
+        metavar="NAME|MODULE:FACTORY",
+        help=option_help(
+            "model",
+            "a built-in model, or MODULE:FACTORY: your own, built by "
+            "FACTORY(data_shape, **options) (docs/your-model.md)",
+        ),
+    )
+    model.add_argument("--likelihood", default=None, metavar="NAME", help=option_help("likelihood")
+                       + " (default: bernoulli, for a model that takes it)")  # fmt: skip
+    model.add_argument("--prior", default=None, metavar="NAME", help=option_help("prior")
+                       + " (default: normal, for a model that takes it)")  # fmt: skip
+    model.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=_setting,
+        metavar="NAME=VALUE",
+        help="an option of your parts (--set channels=16, a factory's; --set df=3, a plug-in "
+        "prior's) or any other training option (--set sigma=0.05), for every run; VALUE is read "
+        "as JSON where it can be (0.05, [64, 64], true), else as text; repeatable",
+    )
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    """``--set NAME=VALUE``: the option's name (``z2-dim`` is ``z2_dim``) and its value, read as
+    JSON where it can be."""
+    name, sep, value = text.partition("=")
+    name = name.strip().removeprefix("--").replace("-", "_")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"NAME=VALUE, such as sigma=0.05; got {text!r}")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of every run that the model flags give: ``--likelihood``, ``--prior`` and
+    ``--set``. One that the study sets itself, or given twice, is refused."""
+    chosen = {k: getattr(args, k) for k in ("likelihood", "prior") if getattr(args, k)}
+    for name, value in args.set:
+        if name in SET_BY_ESTIMATOR:
+            raise ValueError(f"--set {name}: each estimator sets it (choose with --estimators)")
+        if name in STUDY_FLAGS:
+            raise ValueError(f"--set {name}: the study sets it: give it as {STUDY_FLAGS[name]}")
+        if name in ("plugins", "part_options"):
+            raise ValueError(f"--set {name}: not an option (--plugin names your modules)")
+        if name in chosen:
+            raise ValueError(f"--set {name}: given twice")
+        chosen[name] = value
+    return chosen
 
 
 @study(
@@ -235,6 +346,14 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             raise ValueError(f"unknown estimator(s) {unknown}; choose from {list(known)}")
         chosen = [known[slug] for slug in args.estimators]
+    parts = model_options(args)
+    sizes = sizes_where_they_apply(
+        {"z_dim": args.z_dim, "hidden": tuple(args.hidden) if args.hidden else None},
+        ARCHITECTURE,
+        model=args.model,
+        dataset=args.dataset,
+        **parts,
+    )
     compare(
         dataset=args.dataset,
         epochs=args.epochs,
@@ -244,9 +363,11 @@ def run(args: argparse.Namespace) -> int:
         num_samples=args.num_samples,
         max_images=args.max_eval_images,
         annealing=None if args.ais_steps is None else AnnealingSettings(num_steps=args.ais_steps),
+        model=args.model,
+        plugins=args.plugin,
         data_dir=args.data_dir,
-        hidden=tuple(args.hidden),
-        z_dim=args.z_dim,
+        **sizes,
+        **parts,
         batch_size=args.batch_size,
         lr=args.lr,
         device=args.device,

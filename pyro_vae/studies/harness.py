@@ -171,24 +171,50 @@ def run_arguments(
     epochs: int,
     z_dim: int,
     hidden: Sequence[int] = (400,),
+    *,
+    where_they_apply: bool = False,
 ) -> None:
-    """The data, the network's size, the length of training, where runs go."""
+    """The data, the network's size, the length of training, where runs go.
+    ``where_they_apply``: ``--z-dim`` and ``--hidden`` default to None, for a study whose model
+    may be the user's (a factory takes them only if it has them as options): the study gives
+    its sizes where they apply (:func:`sizes_where_they_apply`)."""
+    where = " where the model takes them" if where_they_apply else ""
     p.add_argument("--dataset", default="mnist-sample", help=option_help("dataset"))
     p.add_argument("--data-dir", default=None, help=option_help("data_dir"))
     p.add_argument("--epochs", type=int, default=epochs, help="training epochs of each run")
-    p.add_argument("--z-dim", type=int, default=z_dim, help="latent dimensions")
+    p.add_argument(
+        "--z-dim",
+        type=int,
+        default=None if where_they_apply else z_dim,
+        help=f"latent dimensions ({z_dim}{where})" if where else "latent dimensions",
+    )
     p.add_argument(
         "--hidden",
         type=int,
         nargs="+",
-        default=list(hidden),
+        default=None if where_they_apply else list(hidden),
         metavar="N",
-        help=option_help("hidden"),
+        help=option_help("hidden") + (f" ({' '.join(map(str, hidden))}{where})" if where else ""),
     )
     p.add_argument("--seed", type=int, default=0, help="the seed of every run")
     p.add_argument("--device", default="auto", help=option_help("device"))
     p.add_argument("--out", default=out, help="where the runs and tables go")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def sizes_where_they_apply(
+    given: dict[str, Any], defaults: dict[str, Any], **options: Any
+) -> dict[str, Any]:
+    """The sizes a study gives its runs: each one ``given`` (a flag left out is None), and each
+    of its ``defaults`` left out that applies to the run ``options`` describe (``z_dim`` to a
+    factory that takes it; ``hidden`` to the MLP). A size given where it does not apply is the
+    config's to refuse."""
+    chosen = {k: v for k, v in given.items() if v is not None}
+    left_out = [name for name in defaults if name not in chosen]
+    if left_out:
+        probe = TrainConfig.of(**options)
+        chosen |= {name: defaults[name] for name in left_out if probe.applies(name)}
+    return chosen
 
 
 def at_least(minimum: float, kind: type = int) -> Callable[[str], float]:
