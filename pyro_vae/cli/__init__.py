@@ -42,10 +42,10 @@ from ..training.distributed import leave_worker_process
 from ..training.option_help import option_help
 from ..training.run import resumed_config
 from ..training.run_dir import (
-    CHECKPOINT,
     FIGURES,
     METRICS,
     SAMPLES,
+    find_checkpoint,
     read_metrics,
 )
 from ..training.schema import ConfigError, Option, flag_of
@@ -297,7 +297,7 @@ def _not_written(args: argparse.Namespace, argv: Sequence[str], err: RunFileErro
         out = shlex.quote(str(run_dir))
         if run_dir / FIGURES in (path, path.parent):  # the training is done, and kept
             todo = f"draw the figures: pyro-vae report {out} --refresh-figures"
-        elif (run_dir / CHECKPOINT).exists():
+        elif find_checkpoint(run_dir).exists():
             todo = f"continue the run: pyro-vae train --resume --out {out}"
         else:
             again = [*argv, *([] if "--overwrite" in argv else ["--overwrite"])]

@@ -15,7 +15,7 @@ from .assemble import load_data, model_of
 from .checkpoint import CheckpointError, load_checkpoint
 from .devices import resolve_device
 from .options import ConfigError, TrainConfig
-from .run_dir import CHECKPOINT, CLEARING, CONFIG, RunDirectory, RunDirectoryError
+from .run_dir import CLEARING, CONFIG, RunDirectory, RunDirectoryError, find_checkpoint
 from .user_code import check_recorded, prepare_reading
 
 
@@ -76,11 +76,11 @@ def load_run(
     prepare_reading(plugins)
     config = read_config(run_dir, how="plugins=[...]")
     try:
-        state = load_checkpoint(run_dir / CHECKPOINT)
+        state = load_checkpoint(find_checkpoint(run_dir))
         epoch = int(state["position"]["epoch"])
     except FileNotFoundError:
         raise RunDirectoryError(
-            f"{str(run_dir)!r} holds no trained model yet (no {CHECKPOINT})"
+            f"{str(run_dir)!r} holds no trained model yet (no {find_checkpoint(run_dir).name})"
         ) from None
     except CheckpointError as err:
         raise RunDirectoryError(f"{err}{RunDirectory(run_dir).offer_previous()}") from None

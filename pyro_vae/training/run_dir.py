@@ -1,15 +1,16 @@
 """A run directory on disk, the one lasting record of a run, and its contract:
 
-    RUN_DIR/config.json         the options the run was started with
-    RUN_DIR/metrics.csv         one row per epoch, appended and flushed as each epoch ends
-    RUN_DIR/summary.json        final numbers
-    RUN_DIR/checkpoint.pt       model, optimizer, random-number states, position; checksummed
-    RUN_DIR/checkpoint.prev.pt  the checkpoint before it
-    RUN_DIR/tensorboard/        TensorBoard event files (pyro_vae.training.tensorboard)
-    RUN_DIR/figures/*.png       (drawn by pyro_vae.report, swapped in as one set)
-    RUN_DIR/evaluation.json     (``pyro-vae evaluate``)
-    RUN_DIR/report.html         (``pyro-vae report``)
-    RUN_DIR/samples.png, .pt    (``pyro-vae sample``)
+    RUN_DIR/config.json                  the options the run was started with
+    RUN_DIR/metrics.csv                  one row per epoch, appended and flushed as it ends
+    RUN_DIR/summary.json                 final numbers
+    RUN_DIR/checkpoint.safetensors       model, optimizer, random-number states, position;
+                                         versioned and checksummed, no pickle
+    RUN_DIR/checkpoint.prev.safetensors  the checkpoint before it
+    RUN_DIR/tensorboard/                 TensorBoard event files (pyro_vae.training.tensorboard)
+    RUN_DIR/figures/*.png                (drawn by pyro_vae.report, swapped in as one set)
+    RUN_DIR/evaluation.json              (``pyro-vae evaluate``)
+    RUN_DIR/report.html                  (``pyro-vae report``)
+    RUN_DIR/samples.png, .pt             (``pyro-vae sample``)
 
 - **One writer.** Every command that writes holds :meth:`RunDirectory.lock` for its whole life
   (:mod:`pyro_vae.training.run_lock`); a second one is refused, naming the holder.
@@ -21,8 +22,12 @@
   new run's options, data and model have all been checked.
 - **Nothing stale.** Training removes the evaluation, report, samples and figures of the model
   it is about to change, so no file describes a model the checkpoint no longer holds.
-- **Nothing executed.** Checkpoints are read by PyTorch's weights-only unpickler and verified
-  against their checksum (:mod:`pyro_vae.training.checkpoint`).
+- **Nothing executed.** Checkpoints are safetensors files, which hold tensors and JSON only,
+  and are verified against their checksum (:mod:`pyro_vae.training.checkpoint`).
+- **Earlier runs still load.** A run written by 0.2.0 or before has ``checkpoint.pt`` (and
+  ``checkpoint.prev.pt``), read by PyTorch's weights-only unpickler: it is evaluated, reported
+  and resumed as it is; resuming writes ``checkpoint.safetensors``, and the old files go once
+  two new checkpoints are kept.
 """
 
 from __future__ import annotations
@@ -53,15 +58,19 @@ CONFIG, METRICS, SUMMARY, CHECKPOINT, FIGURES, EVALUATION = (
     "config.json",
     "metrics.csv",
     "summary.json",
-    "checkpoint.pt",
+    "checkpoint.safetensors",
     "figures",
     "evaluation.json",
 )
 PREVIOUS_CHECKPOINT = previous_path(Path(CHECKPOINT)).name
+# what 0.2.0 and before wrote (torch.save): read, resumed, and removed once two new ones are kept
+LEGACY_CHECKPOINT = "checkpoint.pt"
+LEGACY_PREVIOUS_CHECKPOINT = previous_path(Path(LEGACY_CHECKPOINT)).name
+CHECKPOINTS = (CHECKPOINT, PREVIOUS_CHECKPOINT, LEGACY_CHECKPOINT, LEGACY_PREVIOUS_CHECKPOINT)
 REPORT, SAMPLES, SAMPLES_TENSOR = "report.html", "samples.png", "samples.pt"
 TENSORBOARD = "tensorboard"
 # the training record, and what is derived from the model it holds
-RECORD = (CHECKPOINT, PREVIOUS_CHECKPOINT, CONFIG, METRICS, SUMMARY, TENSORBOARD)  # model first
+RECORD = (*CHECKPOINTS, CONFIG, METRICS, SUMMARY, TENSORBOARD)  # the model first
 DERIVED = (EVALUATION, REPORT, SAMPLES, SAMPLES_TENSOR, FIGURES)
 CLEARING = ".pyro-vae.clearing"  # there while --overwrite removes a run: a kill is finished next
 # what a checkpoint must hold to continue a run
@@ -70,6 +79,7 @@ CHECKPOINT_KEYS = {"model", "optimizer", "position", "config", "rng", "metrics"}
 __all__ = [
     "CHECKPOINT",
     "CONFIG",
+    "LEGACY_CHECKPOINT",
     "EVALUATION",
     "FIGURES",
     "METRICS",
@@ -79,6 +89,8 @@ __all__ = [
     "RunDirectoryError",
     "RunInUse",
     "atomic_write",
+    "find_checkpoint",
+    "find_previous_checkpoint",
     "load_checkpoint",
     "read_metrics",
     "save_checkpoint",
@@ -89,6 +101,28 @@ __all__ = [
 
 class RunDirectoryError(ValueError):
     """The run directory cannot be used as asked (exists, empty, corrupt, other config)."""
+
+
+def find_checkpoint(run_dir: str | Path) -> Path:
+    """The run's checkpoint: checkpoint.safetensors, or the checkpoint.pt of a run written by
+    an earlier release where that is all there is (checkpoint.safetensors where neither is)."""
+    run_dir = Path(run_dir)
+    for name in (CHECKPOINT, LEGACY_CHECKPOINT):
+        if (run_dir / name).exists():
+            return run_dir / name
+    return run_dir / CHECKPOINT
+
+
+def find_previous_checkpoint(run_dir: str | Path) -> Path:
+    """The checkpoint before :func:`find_checkpoint`'s: the newest older one that is there
+    (a run resumed from an earlier release's checkpoint.pt has it as the one before its first
+    checkpoint.safetensors); checkpoint.prev.safetensors where there is none."""
+    run_dir = Path(run_dir)
+    current = find_checkpoint(run_dir).name
+    for name in CHECKPOINTS[CHECKPOINTS.index(current) + 1 :]:
+        if (run_dir / name).exists():
+            return run_dir / name
+    return run_dir / PREVIOUS_CHECKPOINT
 
 
 class MetricsLog:
@@ -168,9 +202,7 @@ class RunDirectory:
 
     def holds_a_run(self) -> bool:
         """A checkpoint or a metrics table is there (a config.json alone may be anyone's)."""
-        return any(
-            (self.path / name).exists() for name in (CHECKPOINT, PREVIOUS_CHECKPOINT, METRICS)
-        )
+        return any((self.path / name).exists() for name in (*CHECKPOINTS, METRICS))
 
     def foreign_files(self) -> list[str]:
         """Names in the directory that are not a pyro-vae run's (all of them, but the lock,
@@ -202,7 +234,7 @@ class RunDirectory:
     def saved_state(self) -> dict[str, Any]:
         """The checkpoint a resumed run continues from, checked to be whole; if it is not and
         the one before it is, the message says how to go back to that one."""
-        checkpoint = self.path / CHECKPOINT
+        checkpoint = find_checkpoint(self.path)
         try:
             state = load_checkpoint(checkpoint)
         except FileNotFoundError:
@@ -221,15 +253,20 @@ class RunDirectory:
 
     def offer_previous(self) -> str:
         """'; the checkpoint before it is whole ...: run mv ...', or '' if it is not."""
-        previous = self.path / PREVIOUS_CHECKPOINT
+        current, previous = find_checkpoint(self.path), find_previous_checkpoint(self.path)
         try:
             position = load_checkpoint(previous)["position"]
         except (OSError, ValueError, KeyError, TypeError):
             return ""
+        # an earlier release's checkpoint.pt is found once no checkpoint.safetensors is there
+        legacy = previous.name in (LEGACY_CHECKPOINT, LEGACY_PREVIOUS_CHECKPOINT)
+        target = self.path / (LEGACY_CHECKPOINT if legacy else CHECKPOINT)
+        commands = [] if current == target else [f"rm {shlex.quote(str(current))}"]
+        if previous != target:
+            commands.append(f"mv {shlex.quote(str(previous))} {shlex.quote(str(target))}")
         return (
             f"; the checkpoint before it is whole (step {position['step']}): to continue from "
-            f"there, run: mv {shlex.quote(str(previous))} "
-            f"{shlex.quote(str(self.path / CHECKPOINT))}"
+            f"there, run: {' && '.join(commands)}"
         )
 
     # --- changing it ----------------------------------------------------------------------------
@@ -284,8 +321,12 @@ class RunDirectory:
         write_metrics(self.path / METRICS, fields, rows)
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
+        """Write checkpoint.safetensors, keeping the one before; an earlier release's
+        checkpoint.pt (a resumed run's) is kept as the one before until there are two new."""
         if self.writes:
             save_checkpoint(self.path / CHECKPOINT, state)
+            if (self.path / PREVIOUS_CHECKPOINT).exists():
+                self._remove((LEGACY_CHECKPOINT, LEGACY_PREVIOUS_CHECKPOINT))
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         if self.writes:

@@ -10,16 +10,16 @@ import shlex
 import shutil
 import subprocess
 import sys
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from pyro_vae.training.run_dir import LEGACY_CHECKPOINT, PREVIOUS_CHECKPOINT
 from pyro_vae.training.run_lock import LOCK_NAME, RunLock
 
 from .harness import (
+    CHECKPOINT,
     SMALL,
     Case,
     Workspace,
@@ -89,7 +89,7 @@ def _overwrite_removes_everything(ws: Workspace) -> tuple[str, bool]:
         and done.code == 0
         and not left
         and (out / "notes.txt").read_text() == "mine"
-        and load(out / "checkpoint.pt")["config"]["seed"] == 1
+        and load(out / CHECKPOINT)["config"]["seed"] == 1
     )
     return f"before: {had}; after --overwrite: {left or 'none of them'}, notes.txt kept", ok
 
@@ -169,19 +169,17 @@ def _concurrent(n: int) -> Callable[[Workspace], tuple[str, bool]]:
 
 
 def _flip_a_weight(path: Path) -> None:
-    """Change one byte inside the largest tensor's stored data (not the zip's structure)."""
-    with zipfile.ZipFile(path) as archive:
-        info = max(archive.infolist(), key=lambda i: i.file_size)
+    """Change one byte in the middle of the tensors' stored data (not the safetensors header,
+    which is its first 8 + N bytes, N little-endian in the first 8)."""
     data = bytearray(path.read_bytes())
-    name_len, extra_len = np.frombuffer(data[info.header_offset + 26 :][:4], np.uint16)
-    start_of_data = info.header_offset + 30 + int(name_len) + int(extra_len)
-    data[start_of_data + info.file_size // 2] ^= 0x40
+    start_of_data = 8 + int.from_bytes(data[:8], "little")
+    data[(start_of_data + len(data)) // 2] ^= 0x40
     path.write_bytes(bytes(data))
 
 
 def _altered_checkpoint(ws: Workspace) -> tuple[str, bool]:
     out = ws.copy_of_trained("altered")
-    _flip_a_weight(out / "checkpoint.pt")
+    _flip_a_weight(out / CHECKPOINT)
     resumed = cli(["--out", str(out), "--resume", "--epochs", "2", "--no-progress"])
     evaluated = cli(["evaluate", str(out), *QUICK_EVALUATE])
     offer = shlex.split(resumed.stderr.split("run: ")[-1].strip())
@@ -215,9 +213,13 @@ class _RunsCode:
 def _checkpoint_with_code(ws: Workspace) -> tuple[str, bool]:
     out = ws.copy_of_trained("hostile-checkpoint")
     marker = out.parent / f"{out.name}-code-ran"
-    state = load(out / "checkpoint.pt")
+    state = load(out / CHECKPOINT)
     state["model"] = {"weights": _RunsCode(marker)}
-    torch.save(state, out / "checkpoint.pt")
+    # a run directory as an earlier release wrote it (checkpoint.pt by torch.save), hostile;
+    # a pickle named checkpoint.safetensors is not read at all (not a safetensors file)
+    torch.save(state, out / LEGACY_CHECKPOINT)
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+        (out / name).unlink(missing_ok=True)
     done = [
         cli(["evaluate", str(out), *QUICK_EVALUATE]),
         cli(["report", str(out), "--refresh-figures"]),
@@ -279,9 +281,7 @@ def _sigterm_in_final_figures(ws: Workspace) -> tuple[str, bool]:
         inject=stop_at_write("prior_samples.png", "SIGTERM"),
     )
     hidden = _hidden(out)
-    whole = (
-        load(out / "checkpoint.pt")["position"]["epoch"] == 1 and (out / "summary.json").exists()
-    )
+    whole = load(out / CHECKPOINT)["position"]["epoch"] == 1 and (out / "summary.json").exists()
     report = cli(["report", str(out)])
     drawn = len(list((out / "figures").glob("*.png"))) if (out / "figures").is_dir() else 0
     ok = (

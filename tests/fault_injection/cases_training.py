@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 
 from .harness import (
+    CHECKPOINT,
     SMALL,
     Case,
     Workspace,
@@ -23,13 +24,13 @@ from .harness import (
 def _existing_run(ws: Workspace) -> tuple[str, bool]:
     out = ws.new_dir("existing")
     first = cli(["--out", str(out), *SMALL, "--epochs", "1"])
-    before = (out / "checkpoint.pt").read_bytes()
+    before = (out / CHECKPOINT).read_bytes()
     again = cli(["--out", str(out), *SMALL, "--epochs", "1"])
     ok = (
         first.code == 0
         and again.code == 2
         and "--resume" in again.stderr
-        and (out / "checkpoint.pt").read_bytes() == before
+        and (out / CHECKPOINT).read_bytes() == before
     )
     return f"exit {again.code}: {again.stderr.strip()[:120]}; checkpoint untouched", ok
 
@@ -37,8 +38,8 @@ def _existing_run(ws: Workspace) -> tuple[str, bool]:
 def _corrupt_checkpoint(ws: Workspace) -> tuple[str, bool]:
     out = ws.new_dir("corrupt")
     assert cli(["--out", str(out), *SMALL, "--epochs", "1"]).code == 0
-    data = (out / "checkpoint.pt").read_bytes()
-    (out / "checkpoint.pt").write_bytes(data[: len(data) // 2])  # torn in half
+    data = (out / CHECKPOINT).read_bytes()
+    (out / CHECKPOINT).write_bytes(data[: len(data) // 2])  # torn in half
     done = cli(["--out", str(out), "--resume", "--no-progress"])
     err = done.stderr.strip()
     return f"exit {done.code}: {err[:140]}", done.code == 2 and "corrupt" in err and "\n" not in err
@@ -48,7 +49,7 @@ def _foreign_checkpoint(ws: Workspace) -> tuple[str, bool]:
     a, b = ws.new_dir("config-a"), ws.new_dir("config-b")
     assert cli(["--out", str(a), *SMALL, "--epochs", "1"]).code == 0
     assert cli(["--out", str(b), *SMALL, "--epochs", "1", "--z-dim", "6"]).code == 0
-    (b / "checkpoint.pt").write_bytes((a / "checkpoint.pt").read_bytes())
+    (b / CHECKPOINT).write_bytes((a / CHECKPOINT).read_bytes())
     done = cli(["--out", str(b), "--resume", "--epochs", "2", "--no-progress"])
     err = done.stderr.strip()
     ok = done.code == 2 and "another config" in err and "z_dim" in err
@@ -81,7 +82,7 @@ def _non_finite_loss(ws: Workspace) -> tuple[str, bool]:
     out = ws.new_dir("nan-loss")
     done = cli(["--out", str(out), *SMALL], inject=_INJECT_NAN)
     err = done.stderr.strip()
-    state = load(out / "checkpoint.pt")
+    state = load(out / CHECKPOINT)
     kept_good = all(torch.isfinite(v).all() for v in state["model"].values())
     step = state["position"]["step"]
     ok = (
@@ -116,19 +117,20 @@ def _signal_then_resume(sig: signal.Signals) -> Callable[[Workspace], tuple[str,
 
 
 _INJECT_KILL_IN_SAVE = """
-import os, signal, torch
+import os, signal
 from pyro_vae.training import checkpoint
+from pyro_vae.training.atomic_files import atomic_write
 saves = [0]
-real_save = torch.save
-def save(obj, f, *a, **k):
+real_write = checkpoint.write_bytes
+def write_bytes(path, data):
     saves[0] += 1
     if saves[0] == 9:  # the 9th checkpoint: write half of it, then die
-        import io
-        buf = io.BytesIO(); real_save(obj, buf)
-        f.write(buf.getvalue()[: len(buf.getvalue()) // 2]); f.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real_save(obj, f, *a, **k)
-checkpoint.torch.save = save
+        def half(f):
+            f.write(data[: len(data) // 2]); f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        atomic_write(path, half)
+    return real_write(path, data)
+checkpoint.write_bytes = write_bytes
 """
 
 
@@ -141,7 +143,7 @@ def _kill_during_checkpoint_write(ws: Workspace) -> tuple[str, bool]:
     same, detail = same_as_baseline(ws, out)
     ok = done.code == -9 and pos is not None and pos["step"] == 80 and resumed.code == 0 and same
     return (
-        f"killed (exit {done.code}) writing checkpoint 9; checkpoint.pt loads at step "
+        f"killed (exit {done.code}) writing checkpoint 9; {CHECKPOINT} loads at step "
         f"{pos and pos['step']} ({len(leftovers)} temp file left); resumed: {detail}"
     ), ok
 

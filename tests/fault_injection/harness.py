@@ -20,6 +20,8 @@ import torch
 
 import pyro_vae
 from pyro_vae.cli import main
+from pyro_vae.training.checkpoint import load_checkpoint
+from pyro_vae.training.run_dir import CHECKPOINT
 
 # the directory that holds the pyro_vae package under test: subprocesses import the same code
 PACKAGE_PARENT = Path(pyro_vae.__file__).resolve().parents[1]
@@ -152,12 +154,13 @@ def start(args: list[str]) -> subprocess.Popen:
 
 
 def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint's state, verified (a damaged one raises)."""
+    return load_checkpoint(path)
 
 
 def checkpoint_position(run_dir: Path) -> dict | None:
     try:
-        return load(run_dir / "checkpoint.pt")["position"]
+        return load(run_dir / CHECKPOINT)["position"]
     except Exception:  # not there yet, or being replaced this instant
         return None
 
@@ -209,7 +212,7 @@ def same_as_baseline(
     """Final parameters bit for bit, and every metric but the timings, against the unbroken
     run (``reference``: another run of the same options)."""
     reference = reference or ws.baseline()
-    a, b = load(reference / "checkpoint.pt"), load(run_dir / "checkpoint.pt")
+    a, b = load(reference / CHECKPOINT), load(run_dir / CHECKPOINT)
     same_params = a["model"].keys() == b["model"].keys() and all(
         torch.equal(a["model"][k], b["model"][k]) for k in a["model"]
     )

@@ -174,7 +174,7 @@ def test_compare_from_python_on_the_users_file(user_module):
     [row] = compare(**kwargs)
     for key in ("test_log_likelihood", "test_log_likelihood_ais"):
         assert math.isfinite(row[key]), key
-    checkpoint = user_module.root / "from-python" / "trace_elbo-beta1" / "checkpoint.pt"
+    checkpoint = user_module.root / "from-python" / "trace_elbo-beta1" / "checkpoint.safetensors"
     before = checkpoint.stat().st_mtime_ns
     assert compare(**kwargs) == [row]
     assert checkpoint.stat().st_mtime_ns == before

@@ -125,8 +125,8 @@ def test_the_digest_sees_every_value_and_no_pickling_detail():
     )
 
 
-def test_a_changed_weight_is_named_corrupt(tmp_path):
-    path = tmp_path / runs.CHECKPOINT
+def test_a_changed_weight_of_an_earlier_releases_checkpoint_is_named_corrupt(tmp_path):
+    path = tmp_path / runs.LEGACY_CHECKPOINT
     state = _state()
     state["sha256"] = content_digest(state)
     state["format"] = 2
@@ -138,11 +138,11 @@ def test_a_changed_weight_is_named_corrupt(tmp_path):
 
 @pytest.mark.parametrize("removed", ["sha256", "format"])
 def test_a_checkpoint_with_its_digest_or_format_removed_is_still_checked(tmp_path, removed):
-    """Taking one of the two keys out of a checkpoint does not make it load unchecked: only
-    a 0.2.0 checkpoint, with neither, is read without its checksum."""
-    path = tmp_path / runs.CHECKPOINT
-    save_checkpoint(path, _state())
-    state = torch.load(path, weights_only=True)
+    """Taking one of the two keys out of a format-2 checkpoint.pt does not make it load
+    unchecked: only a 0.2.0 checkpoint, with neither, is read without its checksum."""
+    path = tmp_path / runs.LEGACY_CHECKPOINT
+    state = _state() | {"format": 2}
+    state["sha256"] = content_digest(state)
     state["model"]["w"][0, 0] = 5.0
     del state[removed]
     torch.save(state, path)
@@ -169,11 +169,16 @@ class _Hostile:
 
 
 def test_a_checkpoint_holding_code_is_refused_before_it_runs(tmp_path):
-    path = tmp_path / runs.CHECKPOINT
+    path = tmp_path / runs.LEGACY_CHECKPOINT
     torch.save({"model": _Hostile()}, path)
     RAN.clear()
     with pytest.raises(CheckpointError, match="could run code"):
         load_checkpoint(path)
+    assert RAN == []
+    disguised = tmp_path / runs.CHECKPOINT  # a pickle under the new name is not read at all
+    disguised.write_bytes(path.read_bytes())
+    with pytest.raises(CheckpointError, match="is corrupt"):
+        load_checkpoint(disguised)
     assert RAN == []
     torch.load(path, weights_only=False)  # what loading used to do: the code runs
     assert RAN == ["code ran"]
@@ -288,11 +293,15 @@ def test_a_directory_that_was_there_is_kept_though_left_empty(tmp_path):
     assert target.is_dir()
 
 
-def test_the_previous_checkpoint_alone_is_a_run(tmp_path):
-    """A directory holding only checkpoint.prev.pt (and a config) holds a run: a new one is
-    refused with the run's advice (--resume or --overwrite), and its files are not foreign."""
+@pytest.mark.parametrize(
+    "name", [runs.PREVIOUS_CHECKPOINT, runs.LEGACY_CHECKPOINT, "checkpoint.prev.pt"]
+)
+def test_the_previous_checkpoint_alone_is_a_run(tmp_path, name):
+    """A directory holding only checkpoint.prev.safetensors, or an earlier release's
+    checkpoint.pt or checkpoint.prev.pt (and a config), holds a run: a new one is refused with
+    the run's advice (--resume or --overwrite), and its files are not foreign."""
     run = runs.RunDirectory(tmp_path)
-    save_checkpoint(tmp_path / runs.PREVIOUS_CHECKPOINT, {"model": torch.zeros(2)})
+    save_checkpoint(tmp_path / name, {"model": torch.zeros(2)})
     (tmp_path / runs.CONFIG).write_text("{}")
     assert run.holds_a_run()
     assert run.foreign_files() == []

@@ -166,7 +166,7 @@ def test_cli_train_and_its_errors(tmp_path, capsys):
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    target = tmp_path / "checkpoint.pt"
+    target = tmp_path / runs.CHECKPOINT
     runs.save_checkpoint(target, {"step": 1})
 
     def broken(f):
@@ -176,7 +176,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         runs.atomic_write(target, broken)
     assert runs.load_checkpoint(target) == {"step": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
+    assert [p.name for p in tmp_path.iterdir()] == [runs.CHECKPOINT]  # no temp file left
 
 
 def test_python_and_the_command_line_resume_by_one_decision(tmp_path, small_data):

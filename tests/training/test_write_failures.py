@@ -145,12 +145,12 @@ def test_a_checkpoint_that_cannot_be_written_leaves_the_last_one_whole(
     run, failing, capsys, monkeypatch
 ):
     before = (run / runs.CHECKPOINT).read_bytes()
-    failing(runs.CHECKPOINT, room=5000)  # torch.save reports this as a RuntimeError
+    failing(runs.CHECKPOINT, room=5000)
     assert main(["train", "--resume", "--epochs", "2", "--out", str(run)]) == EXIT_NOT_WRITTEN
     error, kept = _said(capsys.readouterr().err)
     path = run / runs.CHECKPOINT
     assert error == f"could not write {str(path)!r}: No space left on device (ENOSPC)"
-    assert kept.startswith("checkpoint.pt is as it was before")
+    assert kept.startswith(f"{runs.CHECKPOINT} is as it was before")
     assert "once there is space, continue the run: " in kept
     assert path.read_bytes() == before
     assert load_checkpoint(path)["position"]["epoch"] == 1
