@@ -25,7 +25,7 @@ from ..registry import Registry
 from ..training import TrainConfig, evaluate_run, read_config
 from ..training.evaluate import annealing_record
 from ..training.option_help import option_help
-from ..training.run_dir import CHECKPOINT, CONFIG, EVALUATION, SUMMARY
+from ..training.run_dir import CONFIG, EVALUATION, SUMMARY, find_checkpoint
 from ..workflow import train
 
 # name -> run(args) -> exit status; each has .summary (one line) and .arguments(parser)
@@ -63,7 +63,7 @@ def train_or_reuse(config: TrainConfig, data: ImageData | None = None) -> dict[s
         announce(f"{out}: finished before, reused")
         return json.loads((out / SUMMARY).read_text())
     # stopped after a checkpoint: resume; before the first one: start that run again
-    started, resumable = (out / CONFIG).exists(), (out / CHECKPOINT).exists()
+    started, resumable = (out / CONFIG).exists(), find_checkpoint(out).exists()
     announce(f"{out}: {'resuming' if resumable else 'training'} ({config.epochs} epochs)")
     return train(config, data, resume=resumable, overwrite=started and not resumable).summary
 
