@@ -86,6 +86,8 @@ def pyro_counterpart(elbo: ELBO) -> tuple[str, Loss] | None:
     """Pyro's own computation of ``elbo``'s loss, and its name; None where there is none."""
     k = int(getattr(elbo, "num_particles", 1))
     nesting = elbo.max_plate_nesting if math.isfinite(elbo.max_plate_nesting) else 1
+    if getattr(elbo, "vectorize_particles", False) and k > 1:
+        nesting -= 1  # Pyro's ELBO counts its own particle plate in max_plate_nesting
     for cls, name in ((TraceMeanField_ELBO, "TraceMeanField_ELBO"), (Trace_ELBO, "Trace_ELBO")):
         if type(elbo) is cls:
             pyros = cls(num_particles=k, max_plate_nesting=nesting)
