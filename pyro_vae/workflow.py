@@ -62,7 +62,7 @@ def train(
     if config is None:
         if vae is not None and not resume:
             options = given_model_options(vae, options)
-        config = resumed_config(options) if resume else TrainConfig.of(**options)
+        config = resumed_config(options, "plugins=[...]") if resume else TrainConfig.of(**options)
     if not resume:
         config = with_code_record(config)
     return fit(

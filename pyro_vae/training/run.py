@@ -42,14 +42,16 @@ class TrainResult:
     metrics: list[dict[str, float]] = field(default_factory=list)
 
 
-def resumed_config(given: Mapping[str, Any]) -> TrainConfig:
+def resumed_config(given: Mapping[str, Any], how: str = "--plugin") -> TrainConfig:
     """The config a resumed run continues with: the run's own (its config.json, in
     ``given["out"]`` or the default run directory), with the options that may change on resume
     (the ``resumable`` ones: ``epochs``, ``device``, ...) taken from ``given``. Any other option
-    given must have the run's value: a resumed run keeps its options."""
+    given must have the run's value: a resumed run keeps its options. ``how``: the way to
+    name the run's plug-ins again, for the message when they are not (``--plugin``,
+    ``plugins=[...]``)."""
     out = Path(given.get("out", TrainConfig.out))
     try:
-        saved = read_config(out)
+        saved = read_config(out, how)
     except ValueError as err:
         raise RunDirectoryError(f"cannot resume: {err}") from None
     unknown = sorted(set(given) - set(options()))
