@@ -18,16 +18,10 @@ from ..model import MODELS, build_model
 from ..model.build import takes_option
 from ..model.option_routing import PART_REGISTRIES, takers
 from ..registry import Registry
-from .rules import nominal_context_dim
+from .rules import NOMINAL_SHAPE, is_factory, nominal_context_dim
 from .schema import ConfigError, Option, check_type, coerce, flag_of
 
 GIVEN_MODEL = "given"  # the model: a VAE passed from Python (pyro_vae.train(vae=...))
-NOMINAL_SHAPE = (1, 28, 28)  # the shape the config's trial build uses before data is read
-
-
-def is_factory(model: str | None) -> bool:
-    """Whether ``model`` names a user's factory (``MODULE:FACTORY``) rather than a built-in."""
-    return isinstance(model, str) and ":" in model
 
 
 class CheckedOptions:
@@ -137,7 +131,8 @@ class CheckedOptions:
         else:
             owners = {"model": [m for m in MODELS if param in MODELS.options(m)]} | takers(param)
             parts = [p for p in PART_REGISTRIES if p in MODELS.options(self.model)]
-            here = f"--model {self.model} ({', '.join(f'{p} {getattr(self, p)}' for p in parts)})"
+            chosen = ", ".join(f"{p} {getattr(self, p)}" for p in parts)
+            here = f"--model {self.model}" + (f" ({chosen})" if chosen else "")
         where = "; ".join(f"{kind} {', '.join(names)}" for kind, names in owners.items() if names)
         return f"{flag} does not apply to {here}: it is an option of {where}"
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from ..inference import ESTIMATORS
-from ..model import DISCRETE_SITES, LIKELIHOODS
+from ..model import DISCRETE_SITES, LIKELIHOODS, MODELS
 from .schema import Automatic, ConfigError
 
 # the config being checked (pyro_vae.training.options.TrainConfig, which imports this module)
@@ -23,6 +25,9 @@ Config = Any
 NEEDS_SAMPLED_KL = ("two-layer",)
 
 
+NOMINAL_SHAPE = (1, 28, 28)  # the shape the config's trial build uses before data is read
+
+
 def nominal_context_dim(c: Config, shape: tuple[int, int, int]) -> int:
     """The context width of the config's trial build, on images of ``shape`` before any data
     is read: ten classes (a label context, m2's label columns), or the top half."""
@@ -31,8 +36,30 @@ def nominal_context_dim(c: Config, shape: tuple[int, int, int]) -> int:
     return {"none": 0, "label": 10, "top-half": channels * (height // 2) * width}[context]
 
 
+def is_factory(model: str | None) -> bool:
+    """Whether ``model`` names a user's factory (``MODULE:FACTORY``) rather than a built-in."""
+    return isinstance(model, str) and ":" in model
+
+
+def _factory_data_kind(c: Config) -> str | None:
+    """The data kind of the likelihood a factory that chooses its own builds: the factory
+    tried once on the nominal shape with the options it takes (the random streams kept)."""
+    takes = MODELS.options(c.model)
+    given = {k: getattr(c, k) for k in takes if getattr(c, k, None) is not None}
+    given |= {k: v for k, v in getattr(c, "part_options", {}).items() if k in takes}
+    try:
+        with torch.random.fork_rng(devices=[]):
+            vae = MODELS.create(c.model, NOMINAL_SHAPE, offer={"context_dim": 0}, **given)
+    except (ValueError, TypeError):  # refused: the config's own checks say why, later
+        return None
+    return getattr(getattr(vae, "likelihood", None), "data_kind", None)
+
+
 def _binarization(c: Config) -> str:
-    kind = LIKELIHOODS.get(c.likelihood).data_kind if c.likelihood in LIKELIHOODS else None
+    if is_factory(c.model) and c.model in MODELS and "likelihood" not in MODELS.options(c.model):
+        kind = _factory_data_kind(c)
+    else:
+        kind = LIKELIHOODS.get(c.likelihood).data_kind if c.likelihood in LIKELIHOODS else None
     return "dynamic" if kind == "binary" else "none"
 
 
@@ -58,7 +85,9 @@ def _estimator(c: Config) -> str:
 
 
 automatic_binarization = Automatic(
-    _binarization, "dynamic for likelihoods of binary data, none otherwise"
+    _binarization,
+    "dynamic for likelihoods of binary data (a MODULE:FACTORY model's as it builds it), none "
+    "otherwise",
 )
 automatic_estimator = Automatic(
     _estimator,
