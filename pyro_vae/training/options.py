@@ -269,7 +269,12 @@ class TrainConfig(CheckedOptions):
     def of(cls, **given: Any) -> TrainConfig:
         """The config of ``given`` options, those of the user's own parts among them: a name
         that no field declares goes to :attr:`part_options` (checked to be taken by a chosen
-        part)."""
+        part). A ``MODULE:FACTORY`` model's parameter that is also a declared option
+        (``z_dim``) keeps the factory's own default unless given."""
+        model = given.get("model")
+        if isinstance(model, str) and ":" in model and model in MODELS:
+            own = MODELS.defaults(model)
+            given = {k: v for k, v in own.items() if k in _FIELDS and v is not None} | given
         declared = {k: v for k, v in given.items() if k in _FIELDS}
         extra = {k: v for k, v in given.items() if k not in _FIELDS}
         return cls(**declared, part_options={**declared.pop("part_options", {}), **extra})

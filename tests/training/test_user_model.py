@@ -95,6 +95,19 @@ def test_a_factory_model_trains_from_python_and_is_read_back_with_its_module(pla
     assert loaded.vae.decoder.channels == 3
 
 
+def test_a_factorys_own_default_holds_where_a_declared_option_is_not_given(place, small_data):
+    """make(..., z_dim=4): the run's z_dim is the factory's 4, not the option's default 16,
+    unless z_dim is given."""
+    parts = place.parts()
+    own = pyro_vae.train(data=small_data, model=f"{parts}:make", plugins=[parts], out="own",
+                         **QUICK)  # fmt: skip
+    assert own.vae.z_dim == 4
+    assert json.loads((place.root / "own" / runs.CONFIG).read_text())["z_dim"] == 4
+    given = pyro_vae.train(data=small_data, model=f"{parts}:make", z_dim=3, out="given",
+                           **QUICK)  # fmt: skip
+    assert given.vae.z_dim == 3
+
+
 def test_a_plugins_parts_train_from_python_with_their_options(place, small_data):
     parts = place.parts()
     result = pyro_vae.train(
