@@ -50,7 +50,9 @@ def default_run(scratch: Path) -> str:
     keep = set(epochs[:EPOCHS_SHOWN] + epochs[-EPOCHS_SHOWN:])
     shown, elided = [f"$ {' '.join(command)}"], False
     for i, line in enumerate(lines):
-        if i in epochs and i not in keep or line.startswith("train: ") and i < epochs[-1]:
+        if line.startswith("train: ") and i < epochs[-1]:
+            continue  # progress before the end: not an epoch, nothing to mark as left out
+        if i in epochs and i not in keep:
             if not elided:
                 shown.append("...")
             elided = True
