@@ -16,6 +16,20 @@ TEST_BINARIZATION_SEED = 1234  # fixed: the test set must be the same for every 
 BINARIZATIONS = ("none", "dynamic", "static")
 
 
+def _check_probabilities(mode: str, data: ImageData) -> None:
+    """Binarizing draws Bernoulli(x) per pixel, so x must lie in [0, 1]: data outside (counts,
+    real values) is one line that says what to do, not a torch traceback from the draw."""
+    for name, x in (("training", data.train_x), ("test", data.test_x)):
+        low, high = float(x.min()), float(x.max())
+        if not (0.0 <= low and high <= 1.0):  # (NaN fails both)
+            raise DataError(
+                f"--binarize {mode} draws Bernoulli(x) per pixel, which needs values in [0, 1]; "
+                f"the {name} data spans [{low:.4g}, {high:.4g}]: counts or real values want "
+                "--binarize none and a likelihood of their kind (poisson, negative-binomial, "
+                "gaussian, ...)"
+            )
+
+
 class Binarizer:
     """Turns grey levels into the training and test tensors of each epoch (see module doc)."""
 
@@ -33,6 +47,7 @@ class Binarizer:
         if mode == "none":
             self.test_x, self._train = data.test_x, data.train_x
         else:
+            _check_probabilities(mode, data)
             self.test_x = torch.bernoulli(data.test_x, generator=fixed)
             self._train = (
                 torch.bernoulli(data.train_x, generator=fixed) if mode == "static" else None

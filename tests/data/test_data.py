@@ -50,6 +50,23 @@ def test_binarization_modes(mnist_sample):
         Binarizer("threshold", data, seed=0)
 
 
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+@pytest.mark.parametrize("where", ["train", "test"])
+def test_binarizing_data_outside_0_1_is_one_line_naming_the_fix(mnist_sample, mode, where):
+    """Counts (or real values) binarized by Bernoulli(x): refused before any draw, in one line
+    that names the span and the fix, whichever split holds them."""
+    train, test = mnist_sample.train_x[:50].clone(), mnist_sample.test_x[:20].clone()
+    (train if where == "train" else test)[3, 7] = 37.0  # a count
+    data = ImageData(train, mnist_sample.train_y[:50], test, mnist_sample.test_y[:20])
+    with pytest.raises(DataError) as error:
+        Binarizer(mode, data, seed=0)
+    message = str(error.value)
+    split = {"train": "training", "test": "test"}[where]
+    assert "\n" not in message and f"the {split} data spans [0, 37]" in message
+    assert "--binarize none" in message
+    Binarizer("none", data, seed=0)  # kept as they are: the likelihood then checks them
+
+
 def _write_idx(path, array: torch.Tensor, packed: bool) -> None:
     dims = array.shape
     header = struct.pack(">I", 0x0800 + len(dims)) + b"".join(struct.pack(">I", n) for n in dims)
