@@ -104,7 +104,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     """The config the flags describe; with ``--resume``, the run's own, with the options that
     may change on resume (``--epochs``, ``--device``, ...) taken from the flags
     (:func:`~pyro_vae.training.run.resumed_config`)."""
-    given = {name: getattr(args, name) for name in options() if getattr(args, name) is not None}
+    declared = options()
+    given = {name: getattr(args, name) for name in declared if getattr(args, name) is not None}
     given |= {
         key.split(":", 1)[1]: value
         for key, value in vars(args).items()
@@ -113,7 +114,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     if not args.resume:
         config = TrainConfig.of(**given)
         for name in given:  # refused even at its default value: it was asked for
-            if name in options() and getattr(config, name) is None:
+            if name in declared and getattr(config, name) is None:
                 raise ConfigError(config.why_not(name))
         return config
     return resumed_config(given)  # whether and how it may resume is the training layer's

@@ -42,7 +42,7 @@ class LatentScaleMessenger(Messenger):
             return
         if not self.mask:
             msg["mask"] = False  # (what MaskMessenger's `mask & False` comes to)
-        elif not (isinstance(self.scale, float) and self.scale == 1.0):
+        else:
             msg["scale"] = self.scale * msg["scale"]
 
 

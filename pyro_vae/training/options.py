@@ -35,7 +35,7 @@ from ..model.invariant import INVARIANCE_CHOICES
 from ..model.likelihoods import LIBRARY_OPTIONS
 from .denormals import DENORMALS
 from .option_checks import CheckedOptions
-from .rules import RULES, automatic_binarization, automatic_estimator
+from .rules import RULES, automatic_binarization, automatic_estimator, is_factory
 from .schema import (
     POSITIVE,
     POSITIVE_SIZES,
@@ -272,7 +272,7 @@ class TrainConfig(CheckedOptions):
         part). A ``MODULE:FACTORY`` model's parameter that is also a declared option
         (``z_dim``) keeps the factory's own default unless given."""
         model = given.get("model")
-        if isinstance(model, str) and ":" in model and model in MODELS:
+        if is_factory(model) and model in MODELS:
             own = MODELS.defaults(model)
             given = {k: v for k, v in own.items() if k in _FIELDS and v is not None} | given
         declared = {k: v for k, v in given.items() if k in _FIELDS}

@@ -102,14 +102,20 @@ def _chosen(config: TrainConfig) -> list[tuple[Registry, str]]:
     return [(r, name) for r, name in chosen if name is not None and name in r]
 
 
+def _users_module(factory: Callable[..., Any]) -> str | None:
+    """The module that defines ``factory`` when it is the user's (outside the package), else
+    None. (A factory wrapped by :func:`_checked_factory` carries its module by ``wraps``.)"""
+    module = factory.__module__
+    return None if module.split(".")[0] == "pyro_vae" else module
+
+
 def code_record(config: TrainConfig) -> list[dict[str, Any]]:
     """The modules outside the package that define the parts ``config`` chose, as
     :meth:`pyro_vae.plugins.Plugin.record` dicts (the plug-in as it was named, where it was)."""
     records: dict[str, dict[str, Any]] = {}
     for registry, name in _chosen(config):
-        factory = registry.get(name)
-        module = getattr(factory, "__wrapped__", factory).__module__
-        if module.split(".")[0] == "pyro_vae" or module in records:
+        module = _users_module(registry.get(name))
+        if module is None or module in records:
             continue
         plugin = plugins.find(module) or plugins.describe(module)
         records[module] = plugin.record()
@@ -142,9 +148,7 @@ def user_part_options() -> dict[str, tuple[Any, str]]:
     registries = [*PART_REGISTRIES.values(), MODELS, ESTIMATORS, DATASETS]
     for registry in registries:
         for name in registry:
-            factory = registry.get(name)
-            module = getattr(factory, "__wrapped__", factory).__module__
-            if module.split(".")[0] == "pyro_vae":
+            if _users_module(registry.get(name)) is None:
                 continue
             for option, default in registry.defaults(name).items():
                 found.setdefault(option, (default, []))[1].append(f"{registry.kind} {name}")
