@@ -74,24 +74,58 @@ class MLPDecoder(nn.Module):
         return self.net(z)
 
 
-CONV_SHAPE = (1, 28, 28)
+# Sizes the conv networks take: (C, H, W) with C channels and sides in this range.
+CONV_CHANNELS = (1, 4)
+CONV_SIDES = (28, 64)
+# Channels of the stride-2 stages, in the order they are used (two stages, or three for a
+# smaller side of 48 or more); the last stage's map feeds a Linear layer of ``hidden`` units.
+CONV_WIDTHS = (32, 64, 128)
+
+
+def conv_image_shape(data_shape: Sequence[int]) -> tuple[int, int, int]:
+    """``data_shape`` as (C, H, W) (an (H, W) shape has one channel), or
+    :class:`NetworkShapeError` with one line saying which shapes the conv networks take."""
+    shape = tuple(data_shape)
+    full = (1, *shape) if len(shape) == 2 else shape
+    (lo_c, hi_c), (lo, hi) = CONV_CHANNELS, CONV_SIDES
+    if len(full) != 3 or not (lo_c <= full[0] <= hi_c and all(lo <= s <= hi for s in full[1:])):
+        raise NetworkShapeError(
+            f"the conv networks take (C, H, W) images with {lo_c} to {hi_c} channels and sides "
+            f"of {lo} to {hi} pixels ({lo}x{lo} up to {hi}x{hi}), got data of shape {shape}; "
+            "use --network mlp"
+        )
+    return full
+
+
+def conv_sizes(height: int, width: int) -> list[tuple[int, int]]:
+    """The feature maps' (H, W), the image first: each stride-2 stage (kernel 4, padding 1)
+    maps a side n to n // 2, and stages are added while the smaller side is 12 or more:
+    28 -> 14 -> 7, 32 -> 16 -> 8, 45x33 -> 22x16 -> 11x8, 64 -> 32 -> 16 -> 8."""
+    sizes = [(height, width)]
+    while min(sizes[-1]) >= 12:
+        h, w = sizes[-1]
+        sizes.append((h // 2, w // 2))
+    return sizes
 
 
 class ConvEncoder(nn.Module):
-    """Conv 1->32->64 (kernel 4, stride 2: 28 -> 14 -> 7), Linear 3136 -> 256, Gaussian head."""
+    """Stride-2 convs (kernel 4, padding 1, ReLU) with 32, 64 (then 128) channels, flattened,
+    Linear -> ``hidden`` (ReLU), Gaussian head; the stages are :func:`conv_sizes`.
 
-    def __init__(self, z_dim: int, hidden: int = 256) -> None:
+    For (1, 28, 28): Conv 1->32->64 (28 -> 14 -> 7), Linear 3136 -> 256. For (3, 64, 64):
+    Conv 3->32->64->128 (64 -> 32 -> 16 -> 8), Linear 8192 -> 256."""
+
+    def __init__(self, z_dim: int, hidden: int = 256, shape: Sequence[int] = (1, 28, 28)) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Unflatten(-1, CONV_SHAPE),
-            nn.Conv2d(1, 32, 4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(64 * 7 * 7, hidden),
-            nn.ReLU(),
-        )
+        channels, height, width = conv_image_shape(shape)
+        sizes = conv_sizes(height, width)
+        widths = [channels, *CONV_WIDTHS[: len(sizes) - 1]]
+        layers: list[nn.Module] = [nn.Unflatten(-1, (channels, height, width))]
+        for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Conv2d(n_in, n_out, 4, stride=2, padding=1), nn.ReLU()]
+        h, w = sizes[-1]
+        layers += [nn.Flatten(), nn.Linear(widths[-1] * h * w, hidden), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
         self.head = GaussianHead(hidden, z_dim)
         self.feature_dim = hidden
 
@@ -104,21 +138,48 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """The encoder mirrored: Linear z -> 256 -> 3136, ConvTranspose 64->32->out (7 -> 14 -> 28)."""
+    """The encoder mirrored: Linear z -> ``hidden`` -> the last feature map (ReLU), then
+    stride-2 transposed convs (kernel 4, padding 1) back through the encoder's sizes to
+    ``out_per_pixel * C`` channels at exactly (H, W).
 
-    def __init__(self, z_dim: int, hidden: int = 256, out_per_pixel: int = 1) -> None:
+    A transposed conv maps a side m to 2m + p, ``output_padding`` p in {0, 1}; the encoder took
+    a side n to n // 2, so p = n % 2 restores an odd n exactly (45 -> 22 -> 45), with no crop or
+    interpolation (the extra last row or column is reached by fewer kernel taps, nothing more).
+    Even sides have p = 0, so (1, 28, 28) keeps ConvTranspose 64->32->1 (7 -> 14 -> 28).
+
+    Output channel j * C + c holds the likelihood's j-th parameter for channel c, so the
+    flattened output is [all first parameters over (C, H, W), then all second ones, ...]: the
+    MLP decoder's layout, which the likelihoods split into blocks of ``data_dim``."""
+
+    def __init__(
+        self,
+        z_dim: int,
+        hidden: int = 256,
+        out_per_pixel: int = 1,
+        shape: Sequence[int] = (1, 28, 28),
+    ) -> None:
         super().__init__()
-        self.net = nn.Sequential(
+        channels, height, width = conv_image_shape(shape)
+        sizes = conv_sizes(height, width)
+        widths = [out_per_pixel * channels, *CONV_WIDTHS[: len(sizes) - 1]]
+        h, w = sizes[-1]
+        layers: list[nn.Module] = [
             nn.Linear(z_dim, hidden),
             nn.ReLU(),
-            nn.Linear(hidden, 64 * 7 * 7),
+            nn.Linear(hidden, widths[-1] * h * w),
             nn.ReLU(),
-            nn.Unflatten(-1, (64, 7, 7)),
-            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(32, out_per_pixel, 4, stride=2, padding=1),
-            nn.Flatten(),
-        )
+            nn.Unflatten(-1, (widths[-1], h, w)),
+        ]
+        for i in range(len(sizes) - 1, 0, -1):
+            (big_h, big_w), n_in, n_out = sizes[i - 1], widths[i], widths[i - 1]
+            pad = (big_h % 2, big_w % 2)
+            layers.append(
+                nn.ConvTranspose2d(n_in, n_out, 4, stride=2, padding=1, output_padding=pad)
+            )
+            if i > 1:
+                layers.append(nn.ReLU())
+        layers.append(nn.Flatten())
+        self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         # ConvTranspose wants one batch dim: fold any particle dims in and out again
@@ -176,10 +237,10 @@ def mlp_networks(
 def conv_networks(
     data_shape: Sequence[int], z_dim: int, out_per_pixel: int = 1
 ) -> tuple[nn.Module, nn.Module]:
-    """The convolutional pair for 28x28 single-channel images."""
-    if tuple(data_shape) not in (CONV_SHAPE, CONV_SHAPE[1:]):
-        raise NetworkShapeError(
-            f"the conv networks take 28x28 single-channel images, got data of shape "
-            f"{tuple(data_shape)}; use --network mlp"
-        )
-    return ConvEncoder(z_dim), ConvDecoder(z_dim, out_per_pixel=out_per_pixel)
+    """The convolutional pair for (C, H, W) images, 1 to 4 channels, sides of 28 to 64 pixels
+    (an (H, W) shape is one channel); :class:`ConvEncoder` says how many stages a size gets."""
+    shape = conv_image_shape(data_shape)
+    return (
+        ConvEncoder(z_dim, shape=shape),
+        ConvDecoder(z_dim, out_per_pixel=out_per_pixel, shape=shape),
+    )
