@@ -1,6 +1,7 @@
 """Data: datasets by name as in-memory tensors, binarization, context rows, label budgets,
 rotated digits, synthetic counts."""
 
+from . import patches  # noqa: F401  (registers image-patches)
 from .binarize import BINARIZATIONS, Binarizer
 from .context import CONTEXTS, with_context
 from .datasets import DATASETS, DataError, ImageData, load_dataset, read_idx_dir
