@@ -7,6 +7,7 @@ from .context import CONTEXTS, with_context
 from .datasets import DATASETS, DataError, ImageData, load_dataset, read_idx_dir
 from .labels import LABEL_CONTEXT, balanced_choice, labelled_rows, with_labels
 from .rotated import RotatedData, rotate_images, rotated_mnist_sample  # registers mnist-rotated
+from .sources import DataSource, open_source  # registers file (your --data)
 from .synthetic import CountTruth, count_data
 
 __all__ = [
@@ -18,11 +19,13 @@ __all__ = [
     "LABEL_CONTEXT",
     "RotatedData",
     "DataError",
+    "DataSource",
     "ImageData",
     "balanced_choice",
     "count_data",
     "labelled_rows",
     "load_dataset",
+    "open_source",
     "read_idx_dir",
     "rotate_images",
     "rotated_mnist_sample",

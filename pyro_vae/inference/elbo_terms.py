@@ -82,8 +82,8 @@ def evaluate_elbo(
     analytic_kl: bool = True,
 ) -> ElboTerms:
     """Mean -ELBO, distortion and rate per image over ``x``, in batches of ``batch_size``."""
-    log_lik_sum = x.new_zeros((), dtype=torch.float64)
-    kl_sum = x.new_zeros((), dtype=torch.float64)
+    log_lik_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    kl_sum = torch.zeros((), dtype=torch.float64, device=x.device)  # (x may be LazyRows)
     for start in range(0, x.shape[0], batch_size):
         log_lik, kl = elbo_terms_per_image(model, guide, x[start : start + batch_size], analytic_kl)
         log_lik_sum += log_lik.sum().double()

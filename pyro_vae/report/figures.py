@@ -216,6 +216,9 @@ def interpolation(
     )
 
 
+FIGURE_ROWS = 5000  # the most test rows a figure reads (the latent scatter's)
+
+
 @torch.no_grad()
 def make_figures(
     vae: VAE,
@@ -232,6 +235,8 @@ def make_figures(
     vae.eval()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if not isinstance(test_x, torch.Tensor):  # streamed rows: read the ones the figures draw
+        test_x, test_y = test_x[:FIGURE_ROWS], test_y[:FIGURE_ROWS]
     if isinstance(vae, PyroProgram):
         _program_figures(vae, test_x, test_y, metrics, directory, title)
     else:

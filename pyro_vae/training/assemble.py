@@ -6,21 +6,25 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import pyro
 import torch
 from pyro.infer import ELBO
 
-from ..data import Binarizer, ImageData, labelled_rows, load_dataset, with_context, with_labels
+from ..data import Binarizer, ImageData, labelled_rows
 from ..inference import ESTIMATORS, GeometricRamp, KLWarmup, LinearRamp, sync_free
-from ..model import VAE, build_model
+from ..model import LIKELIHOODS, VAE, build_model
 from ..model.program import PyroProgram, as_vae
 from ..model.program_check import check_program
 from .compiled import CompiledStep
 from .devices import resolve_device
 from .distributed import Cluster, join
+from .feeds import ResidentFeed, StreamBinarizer, StreamFeed, check_streamed
 from .option_checks import GIVEN_MODEL
 from .options import ConfigError, TrainConfig
+from .rules import factory_data_kind, is_factory
+from .run_data import RunData, open_run_data
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,10 @@ class Assembly:
     config: TrainConfig
     device: torch.device
     cluster: Cluster
-    data: ImageData
-    binarizer: Binarizer
+    data: ImageData  # tensors on the device, or LazyRows standing for streamed rows
+    run_data: RunData
+    binarizer: Binarizer | StreamBinarizer
+    feed: ResidentFeed | StreamFeed
     vae: VAE
     estimator: ELBO  # the estimator as chosen (Pyro's TraceMeanField_ELBO, say)
     step_estimator: ELBO  # its sync-free twin, which the step runs: no host synchronisation
@@ -62,13 +68,23 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float) -> torch.opt
         return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
-def load_data(config: TrainConfig, device: torch.device, data: ImageData | None) -> ImageData:
-    """The run's data on ``device``, each row with its context when the model reads one (for
-    ``m2``: its label columns, one-hot on ``--labels`` training images)."""
-    data = load_dataset(config.dataset, config.data_dir) if data is None else data.validate()
-    if config.labels is not None:
-        return with_labels(data, config.labels, seed=config.seed).to(device)
-    return with_context(data, config.context or "none").to(device)
+def data_kind(config: TrainConfig, vae: VAE | None) -> str | None:
+    """The kind of data the run's likelihood reads ("counts", "binary", ...): the given VAE's,
+    a factory's as it builds it, or the named likelihood's."""
+    if vae is not None:
+        return getattr(getattr(vae, "likelihood", None), "data_kind", None)
+    if config.likelihood is None or is_factory(config.model):
+        return factory_data_kind(config)
+    return LIKELIHOODS.get(config.likelihood).data_kind
+
+
+def load_data(
+    config: TrainConfig, device: torch.device, data: Any = None, vae: VAE | None = None
+) -> RunData:
+    """The run's data on ``device`` (:func:`~pyro_vae.training.run_data.open_run_data`);
+    ``data``: given from Python."""
+    counts = data_kind(config, vae) == "counts"
+    return open_run_data(config, device, data, counts=counts)
 
 
 def _data_facts(config: TrainConfig, data: ImageData) -> dict[str, float]:
@@ -113,11 +129,13 @@ def model_of(config: TrainConfig, data: ImageData, vae: VAE | None) -> VAE:
     return vae
 
 
-def check_fits(vae: VAE, binarizer: Binarizer) -> None:
+def check_fits(vae: VAE, binarizer: Binarizer, run_data: RunData | None = None) -> None:
     """The data lies in the support of the VAE's likelihood, and a model or guide of the
     user's has the structure the objectives need (one line, before any step)."""
     likelihood = getattr(vae, "likelihood", None)
-    if hasattr(likelihood, "check_data"):
+    if run_data is not None and run_data.streamed:
+        check_streamed(run_data, likelihood, binarizer.mode)
+    elif hasattr(likelihood, "check_data"):
         likelihood.check_data(binarizer.test_x)
         likelihood.check_data(binarizer.train_x())
     if vae.runs_user_code():
@@ -136,10 +154,19 @@ def assemble(
     cluster = join(device)
     pyro.set_rng_seed(config.seed)
     pyro.enable_validation(False)  # inputs are checked up front; keep the step lean
-    data = load_data(config, device, data)
-    binarizer = Binarizer(config.binarize, data, seed=config.seed)
+    run_data = load_data(config, device, data, vae)
+    data = run_data.data
+    feed: ResidentFeed | StreamFeed
+    if run_data.streamed:
+        feed = StreamFeed(
+            run_data, config.binarize, config.seed, config.workers or 0, cluster, device
+        )
+        binarizer = StreamBinarizer(config.binarize, run_data, feed)
+    else:
+        binarizer = Binarizer(config.binarize, data, seed=config.seed)
+        feed = ResidentFeed(binarizer, cluster)
     vae = model_of(config, data, vae).to(device)
-    check_fits(vae, binarizer)
+    check_fits(vae, binarizer, run_data)
 
     n_train = data.train_x.shape[0]
     global_batch = config.batch_size * cluster.world_size
@@ -166,7 +193,9 @@ def assemble(
         device=device,
         cluster=cluster,
         data=data,
+        run_data=run_data,
         binarizer=binarizer,
+        feed=feed,
         vae=vae,
         estimator=estimator,
         step_estimator=step_estimator,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import Binarizer, ImageData
+from ..data import Binarizer, DataError, ImageData
 from ..model import VAE
 from .assemble import load_data, model_of
 from .checkpoint import CheckpointError, load_checkpoint
@@ -26,7 +26,8 @@ class LoadedRun:
     config: TrainConfig
     vae: VAE
     data: ImageData
-    test_x: torch.Tensor  # the test images as the run saw them (binarized with the fixed seed)
+    test_x: torch.Tensor  # the test images as the run saw them (binarized with the fixed seed;
+    # LazyRows, read a batch at a time, for a run that streamed its data)
     epoch: int
 
 
@@ -87,7 +88,11 @@ def load_run(
     except (KeyError, TypeError, ValueError) as err:
         raise RunDirectoryError(f"cannot read the run in {str(run_dir)!r}: {err}") from None
     dev = resolve_device(device)
-    data = load_data(config, dev, data)
+    try:
+        run_data = load_data(config, dev, data, vae)
+    except DataError as err:
+        raise RunDirectoryError(str(err)) from None
+    data = run_data.data
     try:
         vae = model_of(config, data, vae).to(dev)
     except ConfigError as err:
@@ -98,5 +103,8 @@ def load_run(
         raise RunDirectoryError(f"the checkpoint does not fit the run's config ({err})") from None
     vae.eval()
     vae.beta = 1.0  # evaluation measures the plain bound
-    test_x = Binarizer(config.binarize, data, seed=config.seed).test_x
+    if run_data.streamed:  # read a batch at a time, binarized with the fixed seed as in training
+        test_x = data.test_x
+    else:
+        test_x = Binarizer(config.binarize, data, seed=config.seed).test_x
     return LoadedRun(config, vae, data, test_x, epoch)

@@ -233,15 +233,15 @@ class Trainer:
         parts.binarizer.set_state(pos.epoch_rng["binarize"])
         self.perm_generator.set_state(pos.epoch_rng["batches"])
         self.vae.train()
-        x_epoch = parts.binarizer.train_x()
+        x_epoch = parts.feed.epoch_rows(pos.epoch)
         n_train = x_epoch.shape[0]
         perm = torch.randperm(n_train, generator=self.perm_generator, device=device)
         total = torch.tensor(pos.epoch_loss, device=device)
         synchronize(device)
         t0 = time.perf_counter() - pos.epoch_seconds
-        while pos.batch < parts.steps_per_epoch:
-            start = pos.batch * parts.global_batch
-            loss = self._step(self.cluster.shard(x_epoch[perm[start : start + parts.global_batch]]))
+        steps, size = parts.steps_per_epoch, parts.global_batch
+        for x in parts.feed.batches(x_epoch, perm, pos.batch, steps, size, pos.epoch):
+            loss = self._step(x)
             total += loss.detach()
             pos.batch += 1
             pos.step += 1
@@ -325,7 +325,11 @@ class Trainer:
         data, config = self.parts.data, self.config
         return {
             **summarize(
-                self.metrics, data.train_x.shape[0], data.test_x.shape[0], self.parts.device
+                self.metrics,
+                data.train_x.shape[0],
+                data.test_x.shape[0],
+                self.parts.device,
+                getattr(self.vae, "likelihood", None),
             ),
             "compiled": config.compile,
             "cuda_graphs": bool(config.cuda_graphs),

@@ -22,6 +22,8 @@ from .rules import NOMINAL_SHAPE, is_factory, nominal_context_dim
 from .schema import ConfigError, Option, check_type, coerce, flag_of
 
 GIVEN_MODEL = "given"  # the model: a VAE passed from Python (pyro_vae.train(vae=...))
+GIVEN_DATA = "given"  # the dataset: data passed from Python (pyro_vae.train(data=...))
+GIVEN_DATA_OPTIONS = ("layout",)  # the data options that apply to data given from Python
 
 
 class CheckedOptions:
@@ -61,8 +63,8 @@ class CheckedOptions:
             return
         check_type(name, value, opt.type or (str if default is None else type(default)))
         names = opt.choice_names()
-        if name == "model" and value == GIVEN_MODEL:
-            names = []  # (set by pyro_vae.train(vae=...), not chosen by name)
+        if (name, value) in (("model", GIVEN_MODEL), ("dataset", GIVEN_DATA)):
+            names = []  # (set by pyro_vae.train(vae=..., data=...), not chosen by name)
         if names and value not in names:
             kind = opt.choices.kind if isinstance(opt.choices, Registry) else name
             raise ConfigError(f"unknown {kind} {value!r}; choose one of: {', '.join(names)}")
@@ -110,6 +112,8 @@ class CheckedOptions:
             return True
         param = opt.param or name
         if opt.group == "data":
+            if self.dataset == GIVEN_DATA:
+                return param in GIVEN_DATA_OPTIONS
             return param in DATASETS.options(self.dataset)
         if opt.group == "estimator":
             return param in ESTIMATORS.options(self.estimator)

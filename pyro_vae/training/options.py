@@ -29,13 +29,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data import BINARIZATIONS, CONTEXTS, DATASETS
+from ..data.sources import IMAGE_FITS, LAYOUTS, STREAMING, valid_size
 from ..inference import ESTIMATORS, IWAE_GRADIENTS
 from ..model import DISCRETE_SITES, GUIDES, LIKELIHOODS, MODELS, NETWORKS, PRIORS
 from ..model.invariant import INVARIANCE_CHOICES
 from ..model.likelihoods import LIBRARY_OPTIONS
 from .denormals import DENORMALS
 from .option_checks import CheckedOptions
-from .rules import RULES, automatic_binarization, automatic_estimator, is_factory
+from .rules import (
+    RULES,
+    automatic_binarization,
+    automatic_dataset,
+    automatic_estimator,
+    brings_data,
+    is_factory,
+)
 from .schema import (
     POSITIVE,
     POSITIVE_SIZES,
@@ -55,7 +63,54 @@ class TrainConfig(CheckedOptions):
     """Everything that defines a run; saved as config.json. See the module doc."""
 
     # --- data ----------------------------------------------------------------------------------
-    dataset: str = option("mnist-sample", "the data", "data", choices=DATASETS)
+    dataset: str = option(
+        "auto", "the data: a built-in set, or file (your --data)", "data", choices=DATASETS,
+        automatic=automatic_dataset,
+    )  # fmt: skip
+    data: str | None = option(
+        None, "your data: a folder of images (class sub-folders: labels), .npy, .npz, HDF5, "
+        "AnnData .h5ad, or a CSV/TSV/Parquet table", "data", part=True,
+    )  # fmt: skip
+    data_key: str | None = option(
+        None, "the array of rows in .npz / HDF5, the layer of .h5ad (default X), the label "
+        "column of a table", "data", part=True,
+    )  # fmt: skip
+    layout: str | None = option(
+        "auto", "images stored channels-first (nchw) or channels-last (nhwc); auto: told "
+        "apart where only one can be, else asked for", "data", choices=LAYOUTS, part=True,
+    )  # fmt: skip
+    image_size: int | None = option(
+        None, "image folders: bring every image to this size (see --image-fit)", "data",
+        check=at_least(1), part=True, type=int,
+    )  # fmt: skip
+    image_fit: str | None = option(
+        "crop", "with --image-size: crop (shorter side to the size, then the centre) or "
+        "resize (both sides)", "data", choices=IMAGE_FITS, part=True,
+    )  # fmt: skip
+    skip_bad: bool | None = option(
+        False, "skip unreadable images or bad rows, counting them (else: stop, naming the "
+        "first)", "data", part=True,
+    )  # fmt: skip
+    test_fraction: float | None = option(
+        0.1, "data with no test split of their own: the share of rows held out (chosen by "
+        "--seed, recorded)", "data", check=Check(lambda f: 0 < f < 1, "in (0, 1)"),
+        applies=brings_data, when="--data or data given from Python",
+    )  # fmt: skip
+    stream: str | None = option(
+        "auto", "auto: stream batches from disk when the data as float32 exceed "
+        "--memory-budget, else hold them on the device; always; never", "data",
+        choices=STREAMING, applies=brings_data, when="--data or data given from Python",
+    )  # fmt: skip
+    memory_budget: str | None = option(
+        None, "memory the data may take on the device, e.g. 2G or 500M (default: half the "
+        "free memory)", "data", check=Check(valid_size, "a size such as 2G or 500M"),
+        applies=brings_data, when="--data or data given from Python", resumable=True,
+    )  # fmt: skip
+    workers: int | None = option(
+        2, "streamed data: DataLoader worker processes reading batches ahead", "data",
+        check=at_least(0), applies=brings_data, when="--data or data given from Python",
+        resumable=True,
+    )  # fmt: skip
     data_dir: str | None = option(
         None, "IDX directory (mnist, fashion-mnist) or the .npz file (npz)", "data", part=True
     )
@@ -255,6 +310,9 @@ class TrainConfig(CheckedOptions):
     # the modules outside the package that define the run's parts (pyro_vae.plugins records):
     # read back only to say what to name again, never imported from here
     plugins: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # where the data came from (pyro_vae.data.sources.DataSource.record, with how it was read):
+    # a command that reads the run opens the data again and compares
+    data_source: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._choose_automatic()  # first: what applies may depend on it
@@ -320,6 +378,7 @@ class TrainConfig(CheckedOptions):
         extra = {
             "part_options": {k: coerce(v, v) for k, v in d.get("part_options", {}).items()},
             "plugins": list(d.get("plugins", [])),
+            "data_source": dict(d.get("data_source", {})),
         }
         values = {name: d.get(name, _default(name)) for name in options()}
         record = object.__new__(cls)

@@ -41,7 +41,7 @@ def is_factory(model: str | None) -> bool:
     return isinstance(model, str) and ":" in model
 
 
-def _factory_data_kind(c: Config) -> str | None:
+def factory_data_kind(c: Config) -> str | None:
     """The data kind of the likelihood a factory that chooses its own builds: the factory
     tried once on the nominal shape with the options it takes (the random streams kept)."""
     takes = MODELS.options(c.model)
@@ -57,7 +57,7 @@ def _factory_data_kind(c: Config) -> str | None:
 
 def _binarization(c: Config) -> str:
     if is_factory(c.model) and c.model in MODELS and "likelihood" not in MODELS.options(c.model):
-        kind = _factory_data_kind(c)
+        kind = factory_data_kind(c)
     else:
         kind = LIKELIHOODS.get(c.likelihood).data_kind if c.likelihood in LIKELIHOODS else None
     return "dynamic" if kind == "binary" else "none"
@@ -84,6 +84,19 @@ def _estimator(c: Config) -> str:
     return "trace" if c.model in NEEDS_SAMPLED_KL else "mean-field"
 
 
+# the datasets that are the user's own: read from --data, or given from Python
+OWN_DATA = ("file", "given")
+
+
+def brings_data(c: Config) -> bool:
+    """Whether the run reads the user's own data (a --data path, or data given from Python)."""
+    return c.dataset in OWN_DATA
+
+
+automatic_dataset = Automatic(
+    lambda c: "file" if c.data is not None else "mnist-sample",
+    "file when --data is given, else mnist-sample (the offline default)",
+)
 automatic_binarization = Automatic(
     _binarization,
     "dynamic for likelihoods of binary data (a MODULE:FACTORY model's as it builds it), none "

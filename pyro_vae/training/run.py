@@ -29,6 +29,7 @@ from .load import read_config
 from .loop import Trainer
 from .metrics import metric_fields
 from .observers import MetricsCSV, Observer, Progress
+from .option_checks import GIVEN_DATA
 from .options import ConfigError, TrainConfig, options
 from .run_dir import RunDirectory, RunDirectoryError
 from .schema import flag_of
@@ -119,7 +120,11 @@ def fit(
             check_resumable(config, saved)
         elif not overwrite:
             run_dir.refuse_to_clobber()
+        if data is not None and not resume and config.dataset != GIVEN_DATA:
+            config = dataclasses.replace(config, dataset=GIVEN_DATA)  # (recorded as given)
         parts = assemble(config, data, vae)
+        if not resume:  # the record of the data it read goes into config.json
+            parts.config = config = dataclasses.replace(config, data_source=parts.run_data.record)
         standard: list[Observer] = [MetricsCSV(run_dir)]
         if config.progress:
             standard.append(Progress())

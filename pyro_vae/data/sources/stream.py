@@ -1,0 +1,125 @@
+"""Streaming rows that do not fit in memory: batches read from disk by ``DataLoader`` workers,
+kept compact (uint8 images, integer counts) until the batch reaches the device.
+
+- :class:`BatchReader` is the ``Dataset`` the workers run: given a batch's row indices it
+  returns those rows, compact, in that order (one read per batch: a memory map or HDF5 reads a
+  sorted block far faster than row by row).
+- :func:`batch_loader` is the ``DataLoader`` over a list of index batches (the epoch's
+  permutation, cut into this process's shards), with workers and pinned memory.
+- :class:`LazyRows` stands where a tensor of every row would: ``rows[a:b]`` and
+  ``rows[index]`` read and convert just those rows, so measuring the bound over a test split
+  of any size holds one batch at a time.
+
+Binarizing streamed rows draws per batch from generators seeded by the batch's place, so a
+batch is the same draw however the rows are read, by any worker, on resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .rows import Rows
+from .source import to_float
+
+BLOCK_ROWS = 4096  # a fixed binarization of streamed test rows is drawn per block of this many
+
+
+class BatchReader(Dataset):
+    """A ``Dataset`` indexed by whole batches: ``reader[index_array]`` is those rows."""
+
+    def __init__(self, rows: Rows) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.rows.read(np.asarray(index, dtype=np.int64)))
+
+
+def batch_loader(
+    rows: Rows, batches: Sequence[np.ndarray], workers: int, pin_memory: bool
+) -> DataLoader:
+    """The compact batches ``batches`` (arrays of row indices) of ``rows``, in that order, read
+    ahead by ``workers`` processes (0: in this one)."""
+    return DataLoader(
+        BatchReader(rows),
+        batch_size=None,  # the sampler yields whole batches of indices
+        sampler=batches,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+
+
+def bernoulli_draw(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """x_bin ~ Bernoulli(x), drawn as 1[u < x] from a generator seeded with ``seed``."""
+    generator = torch.Generator(device=x.device).manual_seed(seed % 2**63)
+    return torch.empty_like(x).uniform_(generator=generator).lt_(x)
+
+
+class LazyRows:
+    """Rows of a split as float32 on ``device``, read when indexed (see the module doc).
+
+    ``fixed_seed``: binarize with a fixed draw (for slices, per block of :data:`BLOCK_ROWS`
+    rows, so a row's draw does not depend on where a slice starts; for an index, one draw of
+    the rows gathered); None: the values as they are."""
+
+    def __init__(
+        self,
+        rows: Rows,
+        scale: float | None,
+        device: torch.device | str = "cpu",
+        fixed_seed: int | None = None,
+    ) -> None:
+        self.rows, self.scale, self.fixed_seed = rows, scale, fixed_seed
+        self.device = torch.device(device)
+        self.dtype = torch.float32
+        self.ndim = 2
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.rows), self.rows.width))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> LazyRows:
+        return LazyRows(self.rows, self.scale, device, self.fixed_seed)
+
+    def read(self, index: np.ndarray) -> torch.Tensor:
+        """Rows ``index`` (no fixed binarization: see :meth:`__getitem__`)."""
+        return to_float(self.rows.read(index), self.scale).to(self.device)
+
+    def __getitem__(self, key: slice | torch.Tensor | np.ndarray) -> torch.Tensor:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                return self[np.arange(start, stop, step)]
+            if self.fixed_seed is None:
+                return self.read(np.arange(start, stop, dtype=np.int64))
+            return self._fixed_blocks(start, stop)
+        index = torch.as_tensor(key).cpu().numpy().astype(np.int64)
+        if self.fixed_seed is None:
+            return self.read(index)
+        # rows picked by index (a fixed subset, as the per-epoch measure takes): one draw for
+        # the gathered rows, the same for the same index
+        return bernoulli_draw(self.read(index), self.fixed_seed)
+
+    def _fixed_blocks(self, start: int, stop: int) -> torch.Tensor:
+        parts = []
+        last = (stop - 1) // BLOCK_ROWS + 1 if stop > start else 0
+        for block in range(start // BLOCK_ROWS, last):
+            lo = block * BLOCK_ROWS
+            hi = min(lo + BLOCK_ROWS, len(self))
+            rows = self.read(np.arange(lo, hi, dtype=np.int64))
+            x = bernoulli_draw(rows, self.fixed_seed + block)
+            parts.append(x[max(start - lo, 0) : min(stop, hi) - lo].clone())  # (not the block)
+        if not parts:
+            return torch.empty(0, self.rows.width, device=self.device)
+        return torch.cat(parts)
