@@ -58,13 +58,16 @@ def make_vae(
 
 
 def make_data(likelihood: str, n: int = 6) -> torch.Tensor:
-    """Data the likelihood can observe: binary, in [0, 1], real, or counts (no empty row)."""
+    """Data the likelihood can observe: binary, in [0, 1], 8-bit levels k/255, real, or counts
+    (no empty row)."""
     g = torch.Generator().manual_seed(2)
     dtype = torch.get_default_dtype()
     kind = LIKELIHOODS.get(likelihood).data_kind
     x = torch.rand(n, 784, generator=g, dtype=dtype)
     if kind == "binary":
         return torch.bernoulli(x, generator=g)
+    if kind == "8-bit":
+        return torch.round(255 * x) / 255
     if kind == "counts":
         counts = torch.poisson(3 * x, generator=g)
         counts[:, 0] += 1

@@ -58,6 +58,34 @@ def _beta(lik: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (log_density + math.log(1 - 2 * eps)).sum(-1)
 
 
+def _log_sigmoid(t: torch.Tensor) -> torch.Tensor:
+    """log sigma(t) = -softplus(-t), softplus(u) = max(u, 0) + log(1 + e^-|u|) written out:
+    exact for every u (F.softplus turns linear past u = 20), its gradient sigma(t) even at 0."""
+    u = -t
+    return -(0.5 * (u + u.abs()) + torch.log1p(torch.exp(-u.abs())))
+
+
+def _discretized_logistic(lik: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log P(level k) of x = k/255: on [-1, 1] bin centre y = 2k/255 - 1, half-width 1/255,
+    P = sigma(plus) - sigma(minus) with plus, minus = (y +- 1/255 - mu) / s; the edge bins are
+    sigma(plus) (k = 0) and 1 - sigma(minus) (k = 255); s = exp(max(log s, floor)).
+
+    The difference of sigmoids is taken in the tail the bin lies in (the sigmoids left of mu,
+    their complements 1 - sigma right of it), as log a + log(1 - b / a) from log-sigmoids."""
+    d = lik.data_dim
+    mu = out[..., :d]
+    s = torch.exp(torch.clamp(out[..., d:], min=lik.log_scale_floor))
+    k = torch.round(255 * x)
+    y = 2 * k / 255 - 1
+    plus, minus = (y + 1 / 255 - mu) / s, (y - 1 / 255 - mu) / s
+    right = plus + minus > 0
+    log_a = _log_sigmoid(torch.where(right, -minus, plus))  # the larger of the two
+    log_b = _log_sigmoid(torch.where(right, -plus, minus))
+    inner = log_a + torch.log(-torch.expm1(log_b - log_a))
+    edges = torch.where(k == 0, _log_sigmoid(plus), _log_sigmoid(-minus))
+    return torch.where((k == 0) | (k == 255), edges, inner).sum(-1)
+
+
 def _count_log_mean(lik: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """log mu: the decoder output, or log(library size) + log-softmax of it."""
     eta = out[..., : lik.data_dim]
@@ -97,6 +125,7 @@ LOG_LIKELIHOODS: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], tor
     "gaussian-learned": _gaussian_learned,
     "laplace": _laplace,
     "beta": _beta,
+    "discretized-logistic": _discretized_logistic,
     "poisson": _poisson,
     "negative-binomial": _negative_binomial,
     "zero-inflated-negative-binomial": _zero_inflated_negative_binomial,

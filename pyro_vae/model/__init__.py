@@ -6,6 +6,7 @@ from .build import MODELS, build_model, build_vae
 from .class_variable import JointVAE, SemiSupervisedVAE
 from .conditional import ConditionalVAE
 from .discrete_sites import DISCRETE_SITES
+from .discretized_logistic import DiscretizedLogisticLikelihood  # noqa: F401 (registers it)
 from .guides import GUIDES, Guide
 from .invariant import InvariantVAE, build_invariant_vae
 from .likelihoods import LIKELIHOODS, DataSupportError, Likelihood

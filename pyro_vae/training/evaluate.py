@@ -10,6 +10,13 @@ others made at the same epoch on the same images:
 - ``bdmc``: on images simulated from the trained model, forward AIS (a lower bound) and reverse
   AIS from the exact posterior sample (an upper bound; Grosse et al., 2015): how far AIS with
   these settings can be from log p(x) for this model; the block ``bdmc``.
+
+For a likelihood of 8-bit data (``discretized-logistic``, a probability mass over the 256
+levels) each estimate also comes in bits per dimension (:func:`~pyro_vae.inference.bits.
+bits_per_dim`): ``test_bits_per_dim`` beside ``test_neg_elbo``,
+``test_log_likelihood_bits_per_dim`` beside ``test_log_likelihood``, and ``bits_per_dim`` in
+the block ``ais``. A density on grey levels gets none (it is fitted to k / 255, not to
+dequantized levels).
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ from ..inference import active_units, evaluate_elbo, kl_per_dimension, log_likel
 from ..inference.ais import ais_log_likelihood, effective_sample_size
 from ..inference.annealing import AnnealingSettings
 from ..inference.bdmc import bdmc, simulate
+from ..inference.bits import bits_per_dim
 from ..model import JointVAE
+from ..model.discretized_logistic import eight_bit_values
 from .denormals import flushed_denormals
 from .load import LoadedRun, load_run, read_config
 from .run_dir import EVALUATION, RunDirectory, write_json
@@ -107,6 +116,19 @@ def evaluate_run(
     return result
 
 
+def _bits(run: LoadedRun, neg_log_p: float) -> float | None:
+    """``neg_log_p`` (nats per image) in bits per dimension, for a likelihood of 8-bit data;
+    None for any other (or for an estimate that was not made)."""
+    values = eight_bit_values(getattr(run.vae, "likelihood", None))
+    if values is None or not math.isfinite(neg_log_p):
+        return None
+    return bits_per_dim(neg_log_p, values, discrete=True)
+
+
+def _with_bits(key: str, bits: float | None) -> dict[str, float]:
+    return {} if bits is None else {key: bits}
+
+
 def _images(run: LoadedRun, max_images: int | None) -> torch.Tensor:
     x = run.test_x
     if max_images is not None and max_images < x.shape[0]:
@@ -142,6 +164,7 @@ def _common(run: LoadedRun, x: torch.Tensor, max_images: int | None) -> dict[str
         "images": "all test images" if x is run.test_x else "a fixed random subset (seed 0)",
         "max_images": max_images,
         "test_neg_elbo": bound.neg_elbo,
+        **_with_bits("test_bits_per_dim", _bits(run, bound.neg_elbo)),
         "test_distortion": bound.distortion,
         "test_rate": bound.rate,
         "active_units": units,
@@ -170,6 +193,7 @@ def _importance_sampling(
         "num_samples": num_samples,
         "test_log_likelihood": log_px,
         "test_log_likelihood_stderr": log_px_stderr,
+        **_with_bits("test_log_likelihood_bits_per_dim", _bits(run, -log_px)),
         "log_likelihood_seconds": time.perf_counter() - t0,
         "compiled": compile,
     }
@@ -190,6 +214,7 @@ def _ais(
         "seed": seed,
         "test_log_likelihood": result.mean,
         "test_log_likelihood_stderr": _monte_carlo_stderr(result.log_weights),
+        **_with_bits("bits_per_dim", _bits(run, -result.mean)),
         "ess_mean": float(result.ess.mean()),
         "acceptance_mean": float(result.acceptance.mean()),
         "seconds": seconds,
@@ -239,13 +264,22 @@ def _monte_carlo_stderr(log_weights: torch.Tensor) -> float:
     return float(per_image.pow(2).sum().sqrt() / per_image.numel())
 
 
+def _in_bits(r: dict, key: str) -> str:
+    """The bits per dimension ``r`` holds at ``key`` as text to follow nats, or "" (none: the
+    likelihood is not one of 8-bit data)."""
+    return f", {r[key]:.4f} bits/dim" if key in r else ""
+
+
 def evaluation_line(r: dict, method: str) -> str:
-    """The one line ``pyro-vae evaluate`` prints for ``method``."""
-    tail = f"test -ELBO {r['test_neg_elbo']:.2f}; active units {r['active_units']}/{r['z_dim']}"
+    """The one line ``pyro-vae evaluate`` prints for ``method`` (bits per dimension beside
+    the nats where the run's likelihood is one of 8-bit data)."""
+    elbo = f"test -ELBO {r['test_neg_elbo']:.2f}{_in_bits(r, 'test_bits_per_dim')}"
+    tail = f"{elbo}; active units {r['active_units']}/{r['z_dim']}"
     if method == "is":
         return (
             f"test log p(x) {r['test_log_likelihood']:.2f} +- "
-            f"{r['test_log_likelihood_stderr']:.2f} nats (IS, K={r['num_samples']}, "
+            f"{r['test_log_likelihood_stderr']:.2f} nats"
+            f"{_in_bits(r, 'test_log_likelihood_bits_per_dim')} (IS, K={r['num_samples']}, "
             f"{r['num_images']} images, {r['log_likelihood_seconds']:.1f} s); {tail}"
         )
     m = r[method]
@@ -253,7 +287,8 @@ def evaluation_line(r: dict, method: str) -> str:
     if method == "ais":
         line = (
             f"test log p(x) {m['test_log_likelihood']:.2f} +- "
-            f"{m['test_log_likelihood_stderr']:.2f} nats (AIS, {setting}, {r['num_images']} "
+            f"{m['test_log_likelihood_stderr']:.2f} nats{_in_bits(m, 'bits_per_dim')} "
+            f"(AIS, {setting}, {r['num_images']} "
             f"images, {m['seconds']:.1f} s; ESS {m['ess_mean']:.1f}/{m['chains']}, "
             f"acceptance {m['acceptance_mean']:.2f})"
         )

@@ -82,17 +82,32 @@ class EpochEvaluation:
 
 
 def summarize(
-    metrics: list[dict[str, float]], num_train: int, num_test: int, device: torch.device
+    metrics: list[dict[str, float]],
+    num_train: int,
+    num_test: int,
+    device: torch.device,
+    likelihood: object | None = None,
 ) -> dict[str, Any]:
     """Final numbers of a run (the first epoch, which carries one-off start-up costs, is left
-    out of the timing when there is more than one)."""
+    out of the timing when there is more than one). For a ``likelihood`` of 8-bit data (a
+    probability mass over the 256 levels: ``discretized-logistic``) also
+    ``test_bits_per_dim``, the test -ELBO in bits per value (:func:`bits_per_dim`, no offset).
+    A density (gaussian, beta, ...) gets none: it is fitted to k / 255 itself, not to
+    dequantized levels, so no bits/dim of it would be comparable."""
+    from ..inference.bits import bits_per_dim
+    from ..model.discretized_logistic import eight_bit_values
+
     last = metrics[-1]
     timed = metrics[1:] or metrics
     seconds = sum(r["train_seconds"] for r in timed)
     class_fields = {k: last[k] for k in CLASS_FIELDS if k in last}
+    bits = {}
+    if (values := eight_bit_values(likelihood)) is not None:
+        bits["test_bits_per_dim"] = bits_per_dim(last["test_neg_elbo"], values, discrete=True)
     return {
         **class_fields,
         "test_neg_elbo": last["test_neg_elbo"],
+        **bits,
         "test_distortion": last["test_distortion"],
         "test_rate": last["test_rate"],
         "train_neg_elbo": last["train_neg_elbo"],
