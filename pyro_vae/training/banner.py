@@ -30,9 +30,18 @@ def _where(trainer: StartingTrainer) -> str:
 def _data(trainer: StartingTrainer) -> str:
     c, data = trainer.config, trainer.parts.data
     shape = "x".join(map(str, data.shape))
+    record = trainer.parts.run_data.record
+    where = c.dataset if not record.get("path") else f"{record['format']} {record['path']}"
+    how = ""
+    if record.get("read"):
+        how = (
+            f", streamed by {c.workers} workers"
+            if trainer.parts.run_data.streamed
+            else ", held on the device"
+        )
     return (
-        f"data {c.dataset}: {_count(data.train_x.shape[0])} train / "
-        f"{_count(data.test_x.shape[0])} test images of {shape}, binarize {c.binarize}"
+        f"data {where}: {_count(data.train_x.shape[0])} train / "
+        f"{_count(data.test_x.shape[0])} test images of {shape}, binarize {c.binarize}{how}"
     )
 
 

@@ -152,12 +152,17 @@ def _earlier(run_dir: Path, epoch: int, max_images: int | None) -> dict[str, Any
     return saved
 
 
+STREAMED_UNIT_ROWS = 10_000  # test rows of a streamed run its active units are measured on
+
+
 def _common(run: LoadedRun, x: torch.Tensor, max_images: int | None) -> dict[str, Any]:
     """The measures every method reports: -ELBO, rate, distortion, active units."""
     model, guide = run.vae.model, run.vae.guide
     bound = evaluate_elbo(model, guide, x)
-    units, activity = active_units(run.vae.code_guide, x)
-    kl_dims = kl_per_dimension(model, run.vae.code_guide, x)
+    # streamed test rows (LazyRows): the per-dimension measures take one batch of them at once
+    held = x if isinstance(x, torch.Tensor) else x[:STREAMED_UNIT_ROWS]
+    units, activity = active_units(run.vae.code_guide, held)
+    kl_dims = kl_per_dimension(model, run.vae.code_guide, held)
     return {
         "epoch": run.epoch,
         "num_images": int(x.shape[0]),

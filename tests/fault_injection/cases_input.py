@@ -89,7 +89,7 @@ BAD_INPUT = [
         "wrong-shape-for-conv",
         ["--network", "conv"],
         "28x28",
-        _npz(train_x=np.zeros((8, 32, 32), np.uint8), test_x=np.zeros((4, 32, 32), np.uint8)),
+        _npz(train_x=np.zeros((8, 16, 16), np.uint8), test_x=np.zeros((4, 16, 16), np.uint8)),
     ),
     bad_input(
         "missing-data-dir",

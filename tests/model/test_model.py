@@ -60,7 +60,7 @@ def test_networks_shapes(network):
 
 def test_conv_rejects_other_shapes():
     with pytest.raises(NetworkShapeError, match="28x28"):
-        build_vae((3, 32, 32), network="conv")
+        build_vae((3, 16, 16), network="conv")
 
 
 def test_unknown_names_list_the_valid_ones():

@@ -5,7 +5,7 @@ the split, the record of where the data came from, and streaming (see
 from typing import Any
 
 from ..datasets import DATASETS
-from . import arrays, images  # noqa: F401  (register their readers)
+from . import anndata_file, arrays, images, tables  # noqa: F401  (register their readers)
 from .images import IMAGE_FITS
 from .rows import LAYOUTS, ArrayRows, Rows
 from .source import (

@@ -54,6 +54,9 @@ def batch_loader(
         pin_memory=pin_memory,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
+        # its own generator: a loader draws its workers' base seed when it starts, which from
+        # the global generator would shift the noise every step after it draws
+        generator=torch.Generator().manual_seed(0),
     )
 
 
@@ -88,6 +91,16 @@ class LazyRows:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    # the few tensor methods the measures call on the data they are given
+    def element_size(self) -> int:
+        return 4
+
+    def new_empty(self, shape: tuple[int, ...], dtype: torch.dtype | None = None) -> torch.Tensor:
+        return torch.empty(shape, dtype=dtype or self.dtype, device=self.device)
+
+    def new_zeros(self, shape: tuple[int, ...], dtype: torch.dtype | None = None) -> torch.Tensor:
+        return torch.zeros(shape, dtype=dtype or self.dtype, device=self.device)
 
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> LazyRows:
         return LazyRows(self.rows, self.scale, device, self.fixed_seed)
