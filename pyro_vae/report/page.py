@@ -106,6 +106,16 @@ def _config_rows(config: TrainConfig) -> list[dict]:
     if config.plugins:  # the modules that made the run, as it records them
         made = [f"{p.get('spec')} (sha256 {str(p.get('sha256'))[:12]})" for p in config.plugins]
         rows.append({"group": "run", "option": "plugins", "value": _setting(made)})
+    source = config.data_source
+    if source:  # where the user's data came from, as the run records it
+        where = source.get("path") or source.get("kind") or source.get("format")
+        read = {"stream": "streamed from disk", "device": "held on the device"}.get(
+            source.get("read", ""), ""
+        )
+        said = f"{source.get('format')} {where}; {source.get('train')} train / " + (
+            f"{source.get('test')} test rows ({read})"
+        )
+        rows.append({"group": "data", "option": "source", "value": _setting(said)})
     return rows
 
 

@@ -156,15 +156,7 @@ def assemble(
     pyro.enable_validation(False)  # inputs are checked up front; keep the step lean
     run_data = load_data(config, device, data, vae)
     data = run_data.data
-    feed: ResidentFeed | StreamFeed
-    if run_data.streamed:
-        feed = StreamFeed(
-            run_data, config.binarize, config.seed, config.workers or 0, cluster, device
-        )
-        binarizer = StreamBinarizer(config.binarize, run_data, feed)
-    else:
-        binarizer = Binarizer(config.binarize, data, seed=config.seed)
-        feed = ResidentFeed(binarizer, cluster)
+    binarizer, feed = _feed(config, run_data, cluster, device)
     vae = model_of(config, data, vae).to(device)
     check_fits(vae, binarizer, run_data)
 
@@ -205,6 +197,18 @@ def assemble(
         steps_per_epoch=steps_per_epoch,
         global_batch=global_batch,
     )
+
+
+def _feed(
+    config: TrainConfig, run_data: RunData, cluster: Cluster, device: torch.device
+) -> tuple[Binarizer | StreamBinarizer, ResidentFeed | StreamFeed]:
+    """Where the loop's batches come from: the data's tensors, or a stream of them."""
+    if run_data.streamed:
+        workers = config.workers or 0
+        feed = StreamFeed(run_data, config.binarize, config.seed, workers, cluster, device)
+        return StreamBinarizer(config.binarize, run_data, feed), feed
+    binarizer = Binarizer(config.binarize, run_data.data, seed=config.seed)
+    return binarizer, ResidentFeed(binarizer, cluster)
 
 
 def _set_precision(config: TrainConfig, device: torch.device) -> None:

@@ -31,7 +31,8 @@ def _data(trainer: StartingTrainer) -> str:
     c, data = trainer.config, trainer.parts.data
     shape = "x".join(map(str, data.shape))
     record = trainer.parts.run_data.record
-    where = c.dataset if not record.get("path") else f"{record['format']} {record['path']}"
+    where = f"{record['format']} {record['path']}" if record.get("path") else c.dataset
+    where = "given from Python" if where == "given" else where
     how = ""
     if record.get("read"):
         how = (

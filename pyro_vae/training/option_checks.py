@@ -151,3 +151,16 @@ class CheckedOptions:
             ESTIMATORS.create(self.estimator, **self.estimator_options())
         except (ValueError, TypeError) as err:
             raise ConfigError(str(err)) from None
+
+    def differences(self, other: Any) -> list[str]:
+        """Options (other than the resumable ones) whose values differ, as 'name: a != b'."""
+        mine, theirs = self.as_dict(), other.as_dict()
+        return [
+            f"{k}: {mine[k]!r} != {theirs[k]!r}"
+            for k, opt in self._options().items()
+            if not opt.resumable and mine[k] != theirs[k]
+        ] + [
+            f"{k}: {mine['part_options'].get(k)!r} != {theirs['part_options'].get(k)!r}"
+            for k in sorted(set(mine["part_options"]) | set(theirs["part_options"]))
+            if mine["part_options"].get(k) != theirs["part_options"].get(k)
+        ]

@@ -56,6 +56,7 @@ from .schema import (
 )
 
 PRECISIONS = ("fp32", "tf32", "bf16")  # tf32: CUDA matrix products; bf16: autocast forward
+OWN_DATA: dict[str, Any] = {"applies": brings_data, "when": "--data or data given from Python"}
 
 
 @dataclass
@@ -93,24 +94,19 @@ class TrainConfig(CheckedOptions):
     )  # fmt: skip
     test_fraction: float | None = option(
         0.1, "data with no test split of their own: the share of rows held out (chosen by "
-        "--seed, recorded)", "data", check=Check(lambda f: 0 < f < 1, "in (0, 1)"),
-        applies=brings_data, when="--data or data given from Python",
+        "--seed, recorded)", "data", check=Check(lambda f: 0 < f < 1, "in (0, 1)"), **OWN_DATA,
     )  # fmt: skip
     stream: str | None = option(
         "auto", "auto: stream batches from disk when the data as float32 exceed "
         "--memory-budget, else hold them on the device; always; never", "data",
-        choices=STREAMING, applies=brings_data, when="--data or data given from Python",
+        choices=STREAMING, **OWN_DATA,
     )  # fmt: skip
     memory_budget: str | None = option(
         None, "memory the data may take on the device, e.g. 2G or 500M (default: half the "
         "free memory)", "data", check=Check(valid_size, "a size such as 2G or 500M"),
-        applies=brings_data, when="--data or data given from Python", resumable=True,
-    )  # fmt: skip
-    workers: int | None = option(
-        2, "streamed data: DataLoader worker processes reading batches ahead", "data",
-        check=at_least(0), applies=brings_data, when="--data or data given from Python",
-        resumable=True,
-    )  # fmt: skip
+        resumable=True, **OWN_DATA)  # fmt: skip
+    workers: int | None = option(2, "streamed data: DataLoader worker processes reading ahead",
+                                 "data", check=at_least(0), resumable=True, **OWN_DATA)  # fmt: skip
     data_dir: str | None = option(
         None, "IDX directory (mnist, fashion-mnist) or the .npz file (npz)", "data", part=True
     )
@@ -389,19 +385,6 @@ class TrainConfig(CheckedOptions):
             if not record.applies(name):
                 values[name] = record.__dict__[name] = None
         return cls(**values, **extra)
-
-    def differences(self, other: TrainConfig) -> list[str]:
-        """Options (other than the resumable ones) whose values differ, as 'name: a != b'."""
-        mine, theirs = self.as_dict(), other.as_dict()
-        return [
-            f"{k}: {mine[k]!r} != {theirs[k]!r}"
-            for k, opt in options().items()
-            if not opt.resumable and mine[k] != theirs[k]
-        ] + [
-            f"{k}: {mine['part_options'].get(k)!r} != {theirs['part_options'].get(k)!r}"
-            for k in sorted(set(mine["part_options"]) | set(theirs["part_options"]))
-            if mine["part_options"].get(k) != theirs["part_options"].get(k)
-        ]
 
 
 def options() -> dict[str, Option]:

@@ -94,6 +94,17 @@ def check_resumable(config: TrainConfig, state: dict[str, Any]) -> None:
         raise ConfigError(f"--epochs {config.epochs} is less than the {done} epochs done")
 
 
+def as_given(config: TrainConfig, data: Any) -> TrainConfig:
+    """The config of a run on ``data`` passed from Python: its dataset is ``given`` (so that
+    a command reading the run asks for the data again rather than loading a built-in set),
+    unless ``data`` is the named dataset itself, already loaded (``ImageData.name``)."""
+    if data is None or config.dataset == GIVEN_DATA:
+        return config
+    if isinstance(data, ImageData) and data.name == config.dataset:
+        return config
+    return dataclasses.replace(config, dataset=GIVEN_DATA, data_dir=None)
+
+
 def fit(
     config: TrainConfig,
     data: ImageData | None = None,
@@ -110,6 +121,7 @@ def fit(
     ``resume`` continues the run in ``config.out`` from its checkpoint; ``overwrite`` replaces
     a run already there (without either, an existing run is an error, so nothing is lost).
     """
+    config = as_given(config, data)
     run_dir = RunDirectory(config.out, writes=launched_rank() == 0)
     # held from the first look at the directory: a second writer is turned away at once, and
     # nothing can change the run between the checks below and the first write
@@ -120,8 +132,6 @@ def fit(
             check_resumable(config, saved)
         elif not overwrite:
             run_dir.refuse_to_clobber()
-        if data is not None and not resume and config.dataset != GIVEN_DATA:
-            config = dataclasses.replace(config, dataset=GIVEN_DATA)  # (recorded as given)
         parts = assemble(config, data, vae)
         if not resume:  # the record of the data it read goes into config.json
             parts.config = config = dataclasses.replace(config, data_source=parts.run_data.record)

@@ -73,7 +73,7 @@ _nan = _grey.copy()
 _nan[3, 10, 10] = np.nan
 
 BAD_INPUT = [
-    bad_input("unknown-dataset", ["--dataset", "cifar"], "choose one of: mnist-sample"),
+    bad_input("unknown-dataset", ["--dataset", "cifar"], "choose one of: auto, mnist-sample"),
     bad_input("unknown-likelihood", ["--likelihood", "bernouli"], "continuous-bernoulli"),
     bad_input("unknown-prior", ["--prior", "gauss"], "normal, learned-normal, mixture"),
     bad_input("unknown-estimator", ["--estimator", "iwa"], "trace, mean-field"),

@@ -230,7 +230,7 @@ def test_report_lists_the_options_that_apply_and_no_null_ones(tmp_path):
     assert not (nulls - {"particles"}) & set(shown)
     # iwae takes particles but the run left it unset: the estimator's own default applies
     assert shown["particles"] == "5 (the default of estimator iwae)"
-    records = ("progress", "part_options", "plugins")  # (the last two: empty, no rows)
+    records = ("progress", "part_options", "plugins", "data_source")  # (empty: no rows)
     applied = {k: v for k, v in recorded.items() if v is not None and k not in records}
     assert set(shown) == set(applied) | {"particles"}
     assert shown["estimator"] == "iwae" and shown["grad"] == "standard"

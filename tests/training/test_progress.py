@@ -79,7 +79,9 @@ def test_a_run_says_what_it_runs_before_the_first_step(tmp_path, small_data):
     params = sum(p.numel() for p in result.vae.parameters())
     banner = "\n".join(lines[:6])
     assert "device cpu, " in banner and " threads" in banner
-    assert "data mnist-sample: 500 train / 200 test images of 1x28x28, binarize dynamic" in banner
+    assert "data given from Python: 500 train / 200 test images of 1x28x28, binarize dynamic" in (
+        banner
+    )
     assert f"z 3; {params:,} parameters" in banner
     assert "estimator mean-field (TraceMeanField_ELBO)" in banner
     assert "beta 0 -> 1 over 1 epochs, then constant; 8 steps of 64 / epoch" in banner
