@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -201,3 +202,30 @@ def test_a_signal_to_one_process_stops_all_of_them_at_one_step(tmp_path, data_fi
     done = _torchrun(*_options(data_file, out, epochs=stopped["epoch"] + 2), "--resume")
     assert done.returncode == 0, done.stderr[-3000:]
     assert runs.load_checkpoint(out / runs.CHECKPOINT)["position"]["epoch"] == stopped["epoch"] + 2
+
+
+def test_a_streamed_two_process_run_resumes_bit_for_bit(tmp_path, data_file):
+    """Streamed from a memory-mapped .npy, each process reading its own slice of every global
+    batch with a worker: stopped after one epoch and resumed, it ends where the unbroken run
+    ends, bit for bit."""
+    archive = np.load(data_file)
+    npy = tmp_path / "digits.npy"
+    np.save(npy, archive["train_x"])
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+
+    def options(out, epochs: int) -> list[str]:
+        args = _options(data_file, out, epochs=epochs)
+        at = args.index("--dataset")
+        del args[at : at + 4]  # (--dataset npz --data-dir FILE)
+        return [*args, "--data", str(npy), "--stream", "always", "--workers", "1"]
+
+    assert _torchrun(*options(straight, 2)).returncode == 0
+    assert _torchrun(*options(resumed, 1)).returncode == 0
+    recorded = json.loads((resumed / runs.CONFIG).read_text())["data_source"]
+    assert recorded["read"] == "stream" and recorded["train"] == 230  # 256 rows, 10% held out
+    done = _torchrun(*options(resumed, 2), "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    want = runs.load_checkpoint(straight / runs.CHECKPOINT)["model"]
+    got = runs.load_checkpoint(resumed / runs.CHECKPOINT)["model"]
+    for name, value in want.items():
+        assert torch.equal(got[name], value), name
