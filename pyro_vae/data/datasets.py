@@ -56,13 +56,25 @@ class ImageData:
     """
 
     train_x: torch.Tensor
-    train_y: torch.Tensor
+    train_y: torch.Tensor | None
     test_x: torch.Tensor
-    test_y: torch.Tensor
+    test_y: torch.Tensor | None
     shape: tuple[int, ...] = IMAGE_SHAPE
     name: str = ""
     context: str = "none"
     context_dim: int = 0
+
+    def __post_init__(self) -> None:
+        """Arrays become tensors and missing labels zeros (labels are optional)."""
+        for split in ("train", "test"):
+            x = getattr(self, f"{split}_x")
+            if not isinstance(x, torch.Tensor) and hasattr(x, "__array__"):
+                setattr(self, f"{split}_x", torch.as_tensor(np.asarray(x)))
+            y, x = getattr(self, f"{split}_y"), getattr(self, f"{split}_x")
+            if y is None and hasattr(x, "shape"):
+                setattr(self, f"{split}_y", torch.zeros(len(x), dtype=torch.long))
+            elif y is not None and not isinstance(y, torch.Tensor):
+                setattr(self, f"{split}_y", torch.as_tensor(np.asarray(y)))
 
     def validate(self) -> ImageData:
         """Check what every model needs of a dataset; raise :class:`DataError` (one line)."""

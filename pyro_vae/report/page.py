@@ -82,6 +82,8 @@ def _builder_default(config: TrainConfig, name: str) -> str | None:
     registry, chosen = (
         (DATASETS, config.dataset) if opt.group == "data" else (ESTIMATORS, config.estimator)
     )
+    if chosen not in registry:  # (data given from Python: no builder)
+        return None
     default = registry.defaults(chosen).get(opt.param or name)
     if default is None:
         return None
