@@ -4,6 +4,7 @@ added here, above both.)"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from .training.user_code import given_model_options, prepare_training, with_code
 
 def train(
     config: TrainConfig | None = None,
-    data: ImageData | None = None,
+    data: ImageData | Any = None,
     *,
     vae: VAE | tuple | object | None = None,
     plugins: Sequence[str] = (),
@@ -48,12 +49,22 @@ def train(
       networks or estimators under names the options then choose, with the parts' own options
       (``df=3.0``) given like any other.
 
+    Your own data enter as ``data=``: an :class:`~pyro_vae.ImageData`, a tensor or array of
+    rows (images (N, H, W), (N, C, H, W) or (N, H, W, C), or vectors), a ``(train, test)``
+    pair, an AnnData or sparse matrix, a ``Dataset`` or a ``DataLoader``; the run records them
+    as given (a command that reads it asks for them again) — or by path, ``data="cells.h5ad"``
+    (docs/data.md), which a command can read again.
+
     ``resume`` continues the run in ``out`` from its checkpoint, with its own options: those
     given may only be the ones that can change on resume (``epochs``, ``device``, ...), or
     have the run's values (:func:`~pyro_vae.training.run.resumed_config`, as ``pyro-vae train
     --resume``); ``overwrite`` replaces a run already there (without either, an existing run is
     an error, so nothing is lost). ``observers`` are called by the training loop besides the
     standard ones (metrics.csv, progress, figures)."""
+    if isinstance(data, (str, os.PathLike)):  # a path: the --data option, read by path
+        if config is not None:
+            raise TypeError("give the data's path in the TrainConfig (data=...)")
+        options, data = {**options, "data": os.fspath(data)}, None
     if config is not None and options:
         raise TypeError("give a TrainConfig or options, not both")
     prepare_training(plugins, options.get("model") if config is None else config.model)

@@ -85,3 +85,15 @@ def test_a_layout_that_cannot_be_told_is_asked_for(tmp_path):
     with pytest.raises(ValueError, match="--layout nchw or --layout nhwc"):
         pyro_vae.train(data=cubes, out=str(tmp_path / "r"), **SMALL)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_path_given_to_train_is_read_by_path(tmp_path, digits):
+    """data="file.npy" is the --data option: the run records the file, so a command can read
+    it again (no data= needed)."""
+    path = tmp_path / "digits.npy"
+    np.save(path, (digits * 255).round().byte().numpy())
+    out = tmp_path / "run"
+    pyro_vae.train(data=path, out=str(out), **SMALL)
+    config = json.loads((out / runs.CONFIG).read_text())
+    assert config["dataset"] == "file" and config["data"] == str(path)
+    assert pyro_vae.load_run(out).test_x.shape == (30, 784)
