@@ -1,7 +1,7 @@
-"""Helpers that several test modules share: the trainer's tiny run, a run trained through the
-command line, the small VAEs and data of the reference tests (every family, parameters moved
-off their initial values), the gradients of a loss, small images, and the small models of the
-estimator tests."""
+"""Helpers that several test modules share: the trainer's tiny run, small data saved as a file
+a command can read again, a run trained through the command line, the small VAEs and data of
+the reference tests (every family, parameters moved off their initial values), the gradients
+of a loss, small images, and the small models of the estimator tests."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pyro_vae import GUIDES, LIKELIHOODS, NETWORKS, PRIORS, build_vae
 from pyro_vae.checks.linear_gaussian import LinearGaussian
 from pyro_vae.cli import main
+from pyro_vae.data import ImageData
 from pyro_vae.model import build_two_layer_vae
 from pyro_vae.training import TrainConfig
 from pyro_vae.training.assemble import make_optimizer
@@ -80,6 +82,24 @@ def tiny_config(directory: Path, **options: Any) -> TrainConfig:
     the ``small_data`` fixture (conftest.py), written to DIRECTORY/run, quietly."""
     base = dict(epochs=2, batch_size=64, hidden=(32,), z_dim=3, out=str(directory / "run"))
     return TrainConfig(**(base | {"progress": False} | options))
+
+
+def saved_data(path: Path, data: ImageData) -> Path:
+    """``data`` written to the .npz ``path`` with its own split: ``train_x`` / ``test_x`` (its
+    grey images as stored, float32, (N, H, W)) and ``train_y`` / ``test_y`` (its labels). A
+    run trained on ``TrainConfig(data=str(path))`` records the file, so a command reading the
+    run opens the same data again (a run on data given from Python records them as given,
+    which only Python can pass again). The path."""
+    assert data.shape[0] == 1 and data.context_dim == 0, "grey images without context"
+
+    def images(x: torch.Tensor) -> np.ndarray:
+        return x.reshape(len(x), *data.shape[1:]).to(torch.float32).cpu().numpy()
+
+    arrays = {"train_x": images(data.train_x), "test_x": images(data.test_x)}
+    if data.train_y is not None and data.test_y is not None:
+        arrays |= {"train_y": data.train_y.cpu().numpy(), "test_y": data.test_y.cpu().numpy()}
+    np.savez(path, **arrays)
+    return path
 
 
 def trained_run(out: Path, *flags: str) -> Path:

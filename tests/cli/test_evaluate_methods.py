@@ -8,7 +8,7 @@ import json
 import math
 
 import pytest
-from support import tiny_config
+from support import saved_data, tiny_config
 
 from pyro_vae.cli import main
 from pyro_vae.inference.annealing import AnnealingSettings
@@ -22,6 +22,14 @@ QUICK = AnnealingSettings(num_steps=100, chains=4, leapfrog_steps=2)
 @pytest.fixture
 def trained(tmp_path, small_data):
     fit(tiny_config(tmp_path, tensorboard=False), small_data)
+    return tmp_path / "run"
+
+
+@pytest.fixture
+def file_run(tmp_path, small_data):
+    """The tiny run trained on ``small_data`` saved as a file, which a command reads again."""
+    path = saved_data(tmp_path / "small.npz", small_data)
+    fit(tiny_config(tmp_path, data=str(path), tensorboard=False))
     return tmp_path / "run"
 
 
@@ -67,10 +75,10 @@ def test_bdmc_brackets_log_px_of_simulated_images(trained, small_data):
 
 
 def test_the_command_prints_the_method_and_refuses_an_autoencoder(
-    tmp_path, small_data, trained, capsys
+    tmp_path, small_data, file_run, capsys
 ):
     code = main(
-        ["evaluate", str(trained), "--method", "ais", "--ais-steps", "20", "--chains", "2",
+        ["evaluate", str(file_run), "--method", "ais", "--ais-steps", "20", "--chains", "2",
          "--max-images", "5", "--no-progress", "--device", "cpu"]
     )  # fmt: skip
     out = capsys.readouterr().out
@@ -78,7 +86,7 @@ def test_the_command_prints_the_method_and_refuses_an_autoencoder(
     fit(tiny_config(tmp_path / "ae", autoencoder=True, tensorboard=False), small_data)
     with pytest.raises(ValueError, match="needs a VAE"):
         evaluate_run(tmp_path / "ae" / "run", method="bdmc", device="cpu", data=small_data)
-    assert main(["evaluate", str(trained), "--method", "ais", "--chains", "0"]) == 2
+    assert main(["evaluate", str(file_run), "--method", "ais", "--chains", "0"]) == 2
 
 
 def test_the_study_curve_converges_to_the_exact_value():
@@ -90,14 +98,14 @@ def test_the_study_curve_converges_to_the_exact_value():
     assert last["bdmc_gap"] < 0.5 * first["bdmc_gap"]
 
 
-def test_compiled_importance_sampling_gives_the_same_estimate(trained):
+def test_compiled_importance_sampling_gives_the_same_estimate(file_run):
     """``--compile`` on the command line: the same log p(x) to 1e-6 for the same seed, and
     evaluation.json says which ran; by default a small evaluation stays eager."""
-    eager = evaluate_run(trained, 300, device="cpu", max_images=10, progress=False)
+    eager = evaluate_run(file_run, 300, device="cpu", max_images=10, progress=False)
     assert eager["compiled"] is False
-    args = ["evaluate", str(trained), "--num-samples", "300", "--max-images", "10", "--compile"]
+    args = ["evaluate", str(file_run), "--num-samples", "300", "--max-images", "10", "--compile"]
     assert main([*args, "--no-progress"]) == 0
-    compiled = json.loads((trained / runs.EVALUATION).read_text())
+    compiled = json.loads((file_run / runs.EVALUATION).read_text())
     assert compiled["compiled"] is True
     assert compiled["test_log_likelihood"] == pytest.approx(eager["test_log_likelihood"], rel=1e-6)
     assert compiled["test_neg_elbo"] == eager["test_neg_elbo"]

@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
-from support import some_images, tiny_config
+from support import saved_data, some_images, tiny_config
 
 from pyro_vae import train
 from pyro_vae.checks.reference_invariant import pyro_and_invariant_reference_loss
@@ -167,19 +167,20 @@ def test_a_run_with_the_search_trains_resumes_and_is_evaluated(tmp_path):
 
     d = rotated_mnist_sample().data
     data = ImageData(d.train_x[::20], d.train_y[::20], d.test_x[::20], d.test_y[::20])
+    path = str(saved_data(tmp_path / "rotated.npz", data))  # (the report and evaluate read it)
 
     def config(out: str, epochs: int) -> TrainConfig:
         return tiny_config(
-            tmp_path, model="invariant", dataset="mnist-rotated", hidden=(16, 16), z_dim=2,
-            rotations=4, epochs=epochs, out=str(tmp_path / out),
+            tmp_path, model="invariant", data=path, hidden=(16, 16), z_dim=2, rotations=4,
+            epochs=epochs, out=str(tmp_path / out),
         )  # fmt: skip
 
-    straight = train(config("straight", 2), data)
+    straight = train(config("straight", 2))
     check = straight.summary["reference_check"]
     assert check["pyro_loss"] == pytest.approx(check["reference_loss"], rel=1e-4)
     assert straight.metrics[-1]["test_neg_elbo"] < straight.metrics[0]["test_neg_elbo"]
-    train(config("resumed", 1), data)
-    resumed = train(config("resumed", 2), data, resume=True)
+    train(config("resumed", 1))
+    resumed = train(config("resumed", 2), resume=True)
     for (name, a), b in zip(straight.vae.named_parameters(), resumed.vae.parameters(), strict=True):
         assert torch.equal(a, b), name
     figures = {p.name for p in (tmp_path / "straight" / "figures").iterdir()}

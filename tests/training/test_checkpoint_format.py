@@ -238,7 +238,7 @@ def test_a_format_2_run_resumes_as_the_unbroken_run_and_moves_to_format_3(
     offered = shlex.split(capsys.readouterr().err.split("run: ")[1])
     assert offered == ["rm", str(run / runs.CHECKPOINT)]
     (run / runs.CHECKPOINT).unlink()
-    assert load_run(run, device="cpu").epoch == 1
+    assert load_run(run, device="cpu", data=small_data).epoch == 1
     (run / runs.CHECKPOINT).write_bytes(good)
     config = tiny_config(tmp_path / "split", epochs=3, tensorboard=False)
     resumed = fit(config, small_data, resume=True)

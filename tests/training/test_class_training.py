@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import tiny_config
+from support import saved_data, tiny_config
 
 from pyro_vae import train
 from pyro_vae.checks.baseline_classifier import test_error as classifier_error
@@ -89,15 +89,19 @@ def test_m2_trains_checks_resumes_and_draws(tmp_path, small_balanced):
     run stopped after one epoch and resumed ends where an unbroken one ends, bit for bit; the
     figures and the report are drawn."""
 
-    def config(out, epochs):
-        return tiny_config(tmp_path, model="m2", labels=20, epochs=epochs, out=str(tmp_path / out))
+    data = str(saved_data(tmp_path / "balanced.npz", small_balanced))  # (the report reads it)
 
-    trainer = Trainer(assemble(config("fresh", 1), small_balanced))
+    def config(out, epochs):
+        return tiny_config(
+            tmp_path, data=data, model="m2", labels=20, epochs=epochs, out=str(tmp_path / out)
+        )
+
+    trainer = Trainer(assemble(config("fresh", 1)))
     check = trainer.reference_check
     assert check["pyro_loss"] == pytest.approx(check["reference_loss"], rel=1e-4)
-    straight = train(config("straight", 2), small_balanced)
-    train(config("resumed", 1), small_balanced)
-    resumed = train(config("resumed", 2), small_balanced, resume=True)
+    straight = train(config("straight", 2))
+    train(config("resumed", 1))
+    resumed = train(config("resumed", 2), resume=True)
     for (name, a), b in zip(straight.vae.named_parameters(), resumed.vae.parameters(), strict=True):
         assert torch.equal(a, b), name
     assert [r["test_error"] for r in straight.metrics] == [r["test_error"] for r in resumed.metrics]
@@ -140,7 +144,8 @@ def test_the_relaxed_temperature_falls_to_its_floor(tmp_path, small_balanced):
 
 def test_is_evaluation_of_m2_is_finite_and_above_the_elbo(tmp_path, small_balanced, capsys):
     """Test rows carry no label: log p(x) by importance sampling, y drawn from q(y|x)."""
-    train(tiny_config(tmp_path, model="m2", labels=20, epochs=1), small_balanced)
+    data = str(saved_data(tmp_path / "balanced.npz", small_balanced))  # (the command reads it)
+    train(tiny_config(tmp_path, data=data, model="m2", labels=20, epochs=1))
     status = main(
         ["evaluate", str(tmp_path / "run"), "--num-samples", "64", "--max-images", "30",
          "--no-progress"]
@@ -226,7 +231,13 @@ def test_the_discrete_estimator_study_scores_every_run_by_the_exact_bound(
     from pyro_vae.studies import discrete_estimators
     from pyro_vae.studies.discrete_estimators import as_enumerated, exact_neg_elbo
 
-    monkeypatch.setattr(discrete_estimators, "load_dataset", lambda name: small_balanced)
+    # the small set stands for the study's dataset, in training and where the runs are read
+    small = dataclasses.replace(small_balanced, name="mnist-sample")
+    monkeypatch.setattr(discrete_estimators, "load_dataset", lambda name: small)
+    read = discrete_estimators.load_run
+    monkeypatch.setattr(
+        discrete_estimators, "load_run", lambda run_dir, **kw: read(run_dir, data=small, **kw)
+    )
     out = tmp_path / "de"
     argv = ["study", "discrete-estimators", "--epochs", "1", "--hidden", "16", "--z-dim", "2",
             "--classes", "3", "--draws", "3", "--batch", "10", "--out", str(out),
@@ -240,6 +251,7 @@ def test_the_discrete_estimator_study_scores_every_run_by_the_exact_bound(
     assert rows[0]["grad_bias"] == 0.0 and rows[3]["grad_bias"] > 0
     vae, run = as_enumerated(out / "relaxed")
     assert type(vae.discrete).__name__ == "Enumerated"
+    assert torch.equal(run.data.test_x, small.test_x)  # its own test images
     assert torch.equal(vae.classifier[0].weight, run.vae.classifier[0].weight)
     assert exact_neg_elbo(vae, run.test_x) == pytest.approx(rows[3]["exact_neg_elbo"])
     assert (out / "discrete_estimators.png").exists()
@@ -251,8 +263,10 @@ def test_the_invariance_study_measures_pose_and_content(tmp_path, monkeypatch):
     full = rotated_mnist_sample()
     d = full.data
     small = dataclasses.replace(
-        full,
-        data=ImageData(d.train_x[::10], d.train_y[::10], d.test_x[::10], d.test_y[::10]),
+        full,  # (standing for the study's dataset, mnist-rotated)
+        data=ImageData(
+            d.train_x[::10], d.train_y[::10], d.test_x[::10], d.test_y[::10], name=d.name
+        ),
         train_angles=full.train_angles[::10],
         test_angles=full.test_angles[::10],
     )
@@ -264,7 +278,7 @@ def test_the_invariance_study_measures_pose_and_content(tmp_path, monkeypatch):
     rows = json.loads((out / "invariance.json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["invariant-r4", "invariant-r0", "vae"]
     assert [r["rotations"] for r in rows] == [4, 0, None]
-    assert load_run(out / "invariant-r4").vae.rotations == 4
+    assert load_run(out / "invariant-r4", data=small.data).vae.rotations == 4
     for row in rows[:2]:
         assert -1 <= row["angle_correlation"] <= 1 and 0 <= row["angle_error_deg"] <= 180
         assert 0 <= row["within_30_deg"] <= 1 and -1 <= row["axis_correlation"] <= 1
