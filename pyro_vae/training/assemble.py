@@ -73,6 +73,8 @@ def data_kind(config: TrainConfig, vae: VAE | None) -> str | None:
     a factory's as it builds it, or the named likelihood's."""
     if vae is not None:
         return getattr(getattr(vae, "likelihood", None), "data_kind", None)
+    if config.model == GIVEN_MODEL:  # (not given again: model_of says to pass it)
+        return None
     if config.likelihood is None or is_factory(config.model):
         return factory_data_kind(config)
     return LIKELIHOODS.get(config.likelihood).data_kind
