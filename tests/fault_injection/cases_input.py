@@ -24,8 +24,14 @@ from .harness import (
 
 
 def bad_input(
-    label: str, args: list[str], needle: str, prepare: Callable[[Path], list[str]] | None = None
+    label: str,
+    args: list[str],
+    needle: str | tuple[str, ...],
+    prepare: Callable[[Path], list[str]] | None = None,
 ) -> Case:
+    """``needle``: what the line must name (every one of a tuple)."""
+    needles = (needle,) if isinstance(needle, str) else needle
+
     def run(ws: Workspace) -> tuple[str, bool]:
         out = ws.new_dir(label)
         extra = prepare(out.parent / f"{out.name}-input") if prepare else []
@@ -33,14 +39,15 @@ def bad_input(
         err = done.stderr.strip()
         ok = (
             done.code == 2
-            and needle in err
+            and all(n in err for n in needles)
             and "\n" not in err
             and "Traceback" not in err
             and not out.exists()
         )
         return f"exit {done.code}: {err[:160]}", ok
 
-    return Case(label, f"exit 2, one line naming '{needle}', no run directory", run)
+    named = " and ".join(f"'{n}'" for n in needles)
+    return Case(label, f"exit 2, one line naming {named}, no run directory", run)
 
 
 def _npz(**arrays: np.ndarray) -> Callable[[Path], list[str]]:
