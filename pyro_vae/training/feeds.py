@@ -15,12 +15,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from ..data import Binarizer, DataError
 from ..data.binarize import _check_probabilities
 from ..data.sources import LazyRows, batch_loader
 from ..data.sources.source import to_float
-from ..data.sources.stream import bernoulli_draw
+from ..data.sources.stream import EpochBatches, bernoulli_draw
 from .distributed import Cluster
 from .run_data import RunData
 
@@ -67,6 +68,8 @@ class StreamFeed:
         self.watch = FileWatch(run_data.record.get("path"), run_data.source.name)
         self.wait_seconds = 0.0  # time the loop spent waiting for a batch, this epoch
         self.total_wait = 0.0  # and over every epoch of this session
+        self._batches = EpochBatches()  # what the one loader reads next
+        self._loader: DataLoader | None = None
         self._epoch = 0
 
     def epoch_rows(self, epoch: int | None = None) -> LazyRows:
@@ -90,7 +93,11 @@ class StreamFeed:
             ]
             for b in range(start, steps)
         ]
-        loader = batch_loader(self.rows, ours, self.workers, self.device.type == "cuda")
+        if self._loader is None:
+            cuda = self.device.type == "cuda"
+            self._loader = batch_loader(self.rows, self._batches, self.workers, cuda)
+        self._batches.batches = ours
+        loader = self._loader
         self.wait_seconds = 0.0
         batches = iter(loader)
         for b in range(start, steps):

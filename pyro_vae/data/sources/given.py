@@ -27,6 +27,8 @@ GIVEN = "given"
 class DatasetRows(Rows):
     """The rows of a map-style ``Dataset`` (each item a row, or a tuple starting with it)."""
 
+    start_method = "fork"  # the user's Dataset need not pickle: workers get it by fork
+
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
         first = self._item(0)
