@@ -25,7 +25,8 @@ from ..data.sources.stream import EpochBatches, bernoulli_draw
 from .distributed import Cluster
 from .run_data import RunData
 
-CHECK_ROWS = 65_536  # streamed rows checked against the likelihood's support at a time
+CHECK_BYTES = 1 << 26  # streamed rows are checked against the likelihood's support 64 MiB
+# (as float32) at a time
 
 
 class ResidentFeed:
@@ -153,8 +154,9 @@ def check_streamed(run_data: RunData, likelihood, binarize: str) -> None:
     data = run_data.data
     for name, rows in (("training", data.train_x), ("test", data.test_x)):
         plain = LazyRows(rows.rows, rows.scale, rows.device)
-        for start in range(0, len(plain), CHECK_ROWS):
-            x = plain[start : start + CHECK_ROWS]
+        chunk = max(1, CHECK_BYTES // (4 * rows.rows.width))
+        for start in range(0, len(plain), chunk):
+            x = plain[start : start + chunk]
             if not torch.isfinite(x).all():
                 raise DataError(f"{run_data.data.name}: the {name} rows contain NaN or inf")
             if binarize != "none":
