@@ -45,9 +45,9 @@ SIDE, CHUNK_IMAGES = 64, 500
 GB = 1e9
 TARGETS = {"rss_anon_sum_peak_gb": 1.5, "streamed_to_resident": 0.8, "data_wait_share": 0.1}
 COPY_ON_WRITE = (
-    "DataLoader workers are forked from the training process and share its pages copy-on-write; "
-    "RssAnon counts every anonymous page a process maps, shared or not, so the sum counts the "
-    "pages the workers share with the trainer once per process. The summed Pss_Anon divides "
+    "RssAnon counts every anonymous page a process maps, shared or not: summed over the trainer "
+    "and its workers it counts a page shared by several of them once per process (workers are "
+    "spawned, so they share little beyond what the kernel shares). The summed Pss_Anon divides "
     "each shared page among the processes sharing it: the memory the run really holds."
 )
 

@@ -49,11 +49,8 @@ def train(
       networks or estimators under names the options then choose, with the parts' own options
       (``df=3.0``) given like any other.
 
-    Your own data enter as ``data=``: an :class:`~pyro_vae.ImageData`, a tensor or array of
-    rows (images (N, H, W), (N, C, H, W) or (N, H, W, C), or vectors), a ``(train, test)``
-    pair, an AnnData or sparse matrix, a ``Dataset`` or a ``DataLoader``; the run records them
-    as given (a command that reads it asks for them again) — or by path, ``data="cells.h5ad"``
-    (docs/data.md), which a command can read again.
+    ``data=``: your data by path (``"cells.h5ad"``, docs/data.md), or in memory (recorded as
+    given): ImageData, rows as a tensor or array, a (train, test) pair, AnnData, a Dataset.
 
     ``resume`` continues the run in ``out`` from its checkpoint, with its own options: those
     given may only be the ones that can change on resume (``epochs``, ``device``, ...), or
@@ -61,10 +58,7 @@ def train(
     --resume``); ``overwrite`` replaces a run already there (without either, an existing run is
     an error, so nothing is lost). ``observers`` are called by the training loop besides the
     standard ones (metrics.csv, progress, figures)."""
-    if isinstance(data, (str, os.PathLike)):  # a path: the --data option, read by path
-        if config is not None:
-            raise TypeError("give the data's path in the TrainConfig (data=...)")
-        options, data = {**options, "data": os.fspath(data)}, None
+    options, data = _data_by_path(config, data, options)
     if config is not None and options:
         raise TypeError("give a TrainConfig or options, not both")
     prepare_training(plugins, options.get("model") if config is None else config.model)
@@ -84,3 +78,14 @@ def train(
         observers=[*observers, FiguresAtEnd()],
         vae=vae,
     )
+
+
+def _data_by_path(
+    config: TrainConfig | None, data: Any, options: dict[str, Any]
+) -> tuple[dict[str, Any], Any]:
+    """A path given as ``data`` is the ``--data`` option (read by path), not data in memory."""
+    if not isinstance(data, (str, os.PathLike)):
+        return options, data
+    if config is not None:
+        raise TypeError("give the data's path in the TrainConfig (data=...)")
+    return {**options, "data": os.fspath(data)}, None

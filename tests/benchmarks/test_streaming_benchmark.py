@@ -71,7 +71,7 @@ def test_the_memory_case_reports_both_runs_and_their_ratio(tmp_path):
     }
     assert set(report["met"]) == {"rss_anon_sum_peak_gb", "streamed_to_resident"}
     assert all(isinstance(v, bool) for v in report["met"].values())
-    assert "copy-on-write" in report["notes"]["memory"]
+    assert "counts a page shared by several of them" in report["notes"]["memory"]
 
 
 def test_the_images_case_stops_after_the_steps_and_reports_the_wait(tmp_path):
