@@ -51,7 +51,6 @@ def train(
 
     ``data=``: your data by path (``"cells.h5ad"``, docs/data.md), or in memory (recorded as
     given): ImageData, rows as a tensor or array, a (train, test) pair, AnnData, a Dataset.
-
     ``resume`` continues the run in ``out`` from its checkpoint, with its own options: those
     given may only be the ones that can change on resume (``epochs``, ``device``, ...), or
     have the run's values (:func:`~pyro_vae.training.run.resumed_config`, as ``pyro-vae train
@@ -70,14 +69,8 @@ def train(
         config = resumed_config(options, "plugins=[...]") if resume else TrainConfig.of(**options)
     if not resume:
         config = with_code_record(config)
-    return fit(
-        config,
-        data,
-        resume=resume,
-        overwrite=overwrite,
-        observers=[*observers, FiguresAtEnd()],
-        vae=vae,
-    )
+    figures = [*observers, FiguresAtEnd()]
+    return fit(config, data, resume=resume, overwrite=overwrite, observers=figures, vae=vae)
 
 
 def _data_by_path(
