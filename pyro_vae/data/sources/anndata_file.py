@@ -109,6 +109,8 @@ class CsrRows(Rows):
 class SparseRows(Rows):
     """Rows of a CSR matrix held in memory (a CSC matrix, converted once at open)."""
 
+    start_method = "fork"  # (held in memory: shared with the workers, not copied to each)
+
     def __init__(self, matrix: Any) -> None:
         self.matrix = matrix
         self.item_shape, self.dtype = (int(matrix.shape[1]),), np.dtype(matrix.dtype)

@@ -54,6 +54,8 @@ class DatasetRows(Rows):
 class SparseRows(Rows):
     """Rows of a SciPy sparse matrix, kept sparse (CSR) and made dense a batch at a time."""
 
+    start_method = "fork"  # (held in memory: shared with the workers, not copied to each)
+
     def __init__(self, matrix: Any) -> None:
         self.matrix = matrix.tocsr()
         self.item_shape, self.dtype = (int(matrix.shape[1]),), np.dtype(matrix.dtype)

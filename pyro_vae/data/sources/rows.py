@@ -26,6 +26,9 @@ class Rows:
 
     item_shape: tuple[int, ...]
     dtype: np.dtype
+    # how DataLoader workers start: "spawn" for rows read from disk (a worker holds only its
+    # imports), "fork" for rows held in memory (shared with the workers, not copied to each)
+    start_method = "spawn"
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -59,6 +62,28 @@ class ArrayRows(Rows):
     def __len__(self) -> int:
         return int(self.array.shape[0])
 
+    @property
+    def start_method(self) -> str:  # type: ignore[override]
+        in_memory = isinstance(self.array, np.ndarray) and not isinstance(self.array, np.memmap)
+        return "fork" if in_memory else "spawn"
+
+    def __getstate__(self) -> dict:
+        """A memory map travels to a worker process as its file, not as its contents (NumPy
+        pickles a memmap's every byte)."""
+        state = dict(self.__dict__)
+        a = self.array
+        if isinstance(a, np.memmap) and a.filename is not None and a.base is not None:
+            order = "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+            state["array"] = ("memmap", a.filename, a.dtype.str, a.shape, a.offset, order)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        a = state["array"]
+        if isinstance(a, tuple) and a and a[0] == "memmap":
+            _, filename, dtype, shape, offset, order = a
+            state["array"] = np.memmap(filename, dtype, "r", offset, shape, order)
+        self.__dict__.update(state)
+
     def read(self, index: np.ndarray) -> np.ndarray:
         index = np.asarray(index, dtype=np.int64)
         # sorted, unique reads: what h5py requires, and what a memory map reads fastest
@@ -81,6 +106,10 @@ class SubsetRows(Rows):
     def __init__(self, base: Rows, index: np.ndarray) -> None:
         self.base, self.index = base, index
         self.item_shape, self.dtype = base.item_shape, base.dtype
+
+    @property
+    def start_method(self) -> str:  # type: ignore[override]
+        return self.base.start_method
 
     def __len__(self) -> int:
         return len(self.index)

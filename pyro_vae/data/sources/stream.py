@@ -59,11 +59,11 @@ def batch_loader(rows: Rows, batches: EpochBatches, workers: int, pin_memory: bo
     """The compact batches ``batches`` (arrays of row indices) of ``rows``, in that order, read
     ahead by ``workers`` processes (0: in this one).
 
-    The workers are started once, by ``spawn``, and kept for the whole run: a forked worker
-    carries a copy of the trainer's whole memory in its page tables (what ``RssAnon`` counts,
-    ~0.5 GB each, measured), where a spawned one holds only its imports; rows that wrap a
-    user's ``Dataset`` (which may not pickle) are read by forked workers
-    (``rows.start_method``)."""
+    The workers are started once and kept for the whole run, by ``rows.start_method``:
+    ``spawn`` for rows read from disk (a forked worker carries the trainer's whole memory in
+    its page tables, ~0.5 GB each as ``RssAnon`` counts it, measured; a spawned one holds only
+    its imports, and a memory map travels as its file), ``fork`` for rows held in memory or a
+    user's ``Dataset``, which need not pickle (shared with the workers, not copied)."""
     return DataLoader(
         BatchReader(rows),
         batch_size=None,  # the sampler yields whole batches of indices
@@ -72,7 +72,7 @@ def batch_loader(rows: Rows, batches: EpochBatches, workers: int, pin_memory: bo
         pin_memory=pin_memory,
         prefetch_factor=4 if workers else None,
         persistent_workers=workers > 0,
-        multiprocessing_context=getattr(rows, "start_method", "spawn") if workers else None,
+        multiprocessing_context=rows.start_method if workers else None,
         # its own generator: a loader draws its workers' base seed when it starts, which from
         # the global generator would shift the noise every step after it draws
         generator=torch.Generator().manual_seed(0),
