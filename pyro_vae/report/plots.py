@@ -54,8 +54,15 @@ def z_label(value: float) -> str:
 PAD = 2  # pixels between the cells of an image grid, and around it
 
 
+def shown_channels(images: torch.Tensor) -> torch.Tensor:
+    """Images (N, C, H, W) as a picture shows them: grey and RGB as they are, the first
+    channel of two, the colour of RGBA (its first three)."""
+    channels = images.shape[1]
+    return images[:, :1] if channels == 2 else images[:, :3] if channels > 3 else images
+
+
 def _grid(images: torch.Tensor, shape: Sequence[int], nrow: int) -> np.ndarray:
-    images = images.detach().float().cpu().clamp(0, 1).reshape(-1, *shape)
+    images = shown_channels(images.detach().float().cpu().clamp(0, 1).reshape(-1, *shape))
     # imported here: torchvision's import pulls in torch._dynamo (seconds), which a command
     # that draws nothing should not wait for
     from torchvision.utils import make_grid

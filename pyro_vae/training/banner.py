@@ -36,7 +36,7 @@ def _data(trainer: StartingTrainer) -> str:
     how = ""
     if record.get("read"):
         how = (
-            f", streamed by {c.workers} workers"
+            f", streamed by {c.workers} worker{'' if c.workers == 1 else 's'}"
             if trainer.parts.run_data.streamed
             else ", held on the device"
         )

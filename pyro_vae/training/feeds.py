@@ -21,7 +21,7 @@ from ..data import Binarizer, DataError
 from ..data.binarize import _check_probabilities
 from ..data.sources import LazyRows, batch_loader
 from ..data.sources.source import to_float
-from ..data.sources.stream import EpochBatches, bernoulli_draw
+from ..data.sources.stream import EpochBatches, bernoulli_draw, start_loader
 from .distributed import Cluster
 from .run_data import RunData
 
@@ -100,7 +100,7 @@ class StreamFeed:
         self._batches.batches = ours
         loader = self._loader
         self.wait_seconds = 0.0
-        batches = iter(loader)
+        batches = start_loader(loader)
         for b in range(start, steps):
             t0 = time.perf_counter()
             compact = next(batches)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,6 +96,9 @@ def _open_source(config: TrainConfig, given: Any) -> DataSource:
         source = from_python(given, config.layout or "auto")
     else:
         options = config.group("data")
+        recorded = config.data_source.get("path")
+        if recorded and not Path(str(options.get("data"))).exists():  # (run from elsewhere)
+            options["data"] = recorded  # the absolute path the run recorded
         source = DATASETS.create("file", **{k: v for k, v in options.items() if k in
                                             DATASETS.options("file")})  # fmt: skip
     return split_source(source, config.test_fraction or 0.1, config.seed)

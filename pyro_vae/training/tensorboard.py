@@ -171,6 +171,8 @@ class TensorBoardLog(Observer):
         shape = (-1, *data.shape)
         for tag, images in (("reconstructions", pairs), ("samples", samples)):
             grid = images.reshape(shape).float().clamp(0, 1).cpu()
+            channels = grid.shape[1]  # grey or RGB as they are; of 2 the first, of RGBA its RGB
+            grid = grid[:, :1] if channels == 2 else grid[:, :3] if channels > 3 else grid
             self._writer.add_images(tag, grid, epoch)
 
     def on_close(self, trainer: CallingTrainer) -> None:

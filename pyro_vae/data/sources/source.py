@@ -33,6 +33,7 @@ from .rows import Rows
 # what the stored values are: "8-bit" (integers 0..255: intensities unless a count
 # likelihood reads them), "counts" (non-negative integers, never rescaled), "real" (as stored)
 VALUE_KINDS = ("8-bit", "counts", "real")
+FILE_EXTRAS = ("h5py", "anndata", "pyarrow")  # what the files extra installs (pyproject.toml)
 SAMPLED_BYTES = 1 << 20  # a file's content hash reads its first and last MiB (and its size)
 CHUNK_ROWS = 65_536  # rows converted at a time when a source is gathered into memory
 
@@ -118,10 +119,13 @@ def open_source(path: str | Path, **options: Any) -> DataSource:
             try:
                 source = entry.open(path, **taken)
             except ModuleNotFoundError as err:
-                extra = entry.extra or err.name
+                extra = (
+                    "pip install 'pyro-vae[files]'"
+                    if err.name in FILE_EXTRAS
+                    else (f"pip install {err.name}")
+                )
                 raise DataError(
-                    f"reading {entry.name} files needs the {err.name} package: "
-                    f"pip install 'pyro-vae[{extra}]'"
+                    f"reading {entry.name} files needs the {err.name} package: {extra}"
                 ) from None
             source.fingerprint = fingerprint(path)
             return source

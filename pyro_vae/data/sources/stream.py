@@ -16,6 +16,7 @@ batch is the same draw however the rows are read, by any worker, on resume.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -77,6 +78,24 @@ def batch_loader(rows: Rows, batches: EpochBatches, workers: int, pin_memory: bo
         # the global generator would shift the noise every step after it draws
         generator=torch.Generator().manual_seed(0),
     )
+
+
+def start_loader(loader: DataLoader) -> Iterator[torch.Tensor]:
+    """An iterator over ``loader``; spawned workers start without running the user's script.
+
+    A spawned process imports the parent's ``__main__`` by its file, which re-runs a script
+    written without ``if __name__ == "__main__":`` (its training again, in every worker).
+    The workers only need this package, so the script's file is hidden while they start."""
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    hide = script is not None and getattr(main, "__spec__", None) is None
+    if hide:
+        del main.__file__  # type: ignore[union-attr]
+    try:
+        return iter(loader)
+    finally:
+        if hide:
+            main.__file__ = script  # type: ignore[union-attr]
 
 
 def bernoulli_draw(x: torch.Tensor, seed: int) -> torch.Tensor:
