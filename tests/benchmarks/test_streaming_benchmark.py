@@ -27,7 +27,9 @@ def _check_memory_sampled(memory: dict, workers: int) -> None:
     if workers:  # the trainer and its workers, each seen
         assert memory["processes_seen"] > 1 and memory["most_processes_at_once"] > 1
         assert all(_positive(p) for p in memory["other_processes_rss_anon_peak_gb"])
-        assert whole["pss_anon_sum_peak_gb"] <= whole["rss_anon_sum_peak_gb"]
+        # (each is read at its own instant: a process growing between the two reads of a
+        # sample may put PSS a little above; shared pages can only put it below)
+        assert whole["pss_anon_sum_peak_gb"] <= 1.02 * whole["rss_anon_sum_peak_gb"]
 
 
 @pytest.fixture(autouse=True)
