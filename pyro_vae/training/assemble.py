@@ -201,12 +201,17 @@ def assemble(
     )
 
 
+DEFAULT_WORKERS = 2  # streamed rows that are decoded as they are read: read ahead by two
+
+
 def _feed(
     config: TrainConfig, run_data: RunData, cluster: Cluster, device: torch.device
 ) -> tuple[Binarizer | StreamBinarizer, ResidentFeed | StreamFeed]:
     """Where the loop's batches come from: the data's tensors, or a stream of them."""
     if run_data.streamed:
-        workers = config.workers or 0
+        workers = config.workers
+        if workers is None:  # 2 where reading decodes, none for a memory map (measured)
+            workers = DEFAULT_WORKERS if run_data.source.train.decodes else 0
         feed = StreamFeed(run_data, config.binarize, config.seed, workers, cluster, device)
         return StreamBinarizer(config.binarize, run_data, feed), feed
     binarizer = Binarizer(config.binarize, run_data.data, seed=config.seed)

@@ -27,6 +27,10 @@ def _where(trainer: StartingTrainer) -> str:
     )
 
 
+def _workers(n: int) -> str:
+    return "read in this process" if n == 0 else f"read ahead by {n} worker{'s' * (n > 1)}"
+
+
 def _data(trainer: StartingTrainer) -> str:
     c, data = trainer.config, trainer.parts.data
     shape = "x".join(map(str, data.shape))
@@ -36,7 +40,7 @@ def _data(trainer: StartingTrainer) -> str:
     how = ""
     if record.get("read"):
         how = (
-            f", streamed by {c.workers} worker{'' if c.workers == 1 else 's'}"
+            f", streamed ({_workers(trainer.parts.feed.workers)})"
             if trainer.parts.run_data.streamed
             else ", held on the device"
         )

@@ -347,6 +347,6 @@ class Trainer:
         feed, seconds = self.parts.feed, sum(r["train_seconds"] for r in self.metrics)
         data: dict[str, Any] = {"read": read}
         if feed.streamed:
-            data["workers"] = self.config.workers
+            data["workers"] = feed.workers
             data["data_wait_share"] = feed.total_wait / max(seconds, 1e-9)
         return {"data": data}

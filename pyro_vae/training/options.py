@@ -105,8 +105,9 @@ class TrainConfig(CheckedOptions):
         None, "memory the data may take on the device, e.g. 2G or 500M (default: half the "
         "free memory)", "data", check=Check(valid_size, "a size such as 2G or 500M"),
         resumable=True, **OWN_DATA)  # fmt: skip
-    workers: int | None = option(2, "streamed data: DataLoader worker processes reading ahead",
-                                 "data", check=at_least(0), resumable=True, **OWN_DATA)  # fmt: skip
+    workers: int | None = option(None, "streamed data: DataLoader workers reading ahead (default: "
+        "2 where reads decode files, 0 for a memory map)", "data", check=at_least(0), type=int,
+        resumable=True, **OWN_DATA)  # fmt: skip
     data_dir: str | None = option(
         None, "IDX directory (mnist, fashion-mnist) or the .npz file (npz)", "data", part=True
     )

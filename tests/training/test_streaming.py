@@ -52,7 +52,7 @@ def test_a_streamed_run_equals_the_device_run_without_binarization(
     nats per image like the device path's."""
     opts = {"likelihood": likelihood, "binarize": "none"}
     device = _train(digits_npy, tmp_path / "device", stream="never", **opts)
-    streamed = _train(digits_npy, tmp_path / "stream", stream="always", **opts)
+    streamed = _train(digits_npy, tmp_path / "stream", stream="always", workers=2, **opts)
     for name, value in _model(tmp_path / "device").items():
         assert torch.equal(_model(tmp_path / "stream")[name], value), name
     assert streamed.summary["test_neg_elbo"] == pytest.approx(device.summary["test_neg_elbo"])
@@ -141,7 +141,7 @@ def test_a_streamed_run_killed_mid_epoch_resumes_bit_for_bit(tmp_path, digits_np
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     base = ["train", "--data", str(digits_npy), "--stream", "always", "--epochs", "2",
             "--batch-size", "8", "--hidden", "32", "--z-dim", "4", "--checkpoint-every", "5",
-            "--no-progress", "--no-tensorboard"]  # fmt: skip
+            "--workers", "2", "--no-progress", "--no-tensorboard"]  # fmt: skip
     assert main([*base, "--out", str(straight)]) == 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "pyro_vae", *base, "--epochs", "400", "--out", str(killed)],

@@ -29,6 +29,9 @@ class Rows:
     # how DataLoader workers start: "spawn" for rows read from disk (a worker holds only its
     # imports), "fork" for rows held in memory (shared with the workers, not copied to each)
     start_method = "spawn"
+    # whether reading a batch costs more than copying it (decoding files, decompressing):
+    # worker processes then pay; for a memory map they cost more than they save (measured)
+    decodes = True
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -66,6 +69,10 @@ class ArrayRows(Rows):
     def start_method(self) -> str:  # type: ignore[override]
         in_memory = isinstance(self.array, np.ndarray) and not isinstance(self.array, np.memmap)
         return "fork" if in_memory else "spawn"
+
+    @property
+    def decodes(self) -> bool:  # type: ignore[override]
+        return not isinstance(self.array, np.ndarray)  # (an HDF5 dataset: read and decoded)
 
     def __getstate__(self) -> dict:
         """A memory map travels to a worker process as its file, not as its contents (NumPy
@@ -110,6 +117,10 @@ class SubsetRows(Rows):
     @property
     def start_method(self) -> str:  # type: ignore[override]
         return self.base.start_method
+
+    @property
+    def decodes(self) -> bool:  # type: ignore[override]
+        return self.base.decodes
 
     def __len__(self) -> int:
         return len(self.index)
