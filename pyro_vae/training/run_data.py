@@ -10,7 +10,6 @@ machine, so its numbers do not change with the machine's memory.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ class RunData:
         return self.source is not None
 
 
-def given_again(config: TrainConfig) -> DataError:
+def given_again() -> DataError:
     return DataError(
         "this run's data were given from Python: pass them again (pyro_vae.load_run(run_dir, "
         "data=...), pyro_vae.train(..., data=...)); a command line cannot read them"
@@ -71,7 +70,7 @@ def open_run_data(
         data = load_dataset(config.dataset, config.data_dir) if given is None else given
         return RunData(_in_context(config, data.validate(), device), {})
     if config.dataset == GIVEN_DATA and given is None:
-        raise given_again(config)
+        raise given_again()
     if isinstance(given, ImageData):  # already in memory as the model sees it
         record = {"format": GIVEN_DATA, "kind": "ImageData", "sha256": image_data_hash(given),
                   "shape": list(given.shape), "train": len(given.train_x),
@@ -157,8 +156,3 @@ def _streamed(
         name=source.name,
     )
     return RunData(data, record, source, scale)
-
-
-def with_record(config: TrainConfig, run_data: RunData) -> TrainConfig:
-    """The config with the record of its data, as config.json keeps it."""
-    return dataclasses.replace(config, data_source=run_data.record)

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..datasets import DataError, ImageData
+from .arrays import value_kind
 from .rows import ArrayRows, Rows, image_layout
 from .source import DataSource
 
@@ -65,12 +66,6 @@ class SparseRows(Rows):
 
     def read(self, index: np.ndarray) -> np.ndarray:
         return self.matrix[np.asarray(index, dtype=np.int64)].toarray()
-
-
-def _value_kind(dtype: np.dtype) -> str:
-    from .arrays import value_kind
-
-    return value_kind(np.dtype(dtype))
 
 
 def _rows_of(obj: Any, layout: str) -> Rows:
@@ -133,4 +128,5 @@ def from_python(data: Any, layout: str = "auto") -> DataSource:
     facts: dict[str, Any] = {"kind": type(data).__name__}
     if all(hashes):
         facts["sha256"] = hashlib.sha256("".join(hashes).encode()).hexdigest()
-    return DataSource(GIVEN, GIVEN, train, test, values=_value_kind(train.dtype), facts=facts)
+    values = value_kind(np.dtype(train.dtype))
+    return DataSource(GIVEN, GIVEN, train, test, values=values, facts=facts)

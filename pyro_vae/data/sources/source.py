@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...registry import takes
 from ..datasets import DataError, ImageData
 from .rows import Rows
 
@@ -115,7 +116,7 @@ def open_source(path: str | Path, **options: Any) -> DataSource:
         raise DataError(f"--data {str(path)!r} does not exist")
     for entry in READERS.values():
         if entry.matches(path):
-            taken = {k: v for k, v in options.items() if _takes(entry.open, k)}
+            taken = {k: v for k, v in options.items() if takes(entry.open, k)}
             try:
                 source = entry.open(path, **taken)
             except ModuleNotFoundError as err:
@@ -131,12 +132,6 @@ def open_source(path: str | Path, **options: Any) -> DataSource:
             return source
     kinds = ", ".join(READERS)
     raise DataError(f"--data {str(path)!r}: not a kind of data pyro-vae reads ({kinds})")
-
-
-def _takes(fn: Callable, name: str) -> bool:
-    import inspect
-
-    return name in inspect.signature(fn).parameters
 
 
 def fingerprint(path: Path) -> dict[str, Any]:
@@ -254,13 +249,9 @@ def materialize(source: DataSource, counts: bool = False) -> ImageData:
         _labels(source.train_labels, len(train_x)),
         test_x,
         _labels(source.test_labels, len(test_x)),
-        shape=_image_shape(source.shape),
+        shape=tuple(source.shape),
         name=source.name,
     ).validate()
-
-
-def _image_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(shape)
 
 
 # --- how much memory the data may take ---------------------------------------------------------
