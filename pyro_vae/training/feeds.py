@@ -21,7 +21,7 @@ from ..data import Binarizer, DataError
 from ..data.binarize import _check_probabilities
 from ..data.sources import LazyRows, batch_loader
 from ..data.sources.source import to_float
-from ..data.sources.stream import EpochBatches, bernoulli_draw, start_loader
+from ..data.sources.stream import EpochBatches, read_ahead, start_loader
 from .distributed import Cluster
 from .run_data import RunData
 
@@ -51,7 +51,8 @@ class ResidentFeed:
 
 
 class StreamFeed:
-    """Batches read from disk by ``workers`` processes, made float (and binarized) on arrival.
+    """Batches read from disk by ``workers`` processes (0: a thread of this one), binarized
+    where they are read and made float on arrival.
 
     A streamed ``dynamic`` binarization draws batch b of epoch e from a generator seeded by
     (seed, e, b, rank): the same draw on resume, whatever worker read the rows."""
@@ -83,32 +84,41 @@ class StreamFeed:
     def _seed(self, epoch: int, batch: int) -> int:
         return hash((self.seed, epoch, batch, self.cluster.rank)) & (2**62 - 1)
 
+    def _draw_seed(self, epoch: int, batch: int) -> int | None:
+        """The seed of batch ``batch``'s binarization draw (None: not binarized)."""
+        if self.binarize == "dynamic":
+            return self._seed(epoch, batch)
+        if self.binarize == "static":
+            return self._seed(-1, batch)
+        return None
+
     def batches(
         self, x_epoch: LazyRows, perm: torch.Tensor, start: int, steps: int, size: int,
         epoch: int,
     ) -> Iterator[torch.Tensor]:  # fmt: skip
         order = perm.cpu().numpy()
-        ours = [
-            np.array_split(order[b * size : (b + 1) * size], self.cluster.world_size)[
-                self.cluster.rank
-            ]
+        world, rank = self.cluster.world_size, self.cluster.rank
+        self._batches.batches = [
+            (
+                self._draw_seed(epoch, b),
+                np.array_split(order[b * size : (b + 1) * size], world)[rank],
+            )
             for b in range(start, steps)
         ]
         if self._loader is None:
             cuda = self.device.type == "cuda"
-            self._loader = batch_loader(self.rows, self._batches, self.workers, cuda)
-        self._batches.batches = ours
-        loader = self._loader
+            self._loader = batch_loader(self.rows, self.scale, self._batches, self.workers, cuda)
         self.wait_seconds = 0.0
-        batches = start_loader(loader)
-        for b in range(start, steps):
+        batches = start_loader(self._loader)
+        if self.workers == 0:
+            batches = read_ahead(batches)
+        for _ in range(start, steps):
             t0 = time.perf_counter()
-            compact = next(batches)
-            x = to_float(compact.to(self.device, non_blocking=True), self.scale)
-            if self.binarize == "dynamic":
-                x = bernoulli_draw(x, self._seed(epoch, b))
-            elif self.binarize == "static":
-                x = bernoulli_draw(x, self._seed(-1, b))
+            compact = next(batches).to(self.device, non_blocking=True)
+            if self.binarize == "none":
+                x = to_float(compact, self.scale)
+            else:  # drawn as 0/1 bytes where the rows were read
+                x = compact.reshape(compact.shape[0], -1).to(torch.float32)
             waited = time.perf_counter() - t0
             self.wait_seconds += waited
             self.total_wait += waited

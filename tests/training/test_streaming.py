@@ -158,3 +158,58 @@ def test_a_streamed_run_killed_mid_epoch_resumes_bit_for_bit(tmp_path, digits_np
     assert main([*base, "--resume", "--out", str(killed)]) == 0
     for name, value in _model(straight).items():
         assert torch.equal(_model(killed)[name], value), name
+
+
+def _binarized_batches(source, workers: int, epoch: int) -> torch.Tensor:
+    run_data = RunData(None, {}, source, 1 / 255)  # type: ignore[arg-type]
+    feed = StreamFeed(run_data, "dynamic", 3, workers, Cluster(0, 1), torch.device("cpu"))
+    perm = torch.randperm(len(source.train), generator=torch.Generator().manual_seed(5))
+    return torch.cat(list(feed.batches(None, perm, 0, len(source.train) // 32, 32, epoch)))
+
+
+def test_the_binarization_draw_is_the_same_whoever_reads_the_rows(digits_npy):
+    """The draw is made where the rows are read (a thread of the trainer, or spawned worker
+    processes), seeded by the batch's place: the same bits either way, a fresh draw for
+    another epoch, and a Bernoulli draw of the intensities."""
+    from pyro_vae.data.sources import open_source, split_source
+
+    source = split_source(open_source(digits_npy), 0.1, 0)
+    in_thread = _binarized_batches(source, 0, epoch=1)
+    in_workers = _binarized_batches(source, 2, epoch=1)
+    assert torch.equal(in_thread, in_workers)
+    assert set(in_thread.unique().tolist()) == {0.0, 1.0}
+    assert not torch.equal(in_thread, _binarized_batches(source, 0, epoch=2))
+    perm = torch.randperm(len(source.train), generator=torch.Generator().manual_seed(5))
+    p = torch.as_tensor(source.train.read(perm[: len(in_thread)].numpy())).reshape(-1, 784) / 255
+    # E[bit] = p: the mean over ~225,000 draws within 5 sd of sum p(1-p)
+    sd = (p * (1 - p)).sum().sqrt()
+    assert abs(in_thread.sum() - p.sum()) < 5 * sd
+
+
+def test_read_ahead_raises_the_readers_error_in_order_and_stops_when_closed():
+    import threading
+
+    from pyro_vae.data.sources.stream import read_ahead
+
+    def failing():
+        yield torch.zeros(1)
+        yield torch.ones(1)
+        raise ValueError("row 7 of 'x.npy' cannot be read")
+
+    got = read_ahead(failing(), depth=1)
+    assert next(got).item() == 0 and next(got).item() == 1
+    with pytest.raises(ValueError, match="row 7"):
+        next(got)
+
+    def endless():
+        while True:
+            yield torch.zeros(1)
+
+    before = threading.active_count()
+    got = read_ahead(endless(), depth=2)
+    next(got)
+    got.close()
+    deadline = time.monotonic() + 10
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before

@@ -3,9 +3,12 @@ kept compact (uint8 images, integer counts) until the batch reaches the device.
 
 - :class:`BatchReader` is the ``Dataset`` the workers run: given a batch's row indices it
   returns those rows, compact, in that order (one read per batch: a memory map or HDF5 reads a
-  sorted block far faster than row by row).
+  sorted block far faster than row by row); given a seed too, their binarization draw, as
+  0/1 bytes (the draw is made where the rows are read, beside the training step, not in it).
 - :func:`batch_loader` is the ``DataLoader`` over a list of index batches (the epoch's
   permutation, cut into this process's shards), with workers and pinned memory.
+- :func:`read_ahead` reads batches in a thread of the training process (no worker processes,
+  no second copy of the imports): the read and the draw overlap the step.
 - :class:`LazyRows` stands where a tensor of every row would: ``rows[a:b]`` and
   ``rows[index]`` read and convert just those rows, so measuring the bound over a test split
   of any size holds one batch at a time.
@@ -16,8 +19,10 @@ batch is the same draw however the rows are read, by any worker, on resume.
 
 from __future__ import annotations
 
+import queue
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -30,35 +35,46 @@ BLOCK_ROWS = 4096  # a fixed binarization of streamed test rows is drawn per blo
 
 
 class BatchReader(Dataset):
-    """A ``Dataset`` indexed by whole batches: ``reader[index_array]`` is those rows."""
+    """A ``Dataset`` indexed by whole batches: ``reader[(seed, index)]`` is the rows
+    ``index``, compact; with a seed (not None), their Bernoulli draw as 0/1 bytes."""
 
-    def __init__(self, rows: Rows) -> None:
-        self.rows = rows
+    def __init__(self, rows: Rows, scale: float | None) -> None:
+        self.rows, self.scale = rows, scale
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.rows.read(np.asarray(index, dtype=np.int64)))
+    def __getitem__(self, item: tuple[int | None, np.ndarray]) -> torch.Tensor:
+        seed, index = item
+        batch = self.rows.read(np.asarray(index, dtype=np.int64))
+        if seed is None:
+            return torch.from_numpy(batch)
+        # in NumPy: a torch op here would start a second team of intra-op threads
+        x = batch.reshape(len(batch), -1).astype(np.float32)
+        if self.scale is not None:
+            x *= np.float32(self.scale)
+        return torch.from_numpy((uniform_draw(x.shape, seed) < x).view(np.uint8))
 
 
 class EpochBatches(Sampler):
-    """The batches of row indices of the pass about to start, set before each: one loader
-    and its workers serve every epoch."""
+    """The batches of the pass about to start, (draw seed or None, row indices), set before
+    each: one loader and its workers serve every epoch."""
 
     def __init__(self) -> None:
-        self.batches: list[np.ndarray] = []
+        self.batches: list[tuple[int | None, np.ndarray]] = []
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def __iter__(self) -> Iterator[tuple[int | None, np.ndarray]]:
         return iter(self.batches)
 
     def __len__(self) -> int:
         return len(self.batches)
 
 
-def batch_loader(rows: Rows, batches: EpochBatches, workers: int, pin_memory: bool) -> DataLoader:
-    """The compact batches ``batches`` (arrays of row indices) of ``rows``, in that order, read
-    ahead by ``workers`` processes (0: in this one).
+def batch_loader(
+    rows: Rows, scale: float | None, batches: EpochBatches, workers: int, pin_memory: bool
+) -> DataLoader:
+    """The compact batches ``batches`` of ``rows`` (see :class:`BatchReader`), in that order,
+    read ahead by ``workers`` processes (0: in this one; see :func:`read_ahead`).
 
     The workers are started once and kept for the whole run, by ``rows.start_method``:
     ``spawn`` for rows read from disk (a forked worker carries the trainer's whole memory in
@@ -66,7 +82,7 @@ def batch_loader(rows: Rows, batches: EpochBatches, workers: int, pin_memory: bo
     its imports, and a memory map travels as its file), ``fork`` for rows held in memory or a
     user's ``Dataset``, which need not pickle (shared with the workers, not copied)."""
     return DataLoader(
-        BatchReader(rows),
+        BatchReader(rows, scale),
         batch_size=None,  # the sampler yields whole batches of indices
         sampler=batches,
         num_workers=workers,
@@ -98,10 +114,57 @@ def start_loader(loader: DataLoader) -> Iterator[torch.Tensor]:
             main.__file__ = script  # type: ignore[union-attr]
 
 
+def read_ahead(batches: Iterable[torch.Tensor], depth: int = 4) -> Iterator[torch.Tensor]:
+    """``batches``, read up to ``depth`` ahead by a thread of this process.
+
+    The read (NumPy's gather from a memory map) and the draw release the GIL, so they run
+    beside the training step, on the core its Python work leaves idle, at no cost in memory.
+    Written here because ``DataLoader`` reads ahead only in worker processes. An error in the
+    thread is raised here, in order; closing the iterator stops the thread."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, object]) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                if not put(("batch", batch)):
+                    return
+            put(("end", None))
+        except BaseException as error:  # raised again in the consumer
+            put(("error", error))
+
+    threading.Thread(target=read, name="pyro-vae-read-ahead", daemon=True).start()
+    try:
+        while True:
+            kind, item = ready.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item  # type: ignore[misc]
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+
+
+def uniform_draw(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """float32 uniforms on [0, 1) from a PCG64 generator seeded with ``seed``."""
+    return np.random.Generator(np.random.PCG64(seed % 2**63)).random(shape, dtype=np.float32)
+
+
 def bernoulli_draw(x: torch.Tensor, seed: int) -> torch.Tensor:
-    """x_bin ~ Bernoulli(x), drawn as 1[u < x] from a generator seeded with ``seed``."""
-    generator = torch.Generator(device=x.device).manual_seed(seed % 2**63)
-    return torch.empty_like(x).uniform_(generator=generator).lt_(x)
+    """x_bin ~ Bernoulli(x), drawn as 1[u < x] with u from :func:`uniform_draw` (the draw
+    :class:`BatchReader` makes, on the CPU whatever the device)."""
+    u = torch.from_numpy(uniform_draw(tuple(x.shape), seed)).to(x.device)
+    return u.lt_(x).to(x.dtype)
 
 
 class LazyRows:
