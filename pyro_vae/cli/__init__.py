@@ -21,7 +21,6 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from .. import __version__, plugins
 from ..checks import ReferenceMismatch
@@ -40,7 +39,6 @@ from ..training.atomic_files import RunFileError, atomic_write
 from ..training.banner import reference_line
 from ..training.distributed import leave_worker_process
 from ..training.option_help import option_help
-from ..training.run import resumed_config
 from ..training.run_dir import (
     FIGURES,
     METRICS,
@@ -48,81 +46,27 @@ from ..training.run_dir import (
     find_checkpoint,
     read_metrics,
 )
-from ..training.schema import ConfigError, Option, flag_of
+from .config_file import (
+    add_config,
+    apply_config_file,
+    command_parser,
+    config_path,
+    read_config_file,
+)
 from .evaluate import add_evaluate, check_seed, evaluate
-from .help import CommandParser, shown
-from .plugin_flags import add_plugin, early_plugins, part_option_flags
+from .help import CommandParser
+from .plugin_flags import add_plugin, early_plugins
+from .train_flags import add_train, print_config, train_config
 
 EXIT_USAGE, EXIT_NON_FINITE, EXIT_NOT_WRITTEN = 2, 3, 4
 MAX_SAMPLES = 10_000  # a 100 x 100 grid; more is a job for the Python API
 
 
-def _add_option(p: argparse.ArgumentParser, name: str, opt: Option) -> None:
-    """One training option as a flag. Its default is None, so that the options given can be
-    told from those left out (a resumed run, and options that do not apply)."""
-    default = TrainConfig.__dataclass_fields__[name].default
-    kw: dict[str, Any] = {"dest": name, "default": None}
-    if isinstance(default, bool):
-        inverted = bool(opt.flag)
-        kw["action"] = "store_false" if inverted else "store_true"
-        kw["help"] = f"turn off: {opt.help}" if inverted else opt.help
-    else:
-        # names are checked by the config, which says in one line what the choices are
-        shown_default = "" if default is None else f" (default: {shown(default)})"
-        kw["help"] = option_help(name) + shown_default
-        if opt.type is not None or default is None:
-            kw["type"] = opt.type or str
-        else:
-            kw["type"] = int if isinstance(default, tuple) else type(default)
-        if isinstance(default, tuple):
-            kw["nargs"], kw["metavar"] = "+", "N"
-    p.add_argument(opt.flag or flag_of(name), **kw)
-
-
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a VAE with SVI and write a run directory")
-    add_plugin(p)
-    groups = {
-        "data": p.add_argument_group("data"),
-        "model": p.add_argument_group("model (an option applies where a chosen part takes it)"),
-        "estimator": p.add_argument_group("estimator"),
-        "schedule": p.add_argument_group("schedules"),
-        "run": p.add_argument_group("run"),
-    }
-    for name, opt in options().items():
-        _add_option(groups[opt.group], name, opt)
-    part_option_flags(groups["model"])
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out from its checkpoint (--epochs may grow)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-
-
-def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The config the flags describe; with ``--resume``, the run's own, with the options that
-    may change on resume (``--epochs``, ``--device``, ...) taken from the flags
-    (:func:`~pyro_vae.training.run.resumed_config`)."""
-    declared = options()
-    given = {name: getattr(args, name) for name in declared if getattr(args, name) is not None}
-    given |= {
-        key.split(":", 1)[1]: value
-        for key, value in vars(args).items()
-        if key.startswith("part:") and value is not None
-    }
-    if not args.resume:
-        config = TrainConfig.of(**given)
-        for name in given:  # refused even at its default value: it was asked for
-            if name in declared and getattr(config, name) is None:
-                raise ConfigError(config.why_not(name))
-        return config
-    return resumed_config(given)  # whether and how it may resume is the training layer's
-
-
 def _train(args: argparse.Namespace) -> int:
     from ..workflow import train
 
+    if args.print_config:
+        return print_config(args)
     config = train_config(args)
     result = train(config, plugins=args.plugin, resume=args.resume, overwrite=args.overwrite)
     s = result.summary
@@ -149,9 +93,11 @@ def _add_sample_and_report(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help=option_help("device"))
     add_plugin(p)
+    add_config(p)
     what = "write RUN_DIR/report.html, one self-contained file"
     p = sub.add_parser("report", help=what, description=what[0].upper() + what[1:] + ".")
     add_plugin(p)
+    add_config(p)
     p.add_argument("run_dir", help="a run directory written by pyro-vae train")
     p.add_argument(
         "--refresh-figures",
@@ -231,6 +177,7 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
         study = names.add_parser(name, help=run.summary, description=run.summary)
         run.arguments(study)
         add_plugin(study)
+        add_config(study)
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -263,7 +210,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"pyro-vae {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
-    _add_train(sub)
+    add_train(sub)
     add_evaluate(sub)
     _add_sample_and_report(sub)
     _add_study(sub)
@@ -323,16 +270,43 @@ def _log_to_stderr() -> None:
         log.propagate = False
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """The command line, with a ``--config`` file's options as the defaults of its flags; the
+    file's plug-ins and ``MODULE:FACTORY`` model are imported first, as a flag's would be."""
+    path = config_path(argv)
+    file = read_config_file(path, sections=("search",)) if path else None
+    early = list(argv)
+    if file is not None:
+        early += [arg for spec in file.values.get("plugin", []) for arg in ("--plugin", spec)]
+        if "model" in file.values and "--model" not in argv:
+            early += ["--model", str(file.values["model"])]
+    early_plugins(early)
+    root = parser()
+    if file is None:
+        return root.parse_args(argv)
+    command = command_parser(root, argv)
+    if "search" in file.sections and command.prog.split()[1:2] != ["tune"]:
+        raise file.error("search", f"a [search] table is for pyro-vae tune, not {command.prog}")
+    flags = vars(root.parse_args(argv))  # what the command line gives, before the file
+    groups = {name: opt.group for name, opt in options().items()}
+    set_by_file = apply_config_file(command, file, groups)
+    args = root.parse_args(argv)
+    args.config_file = file
+    args.from_file = {
+        dest.split(":", 1)[-1] for dest in set_by_file if flags.get(dest) in (None, [], False)
+    }
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        early_plugins(argv)
-    except plugins.PluginError as err:  # before anything is read or written
+        args = _parse(argv)
+    except (plugins.PluginError, ValueError) as err:  # before anything is read or written
         if "--debug" in argv:
             raise
         print(f"pyro-vae: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
-    args = parser().parse_args(argv)
     _log_to_stderr()
     try:
         with terminate_on_sigterm():

@@ -12,6 +12,7 @@ from ..training import evaluate_run
 from ..training.evaluate import COMPILE_FROM, METHODS, evaluation_line
 from ..training.option_help import option_help
 from ..training.run_dir import EVALUATION
+from .config_file import add_config
 from .plugin_flags import add_plugin
 
 
@@ -65,6 +66,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the samples")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_plugin(p)
+    add_config(p)
 
 
 def evaluate(args: argparse.Namespace) -> int:
