@@ -285,7 +285,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     if file is None:
         return root.parse_args(argv)
     command = command_parser(root, argv)
-    if "search" in file.sections and command.prog.split()[1:2] != ["tune"]:
+    if command.get_default("reads_config_file"):  # the command reads the file itself (tune)
+        args = root.parse_args(argv)
+        args.config_file = file
+        return args
+    if "search" in file.sections:
         raise file.error("search", f"a [search] table is for pyro-vae tune, not {command.prog}")
     flags = vars(root.parse_args(argv))  # what the command line gives, before the file
     groups = {name: opt.group for name, opt in options().items()}
