@@ -6,6 +6,9 @@ of a loss, small images, and the small models of the estimator tests."""
 from __future__ import annotations
 
 import itertools
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +169,22 @@ def assert_step_trains(step: CompiledStep, x: torch.Tensor) -> None:
         loss, _ = step(x, 1.0)
         optimizer.step()
     assert float(loss) < first - 50
+
+
+@contextmanager
+def package_warnings() -> Iterator[list[str]]:
+    """The warnings the package logs while the block runs (the command line prints each as
+    one ``pyro-vae:`` line), whatever handlers an earlier ``main`` set up."""
+    caught: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            caught.append(record.getMessage())
+
+    log = logging.getLogger("pyro_vae")
+    handler = Keep(logging.WARNING)
+    log.addHandler(handler)
+    try:
+        yield caught
+    finally:
+        log.removeHandler(handler)

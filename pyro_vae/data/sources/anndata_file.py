@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from ..datasets import DataError
 from .rows import ArrayRows, Rows
-from .source import DataSource, reader, suffix_in
+from .source import DataSource, reader, suffix_in, warn_data
 
 CHECK_VALUES = 1 << 22  # stored values checked at a time at open
 GAP = 1 << 14  # stored values read past between two rows asked for, rather than read twice
@@ -179,10 +178,7 @@ def open_h5ad(path: Path, *, data_key: str | None = None, skip_bad: bool = False
         if len(bad) == len(rows):
             raise DataError(f"h5ad: every row of {name!r} holds a value that is not a count")
         if len(bad):
-            warnings.warn(
-                f"{name}: skipped {len(bad)} rows holding values that are not counts",
-                stacklevel=2,
-            )
+            warn_data(f"{name}: skipped {len(bad)} rows holding values that are not counts")
             rows = rows.subset(np.setdiff1d(np.arange(len(rows)), bad))
     return DataSource(name, "h5ad", rows, values="counts", facts=facts)
 

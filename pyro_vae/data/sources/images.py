@@ -15,7 +15,6 @@ given, which resizes each to ``image_size`` square (``image_fit``: centre-``crop
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..datasets import DataError
 from .rows import Rows
-from .source import DataSource, reader
+from .source import DataSource, reader, warn_data
 
 SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 IMAGE_FITS = ("crop", "resize")
@@ -230,9 +229,8 @@ def _split_files(root: Path) -> dict[str, tuple[Path, list[Path]]]:
         splits[name] = (root / name, mine)
     others = len(files) - sum(len(f) for _, f in splits.values())
     if others:
-        warnings.warn(
-            f"images: {others} image file(s) in '{root}' outside train/ and test/ are not read",
-            stacklevel=3,
+        warn_data(
+            f"images: {others} image file(s) in '{root}' outside train/ and test/ are not read"
         )
     return splits
 
@@ -240,9 +238,8 @@ def _split_files(root: Path) -> dict[str, tuple[Path, list[Path]]]:
 def _warn_skipped(root: Path, bad: list[tuple[str, str]]) -> None:
     if bad:
         path, why = bad[0]
-        warnings.warn(
-            f"images: skipped {len(bad)} unreadable file(s) in '{root}' (e.g. '{path}': {why})",
-            stacklevel=3,
+        warn_data(
+            f"images: skipped {len(bad)} unreadable file(s) in '{root}' (e.g. '{path}': {why})"
         )
 
 

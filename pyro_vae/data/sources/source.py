@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -30,6 +31,15 @@ import torch
 from ...registry import takes
 from ..datasets import DataError, ImageData
 from .rows import Rows
+
+log = logging.getLogger("pyro_vae")
+
+
+def warn_data(message: str) -> None:
+    """A warning about the data a reader read (what it skipped or left out): the command
+    line prints it as one ``pyro-vae:`` line, Python code receives it through ``logging``."""
+    log.warning(message)
+
 
 # what the stored values are: "8-bit" (integers 0..255: intensities unless a count
 # likelihood reads them), "counts" (non-negative integers, never rescaled), "real" (as stored)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import numpy as np
 
 from ..datasets import DataError
 from .rows import ArrayRows
-from .source import DataSource, reader, suffix_in
+from .source import DataSource, reader, suffix_in, warn_data
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -67,7 +66,7 @@ def open_table(path: Path, *, data_key: str | None = None, skip_bad: bool = Fals
     finally:
         chunks.close()  # the file, also when a bad cell stopped the reading
     if skipped:
-        warnings.warn(f"{name}: skipped {skipped} rows that are not counts ({first})", stacklevel=2)
+        warn_data(f"{name}: skipped {skipped} rows that are not counts ({first})")
     facts: dict[str, Any] = {
         "header": layout.header,
         "columns": [layout.names[p] if layout.header else p + 1 for p in layout.features],
