@@ -279,8 +279,15 @@ def test_label_column_becomes_sorted_classes(tmp_path):
     assert source.facts["columns"] == ["g0", "g1", "g2", "g3", "g4", "stage"]
     np.testing.assert_array_equal(source.train.all_rows(), np.column_stack([x, stages]))
     # with "stage" as the labels, "kind" is a column of words where counts belong
-    with pytest.raises(DataError, match=r"row 2, column 7 \('kind'\) holds 'T'"):
+    with pytest.raises(DataError, match=r"row 2, column 7 \('kind'\) holds 'T'") as err:
         open_table(tmp_path / "l.csv", data_key="stage")
+    assert str(err.value).endswith("(a column of text: if it holds labels, pass --data-key kind)")
+    # a column of labels with no name in the header: name it
+    unnamed = _frame(x).assign(**{"": kinds})
+    unnamed.to_csv(tmp_path / "u.csv")
+    with pytest.raises(DataError, match="give it a name in the header row") as err:
+        open_table(tmp_path / "u.csv")
+    assert "--skip-bad" not in str(err.value)
     _frame(x).assign(stage=stages).to_parquet(tmp_path / "s.parquet")
     staged = open_table(tmp_path / "s.parquet", data_key="stage")
     assert staged.facts["classes"] == ["1", "2", "10"]  # sorted as numbers

@@ -29,6 +29,7 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 PEEK_ROWS = 50  # rows read as text to find the header and the id column
 CHUNK_CELLS = 1 << 22  # cells converted at a time
 MAX_COUNT = 2**53  # the largest whole number a float64 holds exactly
+SKIP_HINT = " (--skip-bad drops such rows)"
 
 
 @dataclass
@@ -89,9 +90,9 @@ def _read(
     with the first (a DataError unless ``skip_bad``)."""
     parts, labels, skipped, start, first = [], [], 0, 0, None
     for frame in frames:
-        values, bad, problem = _check(frame, layout, start)
+        values, bad, problem, hint = _check(frame, layout, start)
         if problem is not None and not skip_bad:
-            raise DataError(f"table: {name!r} {problem} (--skip-bad drops such rows)")
+            raise DataError(f"table: {name!r} {problem}{hint}")
         first = first or problem
         skipped, start = skipped + int(bad.sum()), start + len(frame)
         parts.append(_compact(values[~bad]))
@@ -247,9 +248,11 @@ def _is_header(row: list[str]) -> bool:
 # --- counts, labels --------------------------------------------------------------------------
 
 
-def _check(frame: Any, layout: Layout, start: int) -> tuple[np.ndarray, np.ndarray, str | None]:
+def _check(
+    frame: Any, layout: Layout, start: int
+) -> tuple[np.ndarray, np.ndarray, str | None, str]:
     """A chunk's counts as float64, which of its rows are bad (a cell that is not a count, a
-    missing label) and what is wrong with the first of them."""
+    missing label), what is wrong with the first of them and what to do about it."""
     import pandas as pd
 
     block = frame[layout.features]
@@ -265,19 +268,32 @@ def _check(frame: Any, layout: Layout, start: int) -> tuple[np.ndarray, np.ndarr
     if layout.label_pos is not None:
         bad |= frame[layout.label_pos].isna().to_numpy()
     if not bad.any():
-        return values, bad, None
+        return values, bad, None, ""
     i = int(np.flatnonzero(bad)[0])
     row = layout.first_row + start + i
     if not bad_cells[i].any():
-        return values, bad, f"row {row} has no label in {layout.column(layout.label_pos)}"
-    pos = layout.features[int(np.flatnonzero(bad_cells[i])[0])]
+        missing = f"row {row} has no label in {layout.column(layout.label_pos)}"
+        return values, bad, missing, SKIP_HINT
+    k = int(np.flatnonzero(bad_cells[i])[0])
+    pos = layout.features[k]
     cell = frame.iat[i, pos]
     if pd.isna(cell):
         what = "is empty"
     else:
         what = f"holds {cell!r}" if isinstance(cell, str) else f"holds {cell}"
     problem = f"row {row}, {layout.column(pos)} {what}: counts are whole numbers from 0 to 2**53"
-    return values, bad, problem
+    if np.isnan(values[:, k]).all() and frame[pos].notna().all():  # text in every row
+        return values, bad, problem, _text_column_hint(layout, pos)
+    return values, bad, problem, SKIP_HINT
+
+
+def _text_column_hint(layout: Layout, pos: int) -> str:
+    """What to do about a column of text among the counts: it is most likely labels."""
+    name = layout.names[pos] if layout.header else ""
+    if name and not name.startswith("Unnamed"):
+        return f" (a column of text: if it holds labels, pass --data-key {name})"
+    return (" (a column of text: if it holds labels, give it a name in the header row and pass "
+            "that name as --data-key)")  # fmt: skip
 
 
 def _compact(values: np.ndarray) -> np.ndarray:
