@@ -76,6 +76,8 @@ class Trainer:
         self.check_every = 1 if parts.device.type == "cpu" else GPU_FINITE_CHECK_EVERY
         self.reference_check = self._check_reference() if self.config.check_reference else None
         self.saved_step: int | None = None  # the step of the last checkpoint on disk
+        # an observer's request to stop (on one process): raised once this epoch is saved
+        self.stop_request: Exception | None = None
         if saved is None:
             # the check above must not shift the random streams; each process draws its own
             pyro.set_rng_seed((self.config.seed + self.cluster.rank) % 2**32)
@@ -216,6 +218,8 @@ class Trainer:
         signum = self._check(torch.zeros((), device=self.parts.device), stop)
         if signum:  # a signal during the epoch's last step or its evaluation
             raise self._interrupted(signum)
+        if self.stop_request is not None:  # the run ends here, whole: metrics and checkpoint
+            raise self.stop_request
 
     def run_epoch(self) -> float:
         """One training epoch with no evaluation and no files (for benchmarks); its seconds."""

@@ -35,7 +35,9 @@ class Observer:
         (a tensor: reading it is a host synchronisation on a GPU, so read it rarely)."""
 
     def on_epoch_end(self, trainer: CallingTrainer, row: dict[str, float]) -> None:
-        """After an epoch was trained and measured; ``row`` is its line of metrics.csv."""
+        """After an epoch was trained and measured; ``row`` is its line of metrics.csv. To end
+        the run after this epoch, set ``trainer.stop_request`` to the exception to raise once
+        the epoch's checkpoint is saved (a run of one process)."""
 
     def on_close(self, trainer: CallingTrainer) -> None:
         """When the loop ends, finished or not."""
