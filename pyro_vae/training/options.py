@@ -34,8 +34,8 @@ from ..inference import ESTIMATORS, IWAE_GRADIENTS
 from ..model import DISCRETE_SITES, GUIDES, LIKELIHOODS, MODELS, NETWORKS, PRIORS
 from ..model.invariant import INVARIANCE_CHOICES
 from ..model.likelihoods import LIBRARY_OPTIONS
+from .config_record import ConfigRecord
 from .denormals import DENORMALS
-from .option_checks import CheckedOptions
 from .rules import (
     RULES,
     automatic_binarization,
@@ -48,19 +48,20 @@ from .schema import (
     POSITIVE,
     POSITIVE_SIZES,
     Check,
-    ConfigError,
+    ConfigError,  # noqa: F401 (raised by the config's checks; imported from here)
     Option,
     at_least,
-    coerce,
     option,
 )
+from .trackers import ERROR_CHOICES, TRACKERS
 
 PRECISIONS = ("fp32", "tf32", "bf16")  # tf32: CUDA matrix products; bf16: autocast forward
 OWN_DATA: dict[str, Any] = {"applies": brings_data, "when": "--data or data given from Python"}
+TRACKED: dict[str, Any] = {"applies": lambda c: c.tracker != "none", "when": "--tracker NAME"}
 
 
 @dataclass
-class TrainConfig(CheckedOptions):
+class TrainConfig(ConfigRecord):
     """Everything that defines a run; saved as config.json. See the module doc."""
 
     # --- data ----------------------------------------------------------------------------------
@@ -300,6 +301,18 @@ class TrainConfig(CheckedOptions):
         True, "TensorBoard event files in RUN_DIR/tensorboard", "run", flag="--no-tensorboard",
         resumable=True,
     )  # fmt: skip
+    tracker: str = option("none", "an experiment tracker the run is sent to as it trains",
+                          "run", choices=TRACKERS, resumable=True)  # fmt: skip
+    tracking_uri: str | None = option(
+        None, "where the tracker keeps its runs (unset: as the tracker chooses)", "run",
+        resumable=True, **TRACKED)  # fmt: skip
+    experiment: str | None = option(
+        None, "the tracker's experiment the run goes into (unset: as the tracker chooses)",
+        "run", check=Check(lambda e: bool(e.strip()), "a name"), resumable=True,
+        **TRACKED)  # fmt: skip
+    tracker_errors: str | None = option(
+        "stop", "a tracker out of reach at the start: stop (before training) or warn (train "
+        "without it)", "run", choices=ERROR_CHOICES, resumable=True, **TRACKED)  # fmt: skip
     # --- not options: what the user's own parts take, and the code that made the run ---------
     # options of parts registered by the user (a plug-in likelihood's ``df``, a model
     # factory's ``channels``): no field declares them; each must be taken by a chosen part
@@ -354,39 +367,6 @@ class TrainConfig(CheckedOptions):
         the estimator's own default, 5 for the importance-weighted ones, 1 for the others)."""
         return {k: v for k, v in self.group("estimator").items() if k != "estimator"}
 
-    # --- config.json and resume -------------------------------------------------------------------
-
-    def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["part_options"] = {
-            k: list(v) if isinstance(v, tuple) else v for k, v in self.part_options.items()
-        }
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """The config a config.json records. Options that do not apply are dropped whatever
-        their value: earlier versions recorded every option, used or not."""
-        if not isinstance(d, dict):
-            raise ConfigError(f"a config is an object of options, not a {type(d).__name__}")
-        unknown = set(d) - set(_FIELDS)
-        if unknown:
-            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        extra = {
-            "part_options": {k: coerce(v, v) for k, v in d.get("part_options", {}).items()},
-            "plugins": list(d.get("plugins", [])),
-            "data_source": dict(d.get("data_source", {})),
-        }
-        values = {name: d.get(name, _default(name)) for name in options()}
-        record = object.__new__(cls)
-        record.__dict__.update(values)
-        record._choose_automatic()
-        values.update(record.__dict__)
-        for name in options():
-            if not record.applies(name):
-                values[name] = record.__dict__[name] = None
-        return cls(**values, **extra)
-
 
 def options() -> dict[str, Option]:
     """Every option of a run, in declaration order."""
@@ -394,7 +374,3 @@ def options() -> dict[str, Option]:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-
-
-def _default(name: str) -> Any:
-    return TrainConfig.__dataclass_fields__[name].default

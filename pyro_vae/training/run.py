@@ -1,5 +1,5 @@
 """A training run from its options: check the directory, assemble the parts, train with the
-standard observers (metrics.csv, progress, TensorBoard), and keep the record.
+standard observers (metrics.csv, progress, TensorBoard, the ``--tracker``), and keep the record.
 
 Nothing in the run directory changes until every option, the data and the model have been
 checked and the first batch has passed the reference check: a bad ``--seed`` or grey data for
@@ -34,6 +34,7 @@ from .options import ConfigError, TrainConfig, options
 from .run_dir import RunDirectory, RunDirectoryError
 from .schema import flag_of
 from .tensorboard import TensorBoardLog
+from .trackers import attach_tracker
 
 
 @dataclass
@@ -68,7 +69,19 @@ def resumed_config(given: Mapping[str, Any], how: str = "--plugin") -> TrainConf
             "a resumed run keeps its options; these differ from the run's: "
             + ", ".join(flag_of(k) for k in changed)
         )
-    return dataclasses.replace(saved, **given)
+    return dataclasses.replace(saved, **given, **_no_longer_applying(saved, given))
+
+
+def _no_longer_applying(saved: TrainConfig, given: Mapping[str, Any]) -> dict[str, None]:
+    """The run's resumable options, not given, that the ones given make inapplicable (the
+    ``--tracking-uri`` of a run resumed with ``--tracker none``): dropped."""
+    probe = object.__new__(TrainConfig)
+    probe.__dict__.update({**saved.__dict__, **given})
+    return {
+        k: None
+        for k, opt in options().items()
+        if opt.resumable and k not in given and not probe.applies(k)
+    }
 
 
 def _as_saved(value: Any) -> Any:
@@ -132,6 +145,8 @@ def fit(
             check_resumable(config, saved)
         elif not overwrite:
             run_dir.refuse_to_clobber()
+        # before the data is read: a tracker out of reach stops here (--tracker-errors stop)
+        tracker = attach_tracker(config, run_dir, resume) if run_dir.writes else None
         parts = assemble(config, data, vae)
         if not resume:  # the record of the data it read goes into config.json
             parts.config = config = dataclasses.replace(config, data_source=parts.run_data.record)
@@ -140,7 +155,9 @@ def fit(
             standard.append(Progress())
         if config.tensorboard:
             standard.append(TensorBoardLog(run_dir.path))
-        trainer = Trainer(parts, run_dir, [*standard, *observers], saved)
+        # the tracker comes last: it sends what the others (the figures) have written
+        trackers = [tracker] if tracker is not None else []
+        trainer = Trainer(parts, run_dir, [*standard, *observers, *trackers], saved)
         if overwrite and not resume:
             run_dir.clear()  # only now: options, data, model and first batch have passed
         run_dir.start(config.as_dict(), metric_fields(parts.vae), trainer.metrics)

@@ -7,6 +7,8 @@
                                          versioned and checksummed, no pickle
     RUN_DIR/checkpoint.prev.safetensors  the checkpoint before it
     RUN_DIR/tensorboard/                 TensorBoard event files (pyro_vae.training.tensorboard)
+    RUN_DIR/tracker.json                 the run's record on an experiment tracker (--tracker:
+                                         pyro_vae.training.trackers), for --resume
     RUN_DIR/figures/*.png                (drawn by pyro_vae.report, swapped in as one set)
     RUN_DIR/evaluation.json              (``pyro-vae evaluate``)
     RUN_DIR/report.html                  (``pyro-vae report``)
@@ -69,8 +71,9 @@ LEGACY_PREVIOUS_CHECKPOINT = previous_path(Path(LEGACY_CHECKPOINT)).name
 CHECKPOINTS = (CHECKPOINT, PREVIOUS_CHECKPOINT, LEGACY_CHECKPOINT, LEGACY_PREVIOUS_CHECKPOINT)
 REPORT, SAMPLES, SAMPLES_TENSOR = "report.html", "samples.png", "samples.pt"
 TENSORBOARD = "tensorboard"
+TRACKER = "tracker.json"
 # the training record, and what is derived from the model it holds
-RECORD = (*CHECKPOINTS, CONFIG, METRICS, SUMMARY, TENSORBOARD)  # the model first
+RECORD = (*CHECKPOINTS, CONFIG, METRICS, SUMMARY, TENSORBOARD, TRACKER)  # the model first
 DERIVED = (EVALUATION, REPORT, SAMPLES, SAMPLES_TENSOR, FIGURES)
 CLEARING = ".pyro-vae.clearing"  # there while --overwrite removes a run: a kill is finished next
 # what a checkpoint must hold to continue a run
