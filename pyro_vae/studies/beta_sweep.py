@@ -4,7 +4,8 @@
 
 One run per beta; the test rate (KL) and distortion (-E log p(x|z)) of each trace the
 rate-distortion curve, on which -ELBO = D + R is smallest at beta = 1. Writes beta_sweep.json,
-beta_sweep.md and rate_distortion.png under OUT.
+beta_sweep.md and rate_distortion.png under OUT (with ``--replicates``, the curve of the means
+with ± sd bars).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from ..data import load_dataset
 from ..report import plots
 from ..training import TrainConfig
+from ..training.atomic_files import atomic_write
 from .harness import base_config, evaluate_or_reuse, run_arguments, study, train_or_reuse
 from .tables import write_tables
 
@@ -58,12 +60,28 @@ def beta_sweep(out: str | Path, betas: Sequence[float], base: TrainConfig) -> li
             ("active_units", "active units", ""),
         ],
     )
-    plots.rate_distortion(
-        rows,
-        out / "rate_distortion.png",
-        f"{base.dataset}: rate-distortion by beta (z={base.z_dim})",
-    )
+    plots.rate_distortion(rows, out / "rate_distortion.png", _title(base))
     return rows
+
+
+def _title(base: TrainConfig) -> str:
+    return f"{base.dataset}: rate-distortion by beta (z={base.z_dim})"
+
+
+def _figure_over_replicates(tables: dict[str, list[dict]], args: argparse.Namespace) -> None:
+    """The rate-distortion curve of the means over replicates, with ± sd bars."""
+    rows, path = tables["beta_sweep"], Path(args.out) / "rate_distortion.png"
+    fig = plots.rate_distortion(rows, path, _title(base_config(args)))
+    fig.axes[0].errorbar(
+        [r["rate"] for r in rows],
+        [r["distortion"] for r in rows],
+        xerr=[r.get("rate_sd", 0.0) for r in rows],
+        yerr=[r.get("distortion_sd", 0.0) for r in rows],
+        fmt="none",
+        ecolor="tab:blue",
+        capsize=3,
+    )
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -78,7 +96,12 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-@study("beta-sweep", "the rate-distortion curve: one run per beta", _arguments)
+@study(
+    "beta-sweep",
+    "the rate-distortion curve: one run per beta",
+    _arguments,
+    _figure_over_replicates,
+)
 def run(args: argparse.Namespace) -> int:
     beta_sweep(args.out, args.betas, base_config(args))
     print((Path(args.out) / "beta_sweep.md").read_text())

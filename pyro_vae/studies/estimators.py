@@ -202,7 +202,8 @@ def _write(
 
 
 def _figure(rows: list[dict], path: Path, dataset: str) -> None:
-    """Test log p(x) and test -ELBO per estimator, a bar per beta."""
+    """Test log p(x) and test -ELBO per estimator, a bar per beta (over replicates: the mean,
+    with ± sd bars)."""
     labels = list(dict.fromkeys(r["estimator"] for r in rows))
     betas = list(dict.fromkeys(r["beta"] for r in rows))
     width = 0.8 / len(betas)
@@ -211,20 +212,24 @@ def _figure(rows: list[dict], path: Path, dataset: str) -> None:
         (axes[0], "test_log_likelihood", "test log p(x) (K importance samples), higher is better"),
         (axes[1], "test_neg_elbo", "test -ELBO, lower is better"),
     ]:
+        sd = f"{key}_sd"  # over replicates
+        bars = {"yerr": [], "capsize": 3} if any(sd in r for r in rows) else {}
         for j, beta in enumerate(betas):
-            vals = [
-                next(
-                    (r[key] for r in rows if r["estimator"] == lab and r["beta"] == beta), math.nan
-                )
+            cells = [
+                next((r for r in rows if r["estimator"] == lab and r["beta"] == beta), {})
                 for lab in labels
             ]
+            if bars:
+                bars["yerr"] = [c.get(sd, 0.0) for c in cells]
             ax.bar(
                 [i + (j - (len(betas) - 1) / 2) * width for i in range(len(labels))],
-                vals,
+                [c.get(key, math.nan) for c in cells],
                 width,
                 label=f"beta={beta:g}",
+                **bars,
             )
-        finite = [r[key] for r in rows if math.isfinite(r[key])]
+        finite = [r[key] + e * r.get(sd, 0.0) for r in rows for e in (-1, 1)]
+        finite = [v for v in finite if math.isfinite(v)]
         lo, hi = min(finite), max(finite)
         ax.set_ylim(lo - 0.15 * (hi - lo) - 1, hi + 0.15 * (hi - lo) + 1)
         ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right")
@@ -333,10 +338,15 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
     return chosen
 
 
+def _figure_over_replicates(tables: dict[str, list[dict]], args: argparse.Namespace) -> None:
+    _figure(tables["estimators"], Path(args.out) / "estimators.png", args.dataset)
+
+
 @study(
     "estimators",
     "one architecture trained with each estimator and beta, compared by test log p(x)",
     _arguments,
+    _figure_over_replicates,
 )
 def run(args: argparse.Namespace) -> int:
     chosen = ESTIMATOR_SET

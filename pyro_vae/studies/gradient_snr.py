@@ -119,6 +119,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--draws", type=at_least(2), default=100, help="gradient draws per K")
     p.add_argument("--batch", type=at_least(1), default=16, help="images in the fixed batch")
+    p.add_argument(
+        "--seed", type=int, default=0, help="the seed of the run it trains and of the draws"
+    )
     p.add_argument("--out", default="runs/gradient-snr", help="where the results go")
 
 
@@ -129,7 +132,12 @@ def _model(args: argparse.Namespace, out: Path) -> Path:
     run_dir = out / "model"
     if not (run_dir / "summary.json").exists():
         config = TrainConfig(
-            hidden=(200, 200), z_dim=50, epochs=args.epochs, out=str(run_dir), progress=False
+            hidden=(200, 200),
+            z_dim=50,
+            epochs=args.epochs,
+            seed=args.seed,
+            out=str(run_dir),
+            progress=False,
         )
         train(config, overwrite=True)
     return run_dir
@@ -145,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
     vae = loaded.vae
     groups = {"encoder": vae.guide_parameters(), "decoder": list(vae.decoder.parameters())}
     t0 = time.perf_counter()
-    result = gradient_snr(vae.model, vae.guide, x, groups, args.particles, draws=args.draws)
+    result = gradient_snr(
+        vae.model, vae.guide, x, groups, args.particles, draws=args.draws, seed=args.seed
+    )
     seconds = time.perf_counter() - t0
     ks = [f"K={k}" for k in args.particles]
     rows = [

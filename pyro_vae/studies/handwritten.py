@@ -24,7 +24,7 @@ from ..model import LIKELIHOODS, PRIORS, VAE
 from ..training import TrainConfig, resolve_device
 from ..training.option_help import option_help
 from ..workflow import train
-from .harness import study
+from .harness import chosen_options, study
 from .tables import write_tables
 
 
@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     text = write_tables(
         out,
         "handwritten",
-        vars(args) | {"device": str(device), "threads": torch.get_num_threads()},
+        chosen_options(args)
+        | {"command": args.command, "device": str(device), "threads": torch.get_num_threads()},
         [*rows, summary],
         "test -ELBO of each model, the same evaluator and posterior noise for both; nats",
         [

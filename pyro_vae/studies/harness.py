@@ -3,13 +3,18 @@ reusing its runs, measuring them the same way, and the options most studies take
 comes from :mod:`pyro_vae.training.option_help`).
 
 A study trains its runs under its ``--out`` directory; a finished run is reused and a stopped
-one resumed, so a long study that is killed picks up where it was. A new study is one module
-with a function decorated by :func:`study`.
+one resumed, so a long study that is killed picks up where it was. With ``--replicates K`` a
+study runs K times, with seeds SEED, ..., SEED+K-1, each time as it runs once, under
+OUT/seed-SEED; its tables, and the figure it draws from them, give each measure's mean ± sd
+over the replicates (:func:`replicated`). A new study is one module with a function decorated
+by :func:`study`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import math
 import sys
@@ -27,22 +32,93 @@ from ..training.evaluate import annealing_record
 from ..training.option_help import option_help
 from ..training.run_dir import CONFIG, EVALUATION, SUMMARY, find_checkpoint
 from ..workflow import train
+from .tables import recording, write_replicated
 
 # name -> run(args) -> exit status; each has .summary (one line) and .arguments(parser)
 STUDIES: Registry[int] = Registry("study")
 
+# a study's figure drawn again from its tables over replicates: (rows by table name, args)
+Figure = Callable[[dict[str, list[dict]], argparse.Namespace], None]
+
 
 def study(
-    name: str, summary: str, arguments: Callable[[argparse.ArgumentParser], None]
+    name: str,
+    summary: str,
+    arguments: Callable[[argparse.ArgumentParser], None],
+    figure: Figure | None = None,
 ) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
-    """Register ``run(args)`` as ``pyro-vae study NAME``, with the options ``arguments`` adds."""
+    """Register ``run(args)`` as ``pyro-vae study NAME``, with the options ``arguments`` adds
+    and ``--replicates``. ``figure``: draws the study's figure from its tables over
+    replicates (mean, and ± sd as error bars) into OUT; without one, each replicate's figures
+    stay under OUT/seed-SEED only."""
 
     def decorate(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        run.summary = summary  # type: ignore[attr-defined]
-        run.arguments = arguments  # type: ignore[attr-defined]
-        return STUDIES.register(name)(run)
+        @functools.wraps(run)
+        def each_replicate(args: argparse.Namespace) -> int:
+            return replicated(run, args, figure)
+
+        def all_arguments(p: argparse.ArgumentParser) -> None:
+            arguments(p)
+            replicates_argument(p)
+
+        each_replicate.summary = summary  # type: ignore[attr-defined]
+        each_replicate.arguments = all_arguments  # type: ignore[attr-defined]
+        return STUDIES.register(name)(each_replicate)
 
     return decorate
+
+
+def replicates_argument(p: argparse.ArgumentParser) -> None:
+    """``--replicates K``, on every study; one that repeats over its own ``--seeds`` (it has
+    no ``--seed``) takes only 1."""
+    seeded = any(a.dest == "seed" for a in p._actions)
+    p.add_argument(
+        "--replicates",
+        type=at_least(1),
+        default=1,
+        metavar="K",
+        help="run the study K times, with seeds SEED, SEED+1, ..., SEED+K-1 (each under "
+        "OUT/seed-SEED), and give each measure's mean ± sd over them"
+        if seeded
+        else "1: this study repeats each comparison over its own --seeds",
+    )
+
+
+def replicated(
+    run: Callable[[argparse.Namespace], int], args: argparse.Namespace, figure: Figure | None
+) -> int:
+    """``run(args)``; with ``args.replicates`` K > 1, ``run`` once per seed SEED, ...,
+    SEED+K-1 with OUT/seed-SEED as its ``--out`` (its runs reused or resumed as in one run;
+    what it prints goes to stderr), then each table it wrote, over the replicates, into OUT
+    (:func:`~pyro_vae.studies.tables.write_replicated`), and ``figure`` from them."""
+    count = getattr(args, "replicates", 1)
+    if count == 1:
+        return run(args)
+    if getattr(args, "seed", None) is None:
+        raise ValueError(
+            f"--replicates {count}: study {getattr(args, 'study', '')} repeats each comparison "
+            "over its own --seeds: list the seeds there"
+        )
+    out, seeds = Path(args.out), [args.seed + k for k in range(count)]
+    written = []
+    for seed in seeds:
+        announce(f"replicate {seed - args.seed + 1} of {count}: seed {seed}")
+        one = vars(args) | {"seed": seed, "out": str(out / f"seed-{seed}"), "replicates": 1}
+        with recording() as tables, contextlib.redirect_stdout(sys.stderr):
+            status = run(argparse.Namespace(**one))
+        if status:
+            return status
+        written.append(tables)
+    merged, texts = {}, []
+    for name in written[0]:
+        if any(name not in tables for tables in written):
+            raise ValueError(f"{name}: not every replicate wrote this table")
+        merged[name], text = write_replicated(out, [t[name] for t in written], seeds)
+        texts.append(text)
+    if figure is not None:
+        figure(merged, args)
+    print("\n".join(texts))
+    return 0
 
 
 def train_or_reuse(config: TrainConfig, data: ImageData | None = None) -> dict[str, Any]:
@@ -252,8 +328,8 @@ def measure_arguments(p: argparse.ArgumentParser) -> None:
 
 def chosen_options(args: argparse.Namespace) -> dict[str, Any]:
     """The study's options as the command line set them, for its table's JSON (without
-    argparse's dispatch entries)."""
-    return {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    argparse's dispatch entries, nor ``--replicates``: a table over replicates gives it)."""
+    return {k: v for k, v in vars(args).items() if k not in ("func", "command", "replicates")}
 
 
 def base_config(args: argparse.Namespace) -> TrainConfig:
