@@ -1,4 +1,5 @@
-"""The ``pyro-vae`` command line: ``train``, ``evaluate``, ``sample``, ``report``, ``study``.
+"""The ``pyro-vae`` command line: ``train``, ``evaluate``, ``sample``, ``report``, ``study``,
+``tune``.
 
 ``train``'s flags are the training options (:mod:`pyro_vae.training.options`), each declared
 once there; this module only turns them into argparse flags. Errors a user can fix (a
@@ -21,31 +22,9 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import __version__, plugins
-from ..checks import ReferenceMismatch
-from ..training import (
-    NonFiniteLoss,
-    RunDirectory,
-    Terminated,
-    TrainConfig,
-    TrainingInterrupted,
-    load_run,
-    options,
-    read_config,
-    terminate_on_sigterm,
-)
-from ..training.atomic_files import RunFileError, atomic_write
-from ..training.banner import reference_line
-from ..training.distributed import leave_worker_process
-from ..training.option_help import option_help
-from ..training.run_dir import (
-    FIGURES,
-    METRICS,
-    SAMPLES,
-    find_checkpoint,
-    read_metrics,
-)
 from .config_file import (
     add_config,
     apply_config_file,
@@ -57,12 +36,18 @@ from .evaluate import add_evaluate, check_seed, evaluate
 from .help import CommandParser
 from .plugin_flags import add_plugin, early_plugins
 from .train_flags import add_train, print_config, train_config
+from .tune import add_tune, tune
+
+if TYPE_CHECKING:
+    from ..training.atomic_files import RunFileError
 
 EXIT_USAGE, EXIT_NON_FINITE, EXIT_NOT_WRITTEN = 2, 3, 4
 MAX_SAMPLES = 10_000  # a 100 x 100 grid; more is a job for the Python API
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ..training.banner import reference_line
+    from ..training.distributed import leave_worker_process
     from ..workflow import train
 
     if args.print_config:
@@ -81,6 +66,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _add_sample_and_report(sub: argparse._SubParsersAction) -> None:
+    from ..training.option_help import option_help
+    from ..training.run_dir import SAMPLES
+
     what = "decode draws from the prior of a trained run"
     p = sub.add_parser("sample", help=what, description=what[0].upper() + what[1:] + ".")
     p.add_argument("run_dir", help="a run directory written by pyro-vae train")
@@ -111,6 +99,9 @@ def _sample(args: argparse.Namespace) -> int:
     import torch
 
     from ..report import plots
+    from ..training import RunDirectory, load_run, read_config
+    from ..training.atomic_files import atomic_write
+    from ..training.run_dir import SAMPLES
 
     if not 1 <= args.num <= MAX_SAMPLES:
         raise ValueError(f"--num must be in [1, {MAX_SAMPLES}], got {args.num}")
@@ -135,6 +126,8 @@ def _sample(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from ..model import ConditionalVAE
     from ..report import figure_names, make_figures, write_report
+    from ..training import RunDirectory, load_run, read_config
+    from ..training.run_dir import FIGURES, METRICS, read_metrics
 
     run_dir = RunDirectory(args.run_dir)
     read_config(run_dir.path)
@@ -192,6 +185,7 @@ COMMANDS = {
     "sample": _sample,
     "report": _report,
     "study": _study,
+    "tune": tune,
 }
 
 
@@ -214,6 +208,7 @@ def parser() -> argparse.ArgumentParser:
     add_evaluate(sub)
     _add_sample_and_report(sub)
     _add_study(sub)
+    add_tune(sub)
     return p
 
 
@@ -236,6 +231,9 @@ ONCE = {
 def _not_written(args: argparse.Namespace, argv: Sequence[str], err: RunFileError) -> str:
     """Which file could not be written, what is left whole, and the command that finishes
     the job (two lines)."""
+    from ..training import TrainConfig
+    from ..training.run_dir import FIGURES, find_checkpoint
+
     path, name = Path(err.filename), errno.errorcode.get(err.errno or 0)
     why = f"{err.strerror} ({name})" if name else str(err.strerror)
     if args.command != "train":
@@ -273,6 +271,8 @@ def _log_to_stderr() -> None:
 def _parse(argv: list[str]) -> argparse.Namespace:
     """The command line, with a ``--config`` file's options as the defaults of its flags; the
     file's plug-ins and ``MODULE:FACTORY`` model are imported first, as a flag's would be."""
+    from ..training import options
+
     path = config_path(argv)
     file = read_config_file(path, sections=("search",)) if path else None
     early = list(argv)
@@ -302,8 +302,34 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _asks_version(argv: Sequence[str]) -> bool:
+    """Whether the parser would print the version: ``--version`` (or an abbreviation) before
+    the command and before any ``--help``. :func:`main` answers it before importing torch and
+    the rest of the package, which the other commands need and the version does not."""
+    for arg in argv:
+        if arg == "--" or not arg.startswith("-"):
+            return False
+        if len(arg) > 2 and "--version".startswith(arg):
+            return True
+        if arg == "-h" or (len(arg) > 2 and "--help".startswith(arg)):
+            return False
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if _asks_version(argv):
+        print(f"pyro-vae {__version__}")
+        raise SystemExit(0)  # as argparse's version action does
+    from ..checks import ReferenceMismatch
+    from ..training.atomic_files import RunFileError
+    from ..training.stops import (
+        NonFiniteLoss,
+        Terminated,
+        TrainingInterrupted,
+        terminate_on_sigterm,
+    )
+
     try:
         args = _parse(argv)
     except (plugins.PluginError, ValueError) as err:  # before anything is read or written

@@ -1,5 +1,6 @@
 """``pyro-vae evaluate RUN_DIR``: test log p(x) by importance sampling, AIS or BDMC, with
-the run's -ELBO, rate, distortion and active units on the same images."""
+the run's -ELBO, rate, distortion and active units on the same images. (The training layer is
+imported by the functions that use it: ``pyro-vae --version`` imports none of it.)"""
 
 from __future__ import annotations
 
@@ -7,11 +8,6 @@ import argparse
 import json
 from pathlib import Path
 
-from ..inference.annealing import AnnealingSettings
-from ..training import evaluate_run
-from ..training.evaluate import COMPILE_FROM, METHODS, evaluation_line
-from ..training.option_help import option_help
-from ..training.run_dir import EVALUATION
 from .config_file import add_config
 from .plugin_flags import add_plugin
 
@@ -23,6 +19,11 @@ def check_seed(seed: int) -> None:
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    from ..inference.annealing import AnnealingSettings
+    from ..training.evaluate import COMPILE_FROM, METHODS
+    from ..training.option_help import option_help
+    from ..training.run_dir import EVALUATION
+
     p = sub.add_parser(
         "evaluate",
         help="test log p(x) (IS, AIS or BDMC), -ELBO, active units",
@@ -70,6 +71,11 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    from ..inference.annealing import AnnealingSettings
+    from ..training import evaluate_run
+    from ..training.evaluate import evaluation_line
+    from ..training.run_dir import EVALUATION
+
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.max_images is not None and args.max_images < 1:

@@ -1,5 +1,6 @@
 """``--plugin`` on every command, imported before the command line is read, and a flag for
-each option of the user's own parts."""
+each option of the user's own parts. (The training layer is imported by the functions that use
+it: ``pyro-vae --version`` imports none of it.)"""
 
 from __future__ import annotations
 
@@ -8,9 +9,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import plugins
-from ..training import options
-from ..training.schema import flag_of
-from ..training.user_code import prepare_training, user_part_options
 from .help import shown
 
 
@@ -32,6 +30,8 @@ def early_plugins(argv: Sequence[str]) -> None:
     """Import what ``argv`` names before the parser is built: the installed entry points, every
     ``--plugin``, and the ``--model MODULE:FACTORY`` of train (its options become flags) or of
     a study (``study estimators --model ...``: a bad reference is one line before parsing)."""
+    from ..training.user_code import prepare_training
+
     named, model = [], None
     command = next((arg for arg in argv if not arg.startswith("-")), None)  # (after --debug)
     for i, arg in enumerate(argv):
@@ -51,6 +51,10 @@ def early_plugins(argv: Sequence[str]) -> None:
 def part_option_flags(p: argparse._ArgumentGroup) -> None:
     """A flag for each option of the user's registered parts that no field declares (a
     plug-in likelihood's ``--df``), typed by its default."""
+    from ..training import options
+    from ..training.schema import flag_of
+    from ..training.user_code import user_part_options
+
     declared = set(options()) | {"data_shape"}
     for name, (default, owners) in user_part_options().items():
         if name in declared:

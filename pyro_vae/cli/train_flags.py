@@ -1,23 +1,29 @@
 """``pyro-vae train``'s flags (one per declared option, each defaulting to None so the options
-given are told from those left out), ``--print-config``, and the config the flags make."""
+given are told from those left out), ``--print-config``, and the config the flags make. (The
+training layer is imported by the functions that use it: ``pyro-vae --version`` imports none
+of it.)"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..training import TrainConfig, options
-from ..training.option_help import option_help
-from ..training.run import resumed_config
-from ..training.schema import ConfigError, Option, flag_of
 from .config_file import ConfigFile, add_config, config_as_toml
 from .help import shown
 from .plugin_flags import add_plugin, part_option_flags
+
+if TYPE_CHECKING:
+    from ..training import TrainConfig
+    from ..training.schema import ConfigError, Option
 
 
 def _add_option(p: argparse.ArgumentParser, name: str, opt: Option) -> None:
     """One training option as a flag. Its default is None, so that the options given can be
     told from those left out (a resumed run, and options that do not apply)."""
+    from ..training import TrainConfig
+    from ..training.option_help import option_help
+    from ..training.schema import flag_of
+
     default = TrainConfig.__dataclass_fields__[name].default
     kw: dict[str, Any] = {"dest": name, "default": None}
     if isinstance(default, bool):
@@ -38,6 +44,8 @@ def _add_option(p: argparse.ArgumentParser, name: str, opt: Option) -> None:
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
+    from ..training import options
+
     p = sub.add_parser("train", help="train a VAE with SVI and write a run directory")
     add_plugin(p)
     add_config(p)
@@ -70,6 +78,10 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     may change on resume (``--epochs``, ``--device``, ...) taken from the flags
     (:func:`~pyro_vae.training.run.resumed_config`). An option a ``--config`` file gave that
     the config refuses is named with the file."""
+    from ..training import TrainConfig, options
+    from ..training.run import resumed_config
+    from ..training.schema import ConfigError
+
     declared = options()
     given = {name: getattr(args, name) for name in declared if getattr(args, name) is not None}
     given |= {
@@ -91,6 +103,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 def _named_in_file(args: argparse.Namespace, err: ConfigError) -> ConfigError:
     """``err`` with the file and key in front, where it is about an option the file set."""
+    from ..training.schema import ConfigError, flag_of
+
     file: ConfigFile | None = getattr(args, "config_file", None)
     text = str(err)
     for key in getattr(args, "from_file", ()):
@@ -101,6 +115,9 @@ def _named_in_file(args: argparse.Namespace, err: ConfigError) -> ConfigError:
 
 def print_config(args: argparse.Namespace) -> int:
     """``train --print-config``: the resolved options that apply, as TOML, by group."""
+    from ..training import options
+    from ..training.option_help import option_help
+
     config = train_config(args)
     declared = options()
     record = config.as_dict()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import torch
-from scipy.optimize import linear_sum_assignment
 
 
 def classification_error(predicted: torch.Tensor, labels: torch.Tensor) -> float:
@@ -23,6 +22,8 @@ def cluster_matching(assigned: torch.Tensor, labels: torch.Tensor) -> dict[int, 
     table = torch.zeros(clusters, classes, dtype=torch.long)
     table.index_put_((assigned, labels), torch.ones_like(assigned), accumulate=True)
     if clusters <= classes:
+        from scipy.optimize import linear_sum_assignment  # (0.4 s to import: only here)
+
         rows, cols = linear_sum_assignment(table.numpy(), maximize=True)
         return {int(r): int(c) for r, c in zip(rows, cols, strict=True)}
     return {k: int(table[k].argmax()) for k in range(clusters)}

@@ -18,12 +18,13 @@ not constants baked into the graph, so a captured graph stays right while they t
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from collections.abc import Callable, Iterator, Sequence
 
 import pyro
 import torch
 from torch import nn
-from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.utils.stateless import _reparametrize_module
 
@@ -110,16 +111,25 @@ def split_addmm(graph: torch.fx.Graph) -> None:
             graph.erase_node(node)
 
 
-class SplitAddmm(CustomGraphPass):
-    """:func:`split_addmm` as an Inductor pass run after its own rewrites
-    (``post_grad_custom_post_pass``): those fuse every ``mm`` followed by a bias add back into
-    an ``addmm`` on the CPU, so a split made before compiling did not survive."""
+@functools.cache
+def split_addmm_pass() -> Callable[[torch.fx.Graph], None]:
+    """The Inductor pass of :func:`split_addmm`, its class made on first use: Inductor's base
+    class imports Dynamo and Inductor (over a second), which a command that compiles nothing
+    should not wait for."""
+    from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 
-    def __call__(self, graph: torch.fx.Graph) -> None:
-        split_addmm(graph)
+    class SplitAddmm(CustomGraphPass):
+        """:func:`split_addmm` as an Inductor pass run after its own rewrites
+        (``post_grad_custom_post_pass``): those fuse every ``mm`` followed by a bias add back
+        into an ``addmm`` on the CPU, so a split made before compiling did not survive."""
 
-    def uuid(self) -> bytes:
-        return get_hash_for_files((__file__,))
+        def __call__(self, graph: torch.fx.Graph) -> None:
+            split_addmm(graph)
+
+        def uuid(self) -> bytes:
+            return get_hash_for_files((__file__,))
+
+    return SplitAddmm()
 
 
 def compile_graph(
@@ -139,8 +149,26 @@ def compile_graph(
         return graph
     if cuda_graphs:
         return torch.compile(graph, mode="reduce-overhead", dynamic=False)
-    options = {"fallback_random": True, "post_grad_custom_post_pass": SplitAddmm()}
+    options = {"fallback_random": True, "post_grad_custom_post_pass": split_addmm_pass()}
     return InductorGraph(graph, options)
+
+
+class _NoCudaRuntimeNotice(logging.Filter):
+    """Drops torch's ``No CUDA runtime is found, using CUDA_HOME=...``: Inductor imports
+    ``torch.utils.cpp_extension`` for the C++ headers of its CPU kernels, and that import says
+    so on any machine with a CUDA toolkit but no GPU. It is about CUDA extensions, which a CPU
+    kernel never builds: nothing a user of a CPU run could act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+def quiet_cuda_home_notice() -> None:
+    """Keep that one notice of ``torch.utils.cpp_extension`` out of the output (its other
+    messages pass); idempotent."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _NoCudaRuntimeNotice) for f in log.filters):
+        log.addFilter(_NoCudaRuntimeNotice())
 
 
 class InductorGraph:
@@ -157,5 +185,8 @@ class InductorGraph:
 
     def __call__(self, *args: object) -> object:
         if self._compiled is None:
+            import torch._inductor
+
+            quiet_cuda_home_notice()
             self._compiled = torch._inductor.compile(self.graph, list(args), self.options)
         return self._compiled(*args)

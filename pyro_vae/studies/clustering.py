@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib.image as mpimg
-import matplotlib.pyplot as plt
-
 from ..data import load_dataset
+from ..report.plots import plt
 from ..training import TrainConfig
 from ..training.option_help import option_help
 from ..training.run_dir import FIGURES
@@ -60,10 +58,18 @@ def clustering(args: argparse.Namespace) -> list[dict]:
 
 
 def plot_clustering(rows: list[dict], classes: int, path: Path) -> None:
-    """Cluster accuracy against beta, and the most accurate run's per-cluster samples."""
+    """Cluster accuracy against beta, and the most accurate run's per-cluster samples (over
+    replicates: the mean accuracy with ± sd bars, and the first replicate's samples)."""
+    import matplotlib.image as mpimg
+
     fig, (ax, shown) = plt.subplots(1, 2, figsize=(10, 4.6), width_ratios=(1, 1.1))
     betas = [r["beta"] for r in rows]
-    ax.plot(betas, [r["cluster_accuracy"] for r in rows], marker="o")
+    accuracy = [r["cluster_accuracy"] for r in rows]
+    if any("cluster_accuracy_sd" in r for r in rows):
+        spread = [r.get("cluster_accuracy_sd", 0.0) for r in rows]
+        ax.errorbar(betas, accuracy, yerr=spread, marker="o", capsize=3)
+    else:
+        ax.plot(betas, accuracy, marker="o")
     ax.axhline(1 / classes, color="grey", ls=":", label=f"chance (1/{classes})")
     if min(betas) > 0:
         ax.set_xscale("log")
@@ -76,7 +82,8 @@ def plot_clustering(rows: list[dict], classes: int, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     best = max(rows, key=lambda r: r["cluster_accuracy"])
-    shown.imshow(mpimg.imread(Path(best["run"]) / FIGURES / SAMPLES))
+    run_dir = best["run"][0] if isinstance(best["run"], list) else best["run"]  # replicates'
+    shown.imshow(mpimg.imread(Path(run_dir) / FIGURES / SAMPLES))
     shown.set_title(f"beta = {best['beta']:g}: a row per value of c, one z per column", fontsize=9)
     shown.axis("off")
     fig.tight_layout()
@@ -93,7 +100,16 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=at_least(2), default=10, help=option_help("classes"))
 
 
-@study("clustering", "the joint VAE's clusters against the classes, by beta", _arguments)
+def _figure_over_replicates(tables: dict[str, list[dict]], args: argparse.Namespace) -> None:
+    plot_clustering(tables["clustering"], args.classes, Path(args.out) / "clustering.png")
+
+
+@study(
+    "clustering",
+    "the joint VAE's clusters against the classes, by beta",
+    _arguments,
+    _figure_over_replicates,
+)
 def run(args: argparse.Namespace) -> int:
     rows = clustering(args)
     out = Path(args.out)

@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pyro
 import torch
 
 from ..data import load_dataset
 from ..inference import ESTIMATORS
 from ..model import DISCRETE_SITES, build_model
+from ..report.plots import plt
 from ..training import TrainConfig, load_run
 from ..training.option_help import option_help
 from .harness import announce, at_least, chosen_options, study, train_or_reuse

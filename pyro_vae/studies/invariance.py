@@ -32,11 +32,11 @@ import argparse
 import math
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
 
 from ..data import Binarizer, rotated_mnist_sample
 from ..model.rotation_search import wrapped
+from ..report.plots import plt
 from ..training import TrainConfig, load_run
 from ..training.option_help import option_help
 from .harness import at_least, chosen_options, study, train_or_reuse

@@ -21,10 +21,9 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from ..checks.baseline_classifier import test_error, train_labelled_only
 from ..data import Binarizer, balanced_choice, load_dataset
+from ..report.plots import plt
 from ..training import TrainConfig
 from ..training.option_help import option_help
 from ..training.run_dir import METRICS, read_metrics
