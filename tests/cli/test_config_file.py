@@ -69,8 +69,11 @@ def test_a_runs_own_config_json_is_a_config(tmp_path, capsys):
     "content, suffix, message",
     [
         ("epochs = 'ten'\n", ".toml", "run.toml: epochs: is an integer, not 'ten'"),
-        ("epoch = 3\n", ".toml", "run.toml: epoch: unknown option for pyro-vae train (did you "
-                                 "mean 'epochs'?)"),  # fmt: skip
+        (
+            "epoch = 3\n",
+            ".toml",
+            "run.toml: epoch: unknown option for pyro-vae train (did you mean 'epochs'?)",
+        ),  # fmt: skip
         ("[model]\nlr = 0.1\n", ".toml", "run.toml: lr: belongs under [run], not [model]"),
         ("likelihood = 'gausian'\n", ".toml", "unknown likelihood 'gausian'"),
         ("sigma = 0.5\n", ".toml", "run.toml: sigma: --sigma does not apply to --model vae"),
@@ -79,8 +82,11 @@ def test_a_runs_own_config_json_is_a_config(tmp_path, capsys):
         ("{", ".json", "run.json: not valid JSON"),
         ("- 1\n", ".yaml", "run.yaml: a config file is a table of options, not a list"),
         ("overwrite = true\n", ".toml", "give --overwrite on the command line, not in a file"),
-        ("[search]\nlr = {low = 0.001, high = 0.01}\n", ".toml", "run.toml: search: a [search] "
-                                                                 "table is for pyro-vae tune"),
+        (
+            "[search]\nlr = {low = 0.001, high = 0.01}\n",
+            ".toml",
+            "run.toml: search: a [search] table is for pyro-vae tune",
+        ),
         ("epochs = 1\n", ".ini", "run.ini: a config file is .toml, .yaml, .yml or .json"),
     ],
 )
