@@ -35,7 +35,7 @@ from .config_file import (
 from .evaluate import add_evaluate, check_seed, evaluate
 from .help import CommandParser
 from .plugin_flags import add_plugin, early_plugins
-from .train_flags import add_train, print_config, train_config
+from .train_flags import add_train, option_groups, print_config, train_config
 from .tune import add_tune, tune
 
 if TYPE_CHECKING:
@@ -271,8 +271,6 @@ def _log_to_stderr() -> None:
 def _parse(argv: list[str]) -> argparse.Namespace:
     """The command line, with a ``--config`` file's options as the defaults of its flags; the
     file's plug-ins and ``MODULE:FACTORY`` model are imported first, as a flag's would be."""
-    from ..training import options
-
     path = config_path(argv)
     file = read_config_file(path, sections=("search",)) if path else None
     early = list(argv)
@@ -292,8 +290,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     if "search" in file.sections:
         raise file.error("search", f"a [search] table is for pyro-vae tune, not {command.prog}")
     flags = vars(root.parse_args(argv))  # what the command line gives, before the file
-    groups = {name: opt.group for name, opt in options().items()}
-    set_by_file = apply_config_file(command, file, groups)
+    set_by_file = apply_config_file(command, file, option_groups())
     args = root.parse_args(argv)
     args.config_file = file
     args.from_file = {

@@ -122,10 +122,16 @@ def print_config(args: argparse.Namespace) -> int:
     declared = options()
     record = config.as_dict()
     values = {name: record[name] for name in declared} | dict(config.part_options)
-    groups = {name: opt.group for name, opt in declared.items()}
-    groups |= {name: "model" for name in config.part_options}
+    groups = option_groups() | {name: "model" for name in config.part_options}
     if args.plugin:
         values["plugin"], groups["plugin"] = list(args.plugin), "run"
     notes = {name: option_help(name) for name in declared}
     print(config_as_toml(values, groups, notes), end="")
     return 0
+
+
+def option_groups() -> dict[str, str]:
+    """The table a train option goes under in a config file: its group."""
+    from ..training import options
+
+    return {name: opt.group for name, opt in options().items()}

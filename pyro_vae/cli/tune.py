@@ -17,7 +17,7 @@ from typing import Any
 from .config_file import CONFIG_FLAG, ConfigFile, ConfigFileError, apply_config_file
 from .help import CommandParser
 from .plugin_flags import add_plugin
-from .train_flags import add_train, train_config
+from .train_flags import add_train, option_groups, train_config
 
 
 def add_tune(sub: argparse._SubParsersAction) -> None:
@@ -137,13 +137,10 @@ def _train_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 def base_options(file: ConfigFile) -> tuple[dict[str, Any], list[str]]:
     """The options ``file`` gives every trial, checked as ``pyro-vae train --config FILE``
     checks them, and the plug-ins it names."""
-    from ..training import options
-
     if "out" in file.values:
         raise file.error("out", "each trial has its own run directory under pyro-vae tune --out")
     root, train = _train_parser()
-    groups = {name: opt.group for name, opt in options().items()}
-    set_by_file = apply_config_file(train, file, groups)
+    set_by_file = apply_config_file(train, file, option_groups())
     args = root.parse_args(["train"])
     args.config_file = file
     args.from_file = {dest.split(":", 1)[-1] for dest in set_by_file}
