@@ -3,7 +3,8 @@
 (wall clock), with ``python -c "import torch"`` beside them, the floor of any command that
 needs torch. Rounds alternate the commands (and the trees, with ``--baseline-tree``), so that
 a change in the machine's load falls on all of them alike; the medians are reported, with
-the load average and the CPU share other processes used while it ran.
+the load average and the CPU share other processes used while it ran, and the machine (its
+matmul peak measured first, in a child process of its own).
 
 ``--baseline-tree DIR`` times another checkout of the project (an earlier commit: ``git
 worktree add /tmp/cli_before COMMIT``) side by side, each tree's package imported from the
@@ -41,6 +42,10 @@ CASES = {
 }
 OUT = "benchmarks/results/cli_startup.json"
 GOALS = {"pyro-vae --version": 0.3, "pyro-vae train --help": 2.0}  # seconds, on an idle machine
+MACHINE = (
+    "import json, torch; from benchmarks.machine import machine_block; "
+    "print(json.dumps(machine_block(torch.device('cpu'))))"
+)
 
 
 def _busy_jiffies() -> int:
@@ -83,6 +88,16 @@ def _commit(tree: Path) -> str:
     dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True)  # fmt: skip
     return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+def _machine() -> dict[str, Any]:
+    """The machine block (:func:`benchmarks.machine.machine_block`: the CPU, its vector ISA,
+    the BLAS, the matmul peak), measured before the timings in a child process, so that torch
+    stays out of this one's memory."""
+    done = subprocess.run(
+        [sys.executable, "-c", MACHINE], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    return json.loads(done.stdout)
 
 
 def _time(argv: list[str], env: dict[str, str], cwd: Path) -> float:
@@ -144,7 +159,10 @@ def measure(trees: dict[str, Path], rounds: int, bytecode_cache: bool) -> dict[s
 
 
 def report_lines(result: dict[str, Any]) -> list[str]:
-    """The medians as a Markdown table: a column per tree, the goals beside them."""
+    """The medians as a Markdown table: a column per tree, the goals beside them; its caption
+    names the machine."""
+    from benchmarks.machine import machine_line  # (imports torch: after the timings)
+
     names = list(result["seconds"])
     head = ["command", *(f"{n} ({result['trees'][n]['commit']})" for n in names), "goal"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -154,8 +172,9 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"| `{case}` | " + " | ".join(cells) + f" | {goal} |")
     load = ", ".join(f"{v:.2f}" for v in result["loadavg_before"])
     lines.append(
-        f"\nmedians of {result['rounds']} runs; load average {load} before; other processes "
-        f"used {result['other_cpu_share']:.0%} of the CPUs meanwhile"
+        f"\nmedians of {result['rounds']} runs on {machine_line(result['machine'])}; load "
+        f"average {load} before; other processes used {result['other_cpu_share']:.0%} of the "
+        "CPUs meanwhile"
     )
     return lines
 
@@ -179,15 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     trees = {"this": Path(args.tree).resolve()}
     if args.baseline_tree:
         trees = {"baseline": Path(args.baseline_tree).resolve(), **trees}
-    result = {"command": shlex.join(["python", "-m", "benchmarks.cli_startup", *argv]),
+    machine = _machine()  # the matmul peak, before the timings
+    result = {**machine, "command": shlex.join(["python", "-m", "benchmarks.cli_startup", *argv]),
               "rounds": args.rounds, "bytecode_cache": args.bytecode_cache,
               "pythondontwritebytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE")),
               **measure(trees, args.rounds, args.bytecode_cache)}  # fmt: skip
-    import torch  # (after the timings: the parent's memory stays out of them)
-
-    from benchmarks.machine import machine_info
-
-    result = {"machine": machine_info(torch.device("cpu")), **result}
     this = result["seconds"]["this"]
     result["met"] = {case: this[case]["median"] <= goal for case, goal in GOALS.items()}
     path = Path(args.out)

@@ -74,8 +74,8 @@ from . import numpyro_paths
 from .log_likelihood_eval import eval_arguments, time_log_likelihood
 from .machine import (
     LoadMonitor,
-    machine_info,
-    matmul_peak_gflops,
+    machine_block,
+    machine_line,
     memory_mb,
     peak_memory_mb,
     process_cpu_seconds,
@@ -99,7 +99,6 @@ BASELINES = {
     "vs_numpyro_scan": "numpyro-scan",
 }
 SPEEDUPS = {"speedup_over_trace_elbo"}
-PEAK_MATMUL_SIZE, PEAK_REPEATS = 2048, 5
 
 
 @dataclass
@@ -185,20 +184,6 @@ def _summarize(res: PathResult, n_train: int, max_other_load: float) -> dict[str
     }
 
 
-def _matmul_peak(device: torch.device, progress: Callable[[str], None]) -> dict[str, Any]:
-    """The machine's float32 matmul rate (:func:`~benchmarks.machine.matmul_peak_gflops`)
-    and the CPU share other processes used meanwhile."""
-    with LoadMonitor() as load:
-        gflops = matmul_peak_gflops(device, PEAK_MATMUL_SIZE, PEAK_REPEATS)
-    progress(f"matmul peak: {gflops:.1f} GFLOP/s")
-    return {
-        "gflops": gflops,
-        "n": PEAK_MATMUL_SIZE,
-        "repeats": PEAK_REPEATS,
-        "other_cpu_share": load.other_cpu_share,
-    }
-
-
 def _add_rates(summary: dict, built: dict, data: ImageData, opts: dict, peak: float) -> None:
     """Each path's matrix-product FLOPs per epoch, the GFLOP/s its median epoch reached and
     their share of the matmul peak; the ratios to the baselines that ran."""
@@ -229,7 +214,8 @@ def run_benchmark(
     hand-written loop and to numpyro-scan (time: below 1 is faster) and to plain Pyro
     (speed-up in images/s), where those paths ran."""
     device = torch.device(opts["device"])
-    machine = machine_info(device) | {"matmul_peak": _matmul_peak(device, progress)}
+    machine = machine_block(device)["machine"]
+    progress(f"machine: {machine_line(machine)}")
     data = data.to(device)
     built = {name: PATHS[name][1](data, opts) for name in paths}
     if set(numpyro_paths.PATH_NAMES) & set(built):
@@ -238,7 +224,7 @@ def run_benchmark(
     n_train = data.train_x.shape[0]
     summary = {n: _summarize(r, n_train, max_other_load) for n, r in results.items()}
     clean = all(s.pop("clean") for s in summary.values())
-    _add_rates(summary, built, data, opts, machine["matmul_peak"]["gflops"])
+    _add_rates(summary, built, data, opts, machine["matmul_peak_gflops"])
     return {"machine": machine, "paths": summary, "clean": clean}
 
 
@@ -326,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
     config |= {"num_train": int(data.train_x.shape[0]), "max_other_load": args.max_other_load}
     report = {"machine": result.pop("machine"), "config": config, **result, "skipped": skipped}
     if args.eval_images:
-        peak = report["machine"]["matmul_peak"]["gflops"]
+        peak = report["machine"]["matmul_peak_gflops"]
         with flushed_denormals(args.denormals == "flush"):
             timed = time_log_likelihood(data, opts, args.eval_images, peak, args.eval_paths)
         report["log_likelihood_eval"] = timed

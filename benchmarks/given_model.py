@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.machine import machine_info
+from benchmarks.machine import machine_block, machine_line
 from pyro_vae.data import load_dataset
 from pyro_vae.model import build_vae
 from pyro_vae.training import TrainConfig, Trainer, assemble
@@ -48,7 +48,9 @@ def _trainers(compile: bool, seed: int) -> dict[str, Trainer]:
 
 
 def measure(rounds: int, compile: bool, seed: int = 0) -> dict:
-    """Epoch seconds of both arms over ``rounds`` alternating rounds (the first a warm-up)."""
+    """Epoch seconds of both arms over ``rounds`` alternating rounds (the first a warm-up),
+    beside the machine (its matmul peak measured first)."""
+    machine = machine_block(torch.device("cpu"))
     trainers = _trainers(compile, seed)
     seconds: dict[str, list[float]] = {arm: [] for arm in trainers}
     for r in range(rounds + 1):
@@ -59,7 +61,7 @@ def measure(rounds: int, compile: bool, seed: int = 0) -> dict:
                 seconds[arm].append(took)
     ratios = [g / n for g, n in zip(seconds["given"], seconds["named"], strict=True)]
     return {
-        "machine": machine_info(torch.device("cpu")),
+        **machine,
         "compiled": compile,
         "rounds": rounds,
         "epoch_seconds": {arm: statistics.median(s) for arm, s in seconds.items()},
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"named {e['named']:.3f} s/epoch, given {e['given']:.3f} s/epoch; given/named "
         f"{result['ratio_given_to_named']:.3f} (rounds {result['ratio_spread'][0]:.3f}-"
-        f"{result['ratio_spread'][1]:.3f}); {args.out}"
+        f"{result['ratio_spread'][1]:.3f}); on {machine_line(result['machine'])}; {args.out}"
     )
     return 0
 

@@ -8,9 +8,16 @@ import ctypes
 import os
 import platform
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from pyro_vae.kernels.matmul_choice import onednn_available, onednn_mm
+
+# the matmul peak: the best of PEAK_REPEATS products of two PEAK_MATMUL_SIZE-square float32
+# matrices, after one warm-up (about 0.5 s on two cores)
+PEAK_MATMUL_SIZE, PEAK_REPEATS = 2048, 5
 
 
 def _busy_jiffies() -> int:
@@ -93,10 +100,12 @@ def peak_memory_mb(device: torch.device) -> float:
     return _proc_status_mb("VmHWM")
 
 
-def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """The machine's float32 matmul rate in GFLOP/s: ``a @ b`` of two n x n matrices costs
-    2 n^3 flops; after one warm-up product, the best of ``repeats`` timed ones, on torch's
-    threads (as the paths use them)."""
+def matmul_peak_gflops(
+    device: torch.device, n: int = 2048, repeats: int = 5, product: Callable = torch.mm
+) -> float:
+    """The machine's float32 matmul rate in GFLOP/s: ``product(a, b)`` (``a @ b`` by torch's
+    BLAS unless told) of two n x n matrices costs 2 n^3 flops; after one warm-up product, the
+    best of ``repeats`` timed ones, on torch's threads (as the paths use them)."""
     g = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, generator=g, device=device)
     b = torch.randn(n, n, generator=g, device=device)
@@ -105,7 +114,7 @@ def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 5) ->
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        a @ b
+        product(a, b)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i:  # the first is the warm-up
@@ -147,3 +156,36 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def machine_block(device: torch.device) -> dict[str, dict[str, Any]]:
+    """``{"machine": ...}`` for a benchmark's JSON: :func:`machine_info` with the float32
+    matmul rate (:func:`matmul_peak_gflops`) as ``matmul_peak_gflops``, and under
+    ``matmul_peak`` its size, repeats and the CPU share other processes used meanwhile.
+    Measured once, now: call it before the timings, never among them."""
+    with LoadMonitor() as load:
+        gflops = matmul_peak_gflops(device, PEAK_MATMUL_SIZE, PEAK_REPEATS)
+        onednn = None
+        if device.type == "cpu" and onednn_available():
+            onednn = matmul_peak_gflops(device, PEAK_MATMUL_SIZE, PEAK_REPEATS, onednn_mm)
+    peak = {"n": PEAK_MATMUL_SIZE, "repeats": PEAK_REPEATS}
+    peak["other_cpu_share"] = load.other_cpu_share
+    rates = {"matmul_peak_gflops": gflops, "onednn_matmul_gflops": onednn, "matmul_peak": peak}
+    return {"machine": machine_info(device) | rates}
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    """A machine block (``machine_block(...)["machine"]``) as one line, for a table's header
+    or a printed summary: "AMD EPYC 7B13, AVX512, BLAS mkl, 2 threads, matmul 185 GFLOP/s
+    (oneDNN 420) (float32 2048x2048 a @ b)": torch's BLAS, and oneDNN, which the compiled
+    graphs use for the shapes it multiplies faster (the GPU's name instead of the CPU's on
+    CUDA)."""
+    n = machine.get("matmul_peak", {}).get("n", "?")
+    onednn = machine.get("onednn_matmul_gflops")
+    return (
+        f"{machine.get('gpu', machine['cpu'])}, {machine.get('vector_isa', '?')}, BLAS "
+        f"{machine.get('blas', '?')}, {machine['torch_threads']} threads, matmul "
+        f"{machine['matmul_peak_gflops']:.0f} GFLOP/s"
+        + (f" (oneDNN {onednn:.0f})" if onednn else "")
+        + f" (float32 {n}x{n} a @ b)"
+    )

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pyro_vae.studies.tables import markdown_table
 
 from .log_likelihood_eval import eval_markdown
+from .machine import machine_line
 from .paths import PATHS
 
 
@@ -43,12 +44,11 @@ def markdown_report(report: dict) -> str:
     """The benchmark's report as Markdown: what was timed and where, a row per path, the
     machine's matmul peak, the paths left out and why, and whether it is contaminated."""
     c, m = report["config"], report["machine"]
-    peak = m["matmul_peak"]
+    peak, gflops = m["matmul_peak"], m["matmul_peak_gflops"]
     header = (
         f"{c['dataset']} ({c['num_train']} training images), MLP 784-"
         f"{'-'.join(map(str, c['hidden']))}-{c['z_dim']}, batch {c['batch_size']}, "
-        f"{c['device']} ({m.get('gpu', m['cpu'])}, {m.get('vector_isa', '?')}, BLAS "
-        f"{m.get('blas', '?')}, {m['torch_threads']} threads), "
+        f"{c['device']} ({machine_line(m)}), "
         f"median of the clean epochs among {c['rounds']} alternating ones, denormals "
         f"{'flushed' if c.get('denormals', 'keep') == 'flush' else 'kept'} on every path; "
         f"the pyro-vae{' and hand-written' * (c['estimator'] == 'iwae')} paths train by "
@@ -57,7 +57,7 @@ def markdown_report(report: dict) -> str:
     rows = [{"path": PATHS[name][0], **p} for name, p in report["paths"].items()]
     text = markdown_table(header, _columns(report), rows)
     text += (
-        f"\nmatmul peak of this machine, measured in this run: {peak['gflops']:.1f} GFLOP/s "
+        f"\nmatmul peak of this machine, measured in this run: {gflops:.1f} GFLOP/s "
         f"(float32 {peak['n']}x{peak['n']} `a @ b`, best of {peak['repeats']}); a path's "
         "GFLOP/s count the matrix products of its steps, forward and backward\n"
     )

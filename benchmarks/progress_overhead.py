@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.machine import machine_info
+from benchmarks.machine import machine_block, machine_line
 from pyro_vae import param_store
 from pyro_vae.data import load_dataset
 from pyro_vae.training import MetricsCSV, Progress, RunDirectory, TrainConfig, Trainer, assemble
@@ -109,8 +109,8 @@ def _measure(rounds: int) -> tuple[dict[str, list[tuple[float, float]]], dict, i
         return times, per_call, trainer.parts.steps_per_epoch
 
 
-def _summary(times: dict, per_call: dict, steps_per_epoch: int, rounds: int) -> dict:
-    """Medians per arm, each arm's overhead against no observers, and the machine."""
+def _summary(times: dict, per_call: dict, steps_per_epoch: int, rounds: int, machine: dict) -> dict:
+    """Medians per arm, each arm's overhead against no observers, and the machine block."""
     median = {
         arm: {
             "epoch_seconds": statistics.median(w for w, _ in t),
@@ -127,7 +127,7 @@ def _summary(times: dict, per_call: dict, steps_per_epoch: int, rounds: int) -> 
     }
     return {
         "what": "default run (MLP 784-400-16, mnist-sample, batch 128), an epoch per arm a round",
-        "machine": machine_info(torch.device("cpu")),
+        **machine,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "rounds": rounds,
@@ -148,14 +148,16 @@ def _summary(times: dict, per_call: dict, steps_per_epoch: int, rounds: int) -> 
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=8, help="timed epochs per arm (8)")
     parser.add_argument("--out", default="benchmarks/progress_overhead.json", help="JSON file")
-    args = parser.parse_args()
-    result = _summary(*_measure(args.rounds), args.rounds)
+    args = parser.parse_args(argv)
+    machine = machine_block(torch.device("cpu"))  # the matmul peak, before the timings
+    result = _summary(*_measure(args.rounds), args.rounds, machine)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"machine: {machine_line(result['machine'])}")
     for arm in ("log", "bar"):
         o = result["overhead"][arm]
         share = result["observer_share_of_a_step"][arm]

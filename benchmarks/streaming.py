@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.machine import machine_info
+from benchmarks.machine import machine_block, machine_line
 from benchmarks.memory_sampler import memory_report, sample
 from pyro_vae.training import Observer, TrainConfig, TrainingInterrupted, fit
 
@@ -321,11 +321,12 @@ def main(argv: list[str] | None = None) -> int:
         return _child(args.child)
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    machine = machine_block(torch.device("cpu"))  # the matmul peak, before any run
+    print(f"machine: {machine_line(machine['machine'])}")
     for case in ("memory", "images") if args.case == "both" else (args.case,):
         measure = measure_memory if case == "memory" else measure_images
         command = shlex.join(["python", "-m", "benchmarks.streaming", *argv])
-        result = {"machine": machine_info(torch.device("cpu")), "command": command,
-                  **measure(args, workdir)}  # fmt: skip
+        result = {**machine, "command": command, **measure(args, workdir)}
         path = Path(args.out) / f"streaming_{case}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")

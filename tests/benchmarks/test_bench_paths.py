@@ -16,9 +16,9 @@ os.environ.setdefault(
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks import compare  # noqa: E402
+from benchmarks import compare, machine  # noqa: E402
 from benchmarks import paths as bench_paths  # noqa: E402
-from benchmarks.machine import matmul_peak_gflops  # noqa: E402
+from benchmarks.machine import machine_line, matmul_peak_gflops  # noqa: E402
 from benchmarks.markdown_report import markdown_report  # noqa: E402
 from benchmarks.paths import (  # noqa: E402
     PATHS,
@@ -35,7 +35,7 @@ NO_JAX = "JAX is not installed (pip install 'pyro-vae[numpyro]')"
 @pytest.fixture
 def small_peak(monkeypatch):
     """The matmul peak on 128 x 128 matrices: these runs check bookkeeping, not the machine."""
-    monkeypatch.setattr(compare, "PEAK_MATMUL_SIZE", 128)
+    monkeypatch.setattr(machine, "PEAK_MATMUL_SIZE", 128)
 
 
 @pytest.fixture
@@ -132,11 +132,13 @@ def test_the_table_gives_rates_and_the_ratio_to_numpyro_scan():
     for s in summary.values():
         s |= {"epoch_peak_extra_memory_mb": 1.0, "epoch_seconds": [1.0], "clean_epochs": 1}
         s["cores_busy"] = 1.0
-    machine = {"cpu": "x", "torch_threads": 1, "matmul_peak": {"gflops": 2.0, "n": 8, "repeats": 1}}
+    where = {"cpu": "x", "vector_isa": "AVX2", "blas": "mkl", "torch_threads": 1}
+    where |= {"matmul_peak_gflops": 2.0, "matmul_peak": {"n": 8, "repeats": 1}}
     config = {"dataset": "d", "num_train": 100, "hidden": (6, 4), "z_dim": 2, "batch_size": 32}
     config |= {"device": "cpu", "rounds": 1, "estimator": "trace"}
-    report = {"machine": machine, "config": config, "paths": summary, "clean": True}
+    report = {"machine": where, "config": config, "paths": summary, "clean": True}
     md = markdown_report(report)
+    assert "cpu (x, AVX2, BLAS mkl, 1 threads, matmul 2 GFLOP/s (float32 8x8 a @ b))" in md
     assert "| GFLOP/s | % of matmul peak | time vs hand-written | time vs numpyro-scan |" in md
     assert f"| {100 * fast['fraction_of_matmul_peak']:.1f}% | 0.50x | 0.25x |" in md
     assert "matmul peak of this machine, measured in this run: 2.0 GFLOP/s" in md
@@ -157,11 +159,13 @@ def test_the_iwae_run_counts_every_particle(tmp_path, small_peak):
     for name, particles in (("pyro-vae", 3), ("hand-written", 3), ("pyro-trace-elbo", 1)):
         want = epoch_matmul_flops(4000, 500, 784, (8,), 2, particles)
         assert paths[name]["epoch_matmul_flops"] == want, name
-    assert report["machine"]["matmul_peak"]["gflops"] > 0
+    assert report["machine"]["matmul_peak_gflops"] > 0
+    assert report["machine"]["matmul_peak"]["n"] == 128  # (small_peak)
     # a share of the cores, not how large: the suite's other worker may hold them meanwhile
     assert all(0 < p["cores_busy"] <= os.cpu_count() + 0.5 for p in paths.values())
     md = (tmp_path / "benchmark.md").read_text()
     assert "--estimator iwae --particles 3 --grad dreg" in md and "| % of matmul peak |" in md
+    assert f"cpu ({machine_line(report['machine'])})" in md
 
 
 def _tiny_data(n: int = 70) -> ImageData:

@@ -1,13 +1,14 @@
 """The given-model benchmark's bookkeeping (never its timings): both arms train the same VAE
-by the same step, and the report pairs their epochs."""
+by the same step, and the report pairs their epochs and names the machine."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import torch
 
-from benchmarks import given_model
+from benchmarks import given_model, machine
 
 
 def test_both_arms_build_the_same_vae_and_the_same_step():
@@ -23,11 +24,17 @@ def test_both_arms_build_the_same_vae_and_the_same_step():
         torch.testing.assert_close(a, b)
 
 
-def test_the_report_pairs_the_rounds(monkeypatch):
-    result = given_model.measure(rounds=2, compile=False)
+def test_the_report_pairs_the_rounds_and_names_the_machine(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(machine, "PEAK_MATMUL_SIZE", 64)  # bookkeeping, not the machine
+    out = tmp_path / "given_model.json"
+    assert given_model.main(["--rounds", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
     seconds = result["all_epoch_seconds"]
     assert len(seconds["named"]) == len(seconds["given"]) == 2
     ratios = [g / n for g, n in zip(seconds["given"], seconds["named"], strict=True)]
     assert result["ratio_spread"] == [min(ratios), max(ratios)]
     assert math.isfinite(result["ratio_given_to_named"])
-    assert {"cpu", "blas"} <= set(result["machine"])
+    where = result["machine"]
+    assert {"cpu", "vector_isa", "blas"} <= set(where) and where["matmul_peak_gflops"] > 0
+    assert where["matmul_peak"]["n"] == 64
+    assert f"on {machine.machine_line(where)};" in capsys.readouterr().out
