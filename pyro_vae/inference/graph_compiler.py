@@ -118,25 +118,37 @@ def split_addmm_pass() -> Callable[[torch.fx.Graph], None]:
     should not wait for."""
     from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 
+    from ..kernels import fast_log1p
+
     class SplitAddmm(CustomGraphPass):
         """:func:`split_addmm` as an Inductor pass run after its own rewrites
         (``post_grad_custom_post_pass``): those fuse every ``mm`` followed by a bias add back
-        into an ``addmm`` on the CPU, so a split made before compiling did not survive."""
+        into an ``addmm`` on the CPU, so a split made before compiling did not survive. It
+        also rewrites ``log1p`` (:mod:`pyro_vae.kernels.fast_log1p`), which only appears once
+        Inductor has decomposed the likelihoods."""
 
         def __call__(self, graph: torch.fx.Graph) -> None:
             split_addmm(graph)
+            fast_log1p.rewrite_log1p(graph)
 
         def uuid(self) -> bytes:
-            return get_hash_for_files((__file__,))
+            return get_hash_for_files((__file__, fast_log1p.__file__))
 
     return SplitAddmm()
 
 
 def compile_graph(
-    graph: torch.fx.GraphModule, backend: str = "inductor", cuda_graphs: bool = False
+    graph: torch.fx.GraphModule,
+    backend: str = "inductor",
+    cuda_graphs: bool = False,
+    fastest_matmul: bool | None = None,
 ) -> Callable:
     """The captured graph compiled by TorchInductor (``backend="eager"``: run as recorded,
-    quick to build, for tests). ``cuda_graphs``: also replay it as a CUDA graph
+    quick to build, for tests). ``fastest_matmul`` (by default with Inductor): each float32
+    CPU product of a shape OpenBLAS multiplies faster than torch on this machine calls
+    OpenBLAS (:mod:`pyro_vae.kernels.matmul_choice`, timed on first use of the shape; the
+    results then equal the graph's to float32 rounding). ``cuda_graphs``: also replay it as a
+    CUDA graph
     (``mode="reduce-overhead"``). Otherwise the random numbers are drawn by the eager kernels
     (``fallback_random``), so that the compiled program sees the same noise as the eager one
     for the same seed (Inductor's own draw was also slower on the CPU: a Philox engine and a
@@ -145,6 +157,10 @@ def compile_graph(
         raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if cuda_graphs and backend != "inductor":
         raise ValueError("CUDA graphs are captured by the inductor backend")
+    if fastest_matmul if fastest_matmul is not None else backend == "inductor":
+        from ..kernels.matmul_choice import use_fastest_matmul
+
+        use_fastest_matmul(graph)
     if backend == "eager":
         return graph
     if cuda_graphs:
