@@ -72,7 +72,7 @@ def schedule(name: str, num_steps: int) -> torch.Tensor:
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {name!r}")
 
 
-def _annealed(d: Densities, z: Latents, beta: float) -> Point:
+def annealed_point(d: Densities, z: Latents, beta: float) -> Point:
     """The point z under log f_b = (1 - b) log q0 + b log p(x, z); ``extra`` keeps both parts,
     so that the same point is re-read under another b without calling the model."""
     extra = {"log_p": d.log_p, "log_q0": d.log_q0, "grad_p": d.grad_p, "grad_q0": d.grad_q0}
@@ -92,8 +92,22 @@ def log_ratio(point: Point) -> torch.Tensor:
     return (point.extra["log_p"] - point.extra["log_q0"]).double()
 
 
-def _target(densities: LatentDensities, beta: float) -> Callable[[Latents], Point]:
-    return lambda z: _annealed(densities.evaluate(z), z, beta)
+Transition = Callable[[Point, float, torch.Tensor], tuple[Point, torch.Tensor]]
+"""``transition(point, b, step_size) -> (point, accept)``: an HMC transition leaving f_b
+invariant, from ``point`` (read under f_b whatever density it was last read under)."""
+
+
+def eager_transition(densities: LatentDensities, leapfrog_steps: int) -> Transition:
+    """The HMC transition of ``densities``' chains, each evaluation a run of the model and the
+    guide through Pyro (:meth:`LatentDensities.evaluate`)."""
+
+    def transition(point: Point, beta: float, step_size: torch.Tensor):
+        def target(z: Latents) -> Point:
+            return annealed_point(densities.evaluate(z), z, beta)
+
+        return hmc_transition(at_beta(point, beta), target, step_size, leapfrog_steps)
+
+    return transition
 
 
 @dataclass(frozen=True)
@@ -118,14 +132,15 @@ def forward(
     densities: LatentDensities,
     betas: torch.Tensor,
     step_size: torch.Tensor,
-    leapfrog_steps: int,
+    transition: Transition,
     target_accept: float,
     on_step: Callable[[], None] = lambda: None,
 ) -> Run:
-    """Forward AIS from z_0 ~ q0, adapting each image's step size (N,) after each transition
-    towards ``target_accept``. ``on_step`` is called after each annealing step."""
+    """Forward AIS from z_0 ~ q0, adapting each image's step size (N,) after each
+    ``transition`` (of ``densities``' chains) towards ``target_accept``. ``on_step`` is
+    called after each annealing step."""
     z = densities.sample_initial()
-    point = _annealed(densities.evaluate(z), z, 0.0)
+    point = annealed_point(densities.evaluate(z), z, 0.0)
     num_steps = len(betas) - 1
     log_w = torch.zeros(densities.shape, dtype=torch.float64, device=step_size.device)
     step_sizes = step_size.new_empty(num_steps, step_size.shape[0])
@@ -134,10 +149,7 @@ def forward(
         log_w += float(betas[t] - betas[t - 1]) * log_ratio(point)
         step_sizes[t - 1] = step_size
         if t < num_steps:
-            beta = float(betas[t])
-            point, accept = hmc_transition(
-                at_beta(point, beta), _target(densities, beta), step_size, leapfrog_steps
-            )
+            point, accept = transition(point, float(betas[t]), step_size)
             rate = accept.double().mean(0)
             accepted.append(rate)
             step_size = adapt_step_size(step_size, rate, target_accept)
@@ -150,22 +162,20 @@ def reverse(
     betas: torch.Tensor,
     z_exact: Latents,
     step_sizes: torch.Tensor,
-    leapfrog_steps: int,
+    transition: Transition,
     on_step: Callable[[], None] = lambda: None,
 ) -> Run:
     """Reverse AIS from the exact posterior samples ``z_exact`` (each site (N, *event); every
-    chain of an image starts at its sample), with the forward run's ``step_sizes``."""
+    chain of an image starts at its sample), with the forward run's ``step_sizes`` and
+    ``transition`` (of ``densities``' chains)."""
     z = _with_chains(z_exact, densities.chains)
-    point = _annealed(densities.evaluate(z), z, 1.0)
+    point = annealed_point(densities.evaluate(z), z, 1.0)
     num_steps = len(betas) - 1
     log_u = torch.zeros(densities.shape, dtype=torch.float64, device=step_sizes.device)
     accepted = []
     for t in range(num_steps, 0, -1):
         if t < num_steps:
-            beta = float(betas[t])
-            point, accept = hmc_transition(
-                at_beta(point, beta), _target(densities, beta), step_sizes[t - 1], leapfrog_steps
-            )
+            point, accept = transition(point, float(betas[t]), step_sizes[t - 1])
             accepted.append(accept.double().mean(0))
         log_u += float(betas[t] - betas[t - 1]) * log_ratio(point)
         on_step()
@@ -190,6 +200,9 @@ class AnnealingSettings:
         step_size: every image's initial HMC step size, adapted towards ``target_accept``.
         target_accept: the acceptance rate the step sizes are adapted towards, in (0, 1).
         max_particles: at most this many chains x images are evaluated at once (memory).
+        compile: how the HMC transitions run: True (captured as one graph and compiled),
+            False (through Pyro), None (compiled when the run is long enough), or a mode of
+            :class:`~pyro_vae.inference.captured_transition.Transitions`.
         simulated: for BDMC in ``pyro-vae evaluate``, the images simulated from the model
             (:func:`~pyro_vae.inference.bdmc.bdmc` itself takes the images it is given).
     """
@@ -202,6 +215,7 @@ class AnnealingSettings:
     step_size: float = 0.05
     target_accept: float = 0.65
     max_particles: int = 10_000
+    compile: bool | str | None = None
     simulated: int = 100
 
     def __post_init__(self) -> None:
@@ -237,13 +251,13 @@ class AnnealingSettings:
             rows = slice(start, start + size)
             yield rows, LatentDensities(model, guide, x[rows], self.chains, self.initial)
 
-    def forward_run(self, densities: LatentDensities, on_step: Callable[[], None]) -> Run:
+    def forward_run(
+        self, densities: LatentDensities, transition: Transition, on_step: Callable[[], None]
+    ) -> Run:
         """Forward AIS (:func:`forward`) over one chunk, every image from ``step_size``."""
         x = densities.x
         start = torch.full((x.shape[0],), self.step_size, dtype=torch.float64, device=x.device)
-        return forward(
-            densities, self.betas, start, self.leapfrog_steps, self.target_accept, on_step
-        )
+        return forward(densities, self.betas, start, transition, self.target_accept, on_step)
 
     def run_options(self) -> dict[str, object]:
         """The keyword arguments of :func:`~pyro_vae.inference.ais.ais_log_likelihood` and

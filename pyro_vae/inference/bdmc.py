@@ -26,6 +26,7 @@ from pyro import poutine
 from .. import param_store
 from .ais import AISResult, ais_result, log_mean_exp, progress_bar
 from .annealing import DEFAULTS, AnnealingSettings, Run, reverse
+from .captured_transition import Transitions
 from .traces import latent_sites
 
 Latents = dict[str, torch.Tensor]
@@ -116,6 +117,7 @@ def bdmc(
     step_size: float = DEFAULTS.step_size,
     target_accept: float = DEFAULTS.target_accept,
     max_particles: int = DEFAULTS.max_particles,
+    compile: bool | str | None = DEFAULTS.compile,
     progress: bool = False,
 ) -> BDMCResult:
     """Lower and upper bounds on log p(x) for images ``x`` simulated with latents ``z_exact``
@@ -124,7 +126,8 @@ def bdmc(
     Forward AIS as :func:`~pyro_vae.inference.ais.ais_log_likelihood` (same options, the
     fields of :class:`~pyro_vae.inference.annealing.AnnealingSettings`), then per chunk of
     images reverse AIS with every chain started at the image's ``z_exact`` and the forward
-    run's step sizes (Grosse et al., 2015).
+    run's step sizes (Grosse et al., 2015). Both directions share the transitions
+    (``compile`` as for AIS).
     """
     settings = AnnealingSettings(
         num_steps,
@@ -135,7 +138,9 @@ def bdmc(
         step_size,
         target_accept,
         max_particles,
+        compile,
     )
+    transitions = Transitions.for_run(settings, x, runs_per_chunk=2)
     forwards: list[Run] = []
     reverses: list[Run] = []
     done: list[torch.Tensor] = []
@@ -144,11 +149,10 @@ def bdmc(
     step = partial(shown.advance, 1, fields(done))  # fields(done) reads done as it grows
     for rows, densities in settings.chunks(model, guide, x):
         zb = {k: v[rows] for k, v in _as_latents(z_exact, densities.sites).items()}
-        run = settings.forward_run(densities, step)
+        transition = transitions(densities)
+        run = settings.forward_run(densities, transition, step)
         forwards.append(run)
-        reverses.append(
-            reverse(densities, settings.betas, zb, run.step_sizes, leapfrog_steps, step)
-        )
+        reverses.append(reverse(densities, settings.betas, zb, run.step_sizes, transition, step))
         done.append(-log_mean_exp(-reverses[-1].log_weights) - log_mean_exp(run.log_weights))
     shown.close(fields(done))
     log_u = torch.cat([r.log_weights for r in reverses], 1)

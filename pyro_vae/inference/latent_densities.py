@@ -147,26 +147,31 @@ class LatentDensities:
             trace = poutine.trace(with_chains(fn, self.chains)).get_trace(self.x)
         return {name: trace.nodes[name]["value"].detach() for name in self.sites}
 
-    def log_densities(self, z: Latents) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log p(x, z), log q0(z)) at ``z``, each (C, N), in the current grad mode.
+    def log_densities(
+        self, z: Latents, x: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p(x, z), log q0(z)) at ``z``, each (C, N), in the current grad mode; ``x``:
+        other images of the same shape than those this was made for.
 
         Without validation: a leapfrog that diverged may give NaN parameters, which must
         come out as a NaN density (a rejected proposal), not as an error."""
+        x = self.x if x is None else x
         with param_store.off(), pyro.validation_enabled(False):
             model = poutine.condition(with_chains(self.model, self.chains), data=z)
-            model_trace = poutine.trace(model).get_trace(self.x)
+            model_trace = poutine.trace(model).get_trace(x)
             log_p = _summed(model_trace, None, self.shape)
             if self.initial == "prior":
                 return log_p, _summed(model_trace, set(z), self.shape)
             guide = poutine.condition(with_chains(self.guide, self.chains), data=z)
-            guide_trace = poutine.trace(guide).get_trace(self.x)
+            guide_trace = poutine.trace(guide).get_trace(x)
             return log_p, _summed(guide_trace, set(z), self.shape)
 
-    def evaluate(self, z: Latents) -> Densities:
-        """Both log-densities at ``z`` and their gradients with respect to z only."""
+    def evaluate(self, z: Latents, x: torch.Tensor | None = None) -> Densities:
+        """Both log-densities at ``z`` and their gradients with respect to z only (``x``: as
+        for :meth:`log_densities`)."""
         with torch.enable_grad():
             leaves = {k: v.detach().requires_grad_(True) for k, v in z.items()}
-            log_p, log_q0 = self.log_densities(leaves)
+            log_p, log_q0 = self.log_densities(leaves, x)
             inputs = list(leaves.values())
             grad_p = _grad(log_p, inputs, retain_graph=True)
             grad_q0 = _grad(log_q0, inputs, retain_graph=False)
