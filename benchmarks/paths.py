@@ -30,8 +30,17 @@ class PyroVAEPath:
     """This project's training step, through its trainer (no evaluation, no files)."""
 
     def __init__(
-        self, data: ImageData, opts: dict, compile: bool = False, cuda_graphs: bool = False
+        self,
+        data: ImageData,
+        opts: dict,
+        compile: bool = False,
+        cuda_graphs: bool = False,
+        no_flags: bool = False,
     ) -> None:
+        """``no_flags``: the step a user gets without --compile for a run of the default
+        length (100 epochs), which compiles by itself from ``--compile-from`` steps;
+        otherwise eager (``--compile-from 0``) unless ``compile``."""
+        length = {} if no_flags else {"epochs": 1, "compile_from": 0}
         config = TrainConfig(
             hidden=opts["hidden"],
             z_dim=opts["z_dim"],
@@ -39,7 +48,6 @@ class PyroVAEPath:
             lr=opts["lr"],
             device=opts["device"],
             seed=opts["seed"],
-            epochs=1,
             estimator=opts["estimator"],
             particles=opts.get("particles"),
             grad=opts.get("grad"),
@@ -49,6 +57,7 @@ class PyroVAEPath:
             cuda_graphs=cuda_graphs or None,
             check_reference=False,
             progress=False,
+            **length,
         )
         self.trainer = Trainer(assemble(config, data))
         self.samples_per_image = (config.particles or 1) * (config.groups or 1)
@@ -149,7 +158,11 @@ class PyroExamplePath:
 
 # slug -> (label in tables, how to build the path)
 PATHS: dict[str, tuple[str, Callable[[ImageData, dict], Any]]] = {
-    "pyro-vae": ("pyro-vae", lambda data, opts: PyroVAEPath(data, opts)),
+    "pyro-vae": ("pyro-vae eager", lambda data, opts: PyroVAEPath(data, opts)),
+    "pyro-vae-default": (
+        "pyro-vae, no flags (a 100-epoch run: compiled by itself)",
+        lambda data, opts: PyroVAEPath(data, opts, no_flags=True),
+    ),
     "pyro-vae-compile": (
         "pyro-vae --compile",
         lambda data, opts: PyroVAEPath(data, opts, compile=True),

@@ -43,7 +43,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="is: compile the importance-sampling chunks (TorchInductor): the same estimate, "
         "faster, after 20-40 s of compiling; unless given, on when images x K >= "
-        f"{COMPILE_FROM:,} (never for a model with a class variable, m2 or joint)",
+        f"{COMPILE_FROM:,} (never for a model with a class variable, m2 or joint); ais, bdmc: "
+        "capture each HMC transition as one graph and compile it; unless given, chosen by "
+        "the run's size (docs/speed.md, 'AIS')",
     )
     p.add_argument(
         "--max-images",
@@ -98,6 +100,7 @@ def evaluate(args: argparse.Namespace) -> int:
             chains=args.chains,
             leapfrog_steps=args.leapfrog,
             initial=args.ais_initial,
+            compile=args.compile,
             simulated=args.simulate,
         ),
     )

@@ -87,7 +87,10 @@ def _objective(trainer: StartingTrainer) -> str:
 def _run(trainer: StartingTrainer) -> str:
     c, pos = trainer.config, trainer.pos
     state = f"resumed after epoch {pos.epoch}, step {pos.step}" if pos.step else "new run"
-    compiled = ", compiled step" if c.compile else ""
+    compiled = ""
+    if trainer.parts.compiled is not None:
+        auto = "" if c.compile else f" (a run of {c.compile_from:,}+ steps)"
+        compiled = f", compiled step{auto}"
     return (
         f"run {c.out} ({state}): {c.epochs} epochs, Adam lr {c.lr:g}, seed {c.seed}, "
         f"precision {c.precision}{compiled}"

@@ -30,6 +30,7 @@ import torch
 
 from .. import param_store
 from ..checks import check_against_pyro, check_against_reference, missing_reference
+from ..inference.graph_compiler import CaptureError
 from .assemble import Assembly
 from .denormals import flushed_denormals
 from .devices import synchronize
@@ -97,6 +98,17 @@ class Trainer:
         for schedule in parts.schedules:
             schedule.update(0)
         x0 = parts.binarizer.train_x()[: self.config.batch_size]
+        try:
+            return self._check_first_batch(x0)
+        except CaptureError as err:
+            if self.config.compile:
+                raise
+            warnings.warn(f"the step runs uncompiled: {err}", stacklevel=2)
+            parts.compiled = None
+            return self._check_first_batch(x0)
+
+    def _check_first_batch(self, x0: torch.Tensor) -> dict[str, Any]:
+        parts = self.parts
         why = missing_reference(self.vae, parts.step_estimator)
         with param_store.off():
             if why is not None:
@@ -273,9 +285,8 @@ class Trainer:
         parts = self.parts
         for schedule in parts.schedules:
             schedule.update(self.pos.step)
-        if parts.compiled is not None:
-            loss, _ = parts.compiled(x, self.vae.beta)  # leaves the gradients in .grad
-        else:
+        loss = self._compiled_step(x) if parts.compiled is not None else None
+        if loss is None:
             bf16 = self.config.precision == "bf16"
             with torch.autocast(parts.device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = parts.step_estimator.differentiable_loss(self.vae.model, self.vae.guide, x)
@@ -283,6 +294,21 @@ class Trainer:
             loss.backward()
         self.cluster.sum_gradients(self.params)
         parts.optimizer.step()
+        return loss
+
+    def _compiled_step(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The compiled step's loss (it leaves the gradients in .grad); None where a step
+        compiled by itself (``compile_from``, not ``--compile``) cannot be recorded as one
+        graph: the run then goes on eagerly, from this step's same noise (recording draws
+        nothing from the random streams)."""
+        try:
+            loss, _ = self.parts.compiled(x, self.vae.beta)
+        except CaptureError as err:
+            if self.config.compile:
+                raise
+            warnings.warn(f"the step runs uncompiled: {err}", stacklevel=2)
+            self.parts.compiled = None
+            return None
         return loss
 
     # --- stopping ------------------------------------------------------------------------------
@@ -335,7 +361,7 @@ class Trainer:
                 self.parts.device,
                 getattr(self.vae, "likelihood", None),
             ),
-            "compiled": config.compile,
+            "compiled": self.parts.compiled is not None,
             "cuda_graphs": bool(config.cuda_graphs),
             "reference_check": self.reference_check,
             "processes": self.cluster.world_size,

@@ -276,6 +276,11 @@ class TrainConfig(ConfigRecord):
     compile: bool = option(
         False, "trace the Pyro step once and run it as a compiled graph (TorchInductor)", "run"
     )
+    compile_from: int = option(
+        10_000, "compile the step (as --compile) when the run takes at least this many steps "
+        "and its model and estimator can be compiled; 0: only with --compile", "run",
+        check=at_least(0), resumable=True,
+    )  # fmt: skip
     cuda_graphs: bool | None = option(
         False, "with --compile on CUDA: replay the compiled step as a CUDA graph", "run",
         applies=lambda c: c.compile, when="--compile",
