@@ -5,8 +5,10 @@ The model is the default run's VAE (MLP 784-400-16, Bernoulli pixels) trained ``
 epochs on mnist-sample; the images are the first ``--images`` test images, binarized once.
 Every path runs the same algorithm (T annealing steps on the sigmoid schedule from q(z|x), C
 chains per image, HMC with L leapfrog steps, Wu et al.'s step-size rule), so the estimates
-agree to Monte Carlo error. Each path first runs a warm-up of 2 steps on the same images
-(where the compiled path compiles: its seconds are ``warmup_seconds``), then the timed run.
+agree to Monte Carlo error (and this project's paths to float32 rounding: the same chains).
+Each path first runs a warm-up of 2 steps on the same images (where the compiled path
+compiles: its seconds are ``warmup_seconds``), then ``--rounds`` timed runs, the paths
+alternating, of which the median is reported.
 
     python -m benchmarks.ais_speed --steps 200 --chains 8 --leapfrog 2 --images 20
 
@@ -88,10 +90,7 @@ def _decoder_flops(vae: nn.Module, opts: argparse.Namespace, images: int) -> flo
     return 2 * per_row * opts.steps * opts.leapfrog * opts.chains * images
 
 
-def time_path(evaluate: Callable, x: torch.Tensor, steps: int, seed: int) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    evaluate(x, 2)
-    warmup = time.perf_counter() - t0
+def _timed(evaluate: Callable, x: torch.Tensor, steps: int, seed: int) -> dict[str, Any]:
     pyro.set_rng_seed(seed)
     with LoadMonitor() as load:
         t0 = time.perf_counter()
@@ -99,33 +98,47 @@ def time_path(evaluate: Callable, x: torch.Tensor, steps: int, seed: int) -> dic
         seconds = time.perf_counter() - t0
     return {
         "seconds": seconds,
-        "warmup_seconds": warmup,
-        "images_per_second": x.shape[0] / seconds,
         "mean_log_likelihood": float(estimate.mean()),
         "other_cpu_share": load.other_cpu_share,
     }
 
 
 def measure(opts: argparse.Namespace) -> dict[str, Any]:
-    """Every path of ``opts.paths`` timed once, one after another, beside the machine."""
+    """Every path of ``opts.paths`` warmed up (2 steps), then timed ``opts.rounds`` times, the
+    order of the paths alternating from round to round so that a drift of the machine falls
+    on all of them; the median round of each, beside the machine."""
     machine = machine_block(torch.device("cpu"))
     torch.manual_seed(opts.seed)
     vae, test_x = trained_vae(opts.epochs, opts.seed)
-    x = torch.bernoulli(test_x[: opts.images].reshape(opts.images, -1), generator=None)
+    x = torch.bernoulli(test_x[: opts.images].reshape(opts.images, -1))
     evaluators = _evaluators(vae, opts)
     flops = _decoder_flops(vae, opts, opts.images)
-    paths: dict[str, Any] = {}
+    rounds: dict[str, list[dict[str, Any]]] = {slug: [] for slug in opts.paths}
+    warmup: dict[str, float] = {}
     with torch.no_grad(), param_store.off():
         for slug in opts.paths:
-            res = time_path(evaluators[slug], x, opts.steps, opts.seed)
-            res |= {"label": LABELS[slug], "decoder_gflops": flops / res["seconds"] / 1e9}
-            paths[slug] = res
-            print(f"{slug}: {res['seconds']:.2f} s, log p(x) {res['mean_log_likelihood']:.2f}")
+            t0 = time.perf_counter()
+            evaluators[slug](x, 2)
+            warmup[slug] = time.perf_counter() - t0
+        for r in range(opts.rounds):
+            for slug in opts.paths if r % 2 == 0 else reversed(opts.paths):
+                rounds[slug].append(_timed(evaluators[slug], x, opts.steps, opts.seed))
+                print(f"round {r + 1} {slug}: {rounds[slug][-1]['seconds']:.2f} s")
+    paths: dict[str, Any] = {}
+    for slug, runs in rounds.items():
+        median = sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2]
+        paths[slug] = median | {
+            "label": LABELS[slug],
+            "rounds_seconds": [run["seconds"] for run in runs],
+            "warmup_seconds": warmup[slug],
+            "images_per_second": opts.images / median["seconds"],
+            "decoder_gflops": flops / median["seconds"] / 1e9,
+        }
     if "hand-written" in paths:
         for res in paths.values():
             res["vs_hand_written"] = res["seconds"] / paths["hand-written"]["seconds"]
     settings = {k: getattr(opts, k) for k in ("steps", "chains", "leapfrog", "images", "epochs")}
-    return machine | {"settings": settings, "paths": paths}
+    return machine | {"settings": settings | {"rounds": opts.rounds}, "paths": paths}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -133,6 +146,7 @@ def markdown(result: dict[str, Any]) -> str:
     header = (
         f"AIS log p(x), T={s['steps']}, {s['chains']} chains, {s['leapfrog']} leapfrog steps, "
         f"{s['images']} mnist-sample test images, MLP 784-400-16 trained {s['epochs']} epochs; "
+        f"median of {s['rounds']} alternating rounds; "
         f"{machine_line(result['machine'])}"
     )
     ratio = "vs_hand_written"
@@ -160,6 +174,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=20, help="test images")
     p.add_argument("--epochs", type=int, default=5, help="training epochs of the model")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=3, help="timed runs of each path (median)")
     p.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS, metavar="PATH")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/ais_speed.json"))
     return p
