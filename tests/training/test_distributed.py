@@ -40,6 +40,8 @@ def _options(data_file, out, epochs: int = 1) -> list[str]:
         str(data_file),
         "--epochs",
         str(epochs),
+        "--compile-from",  # a run of 400 epochs is killed: eager, as the runs it is held to
+        "0",
         "--batch-size",
         str(BATCH),
         "--hidden",

@@ -142,7 +142,8 @@ def test_resume_compares_every_option_but_the_resumable_ones():
     resumable = {n for n, o in options().items() if o.resumable}
     assert resumable == {"epochs", "device", "out", "checkpoint_every", "check_reference",
                          "progress", "tensorboard", "memory_budget", "workers", "tracker",
-                         "tracking_uri", "experiment", "tracker_errors", "compile_from"}  # fmt: skip
+                         "tracking_uri", "experiment", "tracker_errors",
+                         "compile_from"}  # fmt: skip
 
 
 def test_a_parts_own_check_fails_before_any_data_is_read():

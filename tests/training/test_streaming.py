@@ -100,7 +100,8 @@ def test_a_run_stops_when_its_file_changes_as_it_streams(tmp_path, digits_npy):
     )
     args = [sys.executable, "-c", script, "train", "--data", str(digits_npy), "--stream",
             "always", "--epochs", "200", "--batch-size", "32", "--hidden", "32", "--z-dim", "4",
-            "--out", str(out), "--no-progress", "--no-tensorboard"]  # fmt: skip
+            "--out", str(out), "--no-progress", "--no-tensorboard",
+            "--compile-from", "0"]  # fmt: skip
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not (out / runs.CHECKPOINT).exists():
@@ -137,11 +138,13 @@ def test_processes_read_disjoint_shards_of_each_global_batch(digits_npy):
 
 def test_a_streamed_run_killed_mid_epoch_resumes_bit_for_bit(tmp_path, digits_npy):
     """SIGKILL after a mid-epoch checkpoint: the resumed streamed run (a fresh binarization
-    draw per batch, two workers) ends exactly where the unbroken run ends."""
+    draw per batch, two workers) ends exactly where the unbroken run ends. (The killed run is
+    started for 400 epochs, 14,400 steps: eager by --compile-from 0, as the others.)"""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     base = ["train", "--data", str(digits_npy), "--stream", "always", "--epochs", "2",
             "--batch-size", "8", "--hidden", "32", "--z-dim", "4", "--checkpoint-every", "5",
-            "--workers", "2", "--no-progress", "--no-tensorboard"]  # fmt: skip
+            "--workers", "2", "--no-progress", "--no-tensorboard",
+            "--compile-from", "0"]  # fmt: skip
     assert main([*base, "--out", str(straight)]) == 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "pyro_vae", *base, "--epochs", "400", "--out", str(killed)],
