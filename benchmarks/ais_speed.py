@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from benchmarks.handwritten_ais import handwritten_ais
+from benchmarks.log_likelihood_eval import decoder_flops_per_particle
 from benchmarks.machine import LoadMonitor, machine_block, machine_line
 from pyro_vae import param_store
 from pyro_vae.data import load_dataset
@@ -85,8 +86,7 @@ def _evaluators(vae: nn.Module, opts: argparse.Namespace) -> dict[str, Callable]
 def _decoder_flops(vae: nn.Module, opts: argparse.Namespace, images: int) -> float:
     """Decoder product flops of the run: forward and backward to z (2 + 2 per multiply-add),
     T L evaluations (the hand-written loop makes T more, for its weights) per chain."""
-    layers = [m for m in vae.decoder.modules() if isinstance(m, nn.Linear)]
-    per_row = sum(2 * m.in_features * m.out_features for m in layers)
+    per_row = decoder_flops_per_particle(vae.decoder)
     return 2 * per_row * opts.steps * opts.leapfrog * opts.chains * images
 
 

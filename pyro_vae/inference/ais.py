@@ -52,7 +52,8 @@ class AISResult:
     chains' effective sample size per image; ``acceptance`` each image's HMC acceptance rate
     over its chains and transitions (NaN for T = 1: none are made); ``step_sizes`` (T, N) the
     HMC step size of each image for the transitions K_1..K_T (see
-    :class:`~pyro_vae.inference.annealing.Run`).
+    :class:`~pyro_vae.inference.annealing.Run`); ``transitions`` how they ran ("pyro",
+    "graph" or "inductor": :class:`~.captured_transition.Transitions`).
     """
 
     per_image: torch.Tensor
@@ -65,6 +66,7 @@ class AISResult:
     leapfrog_steps: int
     initial: str
     schedule: str
+    transitions: str
 
     @property
     def mean(self) -> float:
@@ -72,8 +74,9 @@ class AISResult:
         return float(self.per_image.mean())
 
 
-def ais_result(settings: AnnealingSettings, runs: list[Run]) -> AISResult:
-    """The forward runs of all chunks as one result."""
+def ais_result(settings: AnnealingSettings, runs: list[Run], transitions: str) -> AISResult:
+    """The forward runs of all chunks as one result, their transitions run as
+    ``transitions`` says."""
     log_w = torch.cat([r.log_weights for r in runs], 1)
     return AISResult(
         log_mean_exp(log_w),
@@ -86,6 +89,7 @@ def ais_result(settings: AnnealingSettings, runs: list[Run]) -> AISResult:
         settings.leapfrog_steps,
         settings.initial,
         settings.schedule,
+        transitions,
     )
 
 
@@ -174,4 +178,4 @@ def ais_log_likelihood(
         runs.append(settings.forward_run(densities, step, lambda: shown.advance(1, fields(done))))
         done.append(log_mean_exp(runs[-1].log_weights))
     shown.close(fields(done))
-    return ais_result(settings, runs)
+    return ais_result(settings, runs, transitions.mode)

@@ -157,7 +157,7 @@ def bdmc(
     shown.close(fields(done))
     log_u = torch.cat([r.log_weights for r in reverses], 1)
     return BDMCResult(
-        ais_result(settings, forwards),
+        ais_result(settings, forwards, transitions.mode),
         -log_mean_exp(-log_u),
         log_u,
         torch.cat([r.acceptance for r in reverses]),

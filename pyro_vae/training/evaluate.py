@@ -37,7 +37,6 @@ from ..inference.ais import ais_log_likelihood, effective_sample_size
 from ..inference.annealing import AnnealingSettings
 from ..inference.bdmc import bdmc, simulate
 from ..inference.bits import bits_per_dim
-from ..inference.captured_transition import Transitions
 from ..model import JointVAE
 from ..model.discretized_logistic import eight_bit_values
 from .denormals import flushed_denormals
@@ -217,7 +216,7 @@ def _ais(
     seconds = time.perf_counter() - t0
     return {
         **annealing_record(settings, "ais"),
-        "transitions": Transitions.for_run(settings, x).mode,
+        "transitions": result.transitions,
         "seed": seed,
         "test_log_likelihood": result.mean,
         "test_log_likelihood_stderr": _monte_carlo_stderr(result.log_weights),
@@ -247,7 +246,7 @@ def _bdmc(
     seconds = time.perf_counter() - t0
     return {
         **annealing_record(settings, "bdmc"),
-        "transitions": Transitions.for_run(settings, simulated, runs_per_chunk=2).mode,
+        "transitions": result.forward.transitions,
         "seed": seed,
         "lower": result.mean_lower,
         "upper": result.mean_upper,

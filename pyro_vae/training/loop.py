@@ -101,10 +101,7 @@ class Trainer:
         try:
             return self._check_first_batch(x0)
         except CaptureError as err:
-            if self.config.compile:
-                raise
-            warnings.warn(f"the step runs uncompiled: {err}", stacklevel=2)
-            parts.compiled = None
+            self._go_uncompiled(err)
             return self._check_first_batch(x0)
 
     def _check_first_batch(self, x0: torch.Tensor) -> dict[str, Any]:
@@ -304,12 +301,17 @@ class Trainer:
         try:
             loss, _ = self.parts.compiled(x, self.vae.beta)
         except CaptureError as err:
-            if self.config.compile:
-                raise
-            warnings.warn(f"the step runs uncompiled: {err}", stacklevel=2)
-            self.parts.compiled = None
+            self._go_uncompiled(err)
             return None
         return loss
+
+    def _go_uncompiled(self, err: CaptureError) -> None:
+        """Drop a step compiled by itself that cannot be recorded (with --compile the error
+        stands): the run goes on eagerly, with a warning naming why."""
+        if self.config.compile:
+            raise err
+        warnings.warn(f"the step runs uncompiled: {err}", stacklevel=3)
+        self.parts.compiled = None
 
     # --- stopping ------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ def test_captured_ais_moves_the_chains_as_pyro_does(mode):
     sizes of the run through Pyro, to float32 rounding (the products may run in oneDNN)."""
     vae, x = _vae_and_images()
     eager, captured = _ais(vae, x, "pyro"), _ais(vae, x, mode)
+    assert (eager.transitions, captured.transitions) == ("pyro", mode)
     torch.testing.assert_close(captured.log_weights, eager.log_weights, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(captured.step_sizes, eager.step_sizes, rtol=1e-6, atol=0)
     torch.testing.assert_close(captured.acceptance, eager.acceptance)
